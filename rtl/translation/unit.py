@@ -30,6 +30,11 @@ from .walker import Walker
 TLB_SIZES = ((PageSize.SIZE_4K, 12), (PageSize.SIZE_2M, 21), (PageSize.SIZE_1G, 30))
 
 
+def mem_tag_width(contexts):
+    """Width of the memory port's tag: the walk context's number."""
+    return max(1, ceil_log2(contexts))
+
+
 class TranslationUnit(wiring.Component):
     """Guest IA-32e paging crossed with EPT, with a TLB, paging-structure caches and a walker.
 
@@ -48,7 +53,7 @@ class TranslationUnit(wiring.Component):
         self.gpsc_entries = tuple(gpsc_entries)
         self.epsc_entries = tuple(epsc_entries)
         self.nested_entries = nested_entries
-        self.mem_tag_width = max(1, ceil_log2(contexts))
+        self.mem_tag_width = mem_tag_width(contexts)
         super().__init__(translation_signature(
             tag_width=tag_width, mem_tag_width=self.mem_tag_width, maxphyaddr=maxphyaddr))
 

@@ -203,3 +203,22 @@ def canonical(gla):
     """Bits 63:47 all equal (48-bit linear addresses)."""
     top = gla >> 47
     return top == 0 or top == (1 << 17) - 1
+
+
+__all__ = [
+    "MAXPHYADDR", "PAGE_SHIFT", "PAGE_4K", "PAGE_2M", "PAGE_1G",
+    "Access", "Outcome", "OUTCOME_NAMES", "ACCESS_NAMES", "PageSize", "Invalidation",
+    "CR0_PE", "CR0_WP", "CR0_PG", "CR4_PAE", "CR4_PGE", "CR4_SMEP",
+    "EFER_LME", "EFER_LMA", "EFER_NXE",
+    "PTE_P", "PTE_RW", "PTE_US", "PTE_PWT", "PTE_PCD", "PTE_A", "PTE_D", "PTE_PS", "PTE_G",
+    "PTE_XD", "PTE_A_BIT", "PTE_D_BIT",
+    "LEVEL_PML4E", "LEVEL_PDPTE", "LEVEL_PDE", "LEVEL_PTE", "LEVEL_NAMES",
+    "level_shift", "level_index", "mask", "addr_mask", "guest_reserved_mask",
+    "PFEC_P", "PFEC_W", "PFEC_U", "PFEC_RSVD", "PFEC_I",
+    "EPT_R", "EPT_W", "EPT_X", "EPT_RWX", "EPT_MEMTYPE_SHIFT", "EPT_MEMTYPE_MASK", "EPT_IPAT",
+    "EPT_PS", "EPT_A", "EPT_D", "EPT_A_BIT", "EPT_D_BIT", "EPT_BAD_MEMTYPES", "ept_reserved_mask",
+    "EPTP_MEMTYPE_MASK", "EPTP_MEMTYPE_UC", "EPTP_MEMTYPE_WB", "EPTP_WALK_SHIFT",
+    "EPTP_WALK_MASK", "EPTP_WALK_4LEVEL", "EPTP_AD", "eptp_problem",
+    "QUAL_READ", "QUAL_WRITE", "QUAL_FETCH", "QUAL_PERM_SHIFT", "QUAL_GLA_VALID", "QUAL_FINAL",
+    "canonical",
+]

@@ -1,0 +1,209 @@
+"""Every formal job: proofs, non-vacuity covers and mutation checks (run by `sim/formal.py`).
+
+A job's `build` makes the harness top; `mode`/`depth` go to SymbiYosys. `fast` jobs are the
+subset `make test` runs (tests/test_formal.py); `make formal` runs all proofs and covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from . import mutations as mut
+from .cache import PROPERTIES as CACHE_PROPERTIES
+from .cache import CacheHarness
+from .unit import UnitHarness
+
+# The cache configuration of the proofs: 3 entries (a full cache exercises round-robin
+# replacement, a free entry exercises first-free allocation), 2-bit payloads; raw keys of 4 bits.
+CACHE_ENTRIES = 3
+CACHE_DATA = 2
+RAW_KEY = 4
+#: k-induction depth of the cache proofs (the auxiliary assertions make depth 3 enough).
+CACHE_DEPTH = 4
+#: BMC depth of the mutation checks on the cache (every counterexample is shorter).
+CACHE_MUT_DEPTH = 12
+
+CACHE_WHAT = {
+    "hit_data": "hit returns the payload of the key's last fill",
+    "isolation": "a lookup hits only its own key (VPID, EPT tag)",
+    "inval": "no hit on a key an invalidation covered",
+    "inval_precise": "an invalidation keeps the keys it does not cover",
+    "unique": "no two valid entries hold the same key",
+}
+
+#: Structured key schemes proven with all properties in one job: the keys.py key and
+#: invalidation construction of every cache of the unit.
+STRUCTURED = ("tlb4k", "tlb2m", "tlb1g", "gpsc3", "gpsc2", "gpsc1", "epsc3", "epsc2", "epsc1",
+              "nested")
+#: Of those, the ones `make test` runs (one of each kind of key).
+STRUCTURED_FAST = ("tlb4k", "gpsc1", "nested")
+
+
+@dataclass
+class Job:
+    name: str
+    build: object
+    mode: str
+    depth: int
+    what: str
+    kind: str = "proof"
+    fast: bool = False
+    expect: str = "PASS"
+    engine: str = "smtbmc z3"
+    memory: str = "map"
+    timeout: int = 1800
+    skip: int = 0           # bmc/cover: do not check the first `skip` steps (sby `skip`)
+    target: str = ""        # mutation: the property (assertion message prefix) it must break
+
+
+def _cache(scheme="raw", **kw):
+    return CacheHarness(scheme=scheme, entries=CACHE_ENTRIES, key_width=RAW_KEY,
+                        data_width=CACHE_DATA, **kw)
+
+
+def cache_jobs():
+    jobs = []
+    for prop in CACHE_PROPERTIES:
+        jobs.append(Job(f"cache-raw-{prop}", partial(_cache, props=(prop,)), "prove",
+                        CACHE_DEPTH, CACHE_WHAT[prop], fast=True))
+    for scheme in STRUCTURED:
+        jobs.append(Job(f"cache-{scheme}-all", partial(_cache, scheme), "prove", CACHE_DEPTH,
+                        f"all cache properties, {scheme} keys/invalidation from keys.py",
+                        fast=scheme in STRUCTURED_FAST))
+    jobs.append(Job("cache-raw-cover", partial(_cache, covers=True), "cover", 12,
+                    "non-vacuity: hit, survivor, full cache, invalidation", kind="cover",
+                    fast=True))
+    for scheme in ("tlb4k", "gpsc1", "nested"):
+        jobs.append(Job(f"cache-{scheme}-cover", partial(_cache, scheme, covers=True), "cover",
+                        12, f"non-vacuity: hit, survivor, each invalidation kind ({scheme})",
+                        kind="cover", fast=scheme == "tlb4k"))
+    return jobs
+
+
+def _cache_mutation(name, prop, scheme="raw", **kw):
+    return Job(f"mut-cache-{name}", partial(_cache, scheme, props=(prop,), aux=False, **kw),
+               "bmc", CACHE_MUT_DEPTH, f"{CACHE_WHAT[prop]} [{scheme}]", kind="mutation",
+               expect="FAIL", fast=True, target=prop)
+
+
+def cache_mutations():
+    vpid_bits = 16
+    return [
+        _cache_mutation("fill-ignores-same-key", "unique", cache_cls=mut.FillIgnoresSameKey),
+        _cache_mutation("fill-writes-wrong-entry", "hit_data",
+                        cache_cls=mut.FillWritesWrongEntry),
+        _cache_mutation("lookup-ignores-vpid", "isolation", "tlb4k",
+                        cache_cls=mut.lookup_ignores_high_bits(vpid_bits)),
+        _cache_mutation("ignores-invalidation", "inval", cache_cls=mut.IgnoresInvalidation),
+        _cache_mutation("inval-vpid-ignores-vpid", "inval_precise", "tlb4k",
+                        linear_inval=mut.linear_inval_vpid_ignores_vpid),
+        _cache_mutation("inval-addr-wrong-vpid", "inval", "tlb2m",
+                        linear_inval=mut.linear_inval_addr_ignored),
+        _cache_mutation("invept-misses-nested-tlb", "inval", "nested",
+                        physical_inval=mut.physical_inval_no_eptp),
+    ]
+
+
+# --- TranslationUnit ---------------------------------------------------------------------------
+
+#: The unit configuration of the proofs: 2 walk contexts, one entry in every cache (3 TLB
+#: arrays, 3 guest PSCs, 3 EPT PSCs, nested TLB), MAXPHYADDR 40 (the smallest the RTL builds
+#: is 39: the EPT PML4E cache key needs M >= 39), 2-bit request tags; memory answers within 2
+#: cycles, resp/mem_req ready at least every 2nd cycle.
+UNIT = dict(contexts=2, maxphyaddr=40, tag_width=2, tlb_entries=(1, 1, 1),
+            gpsc_entries=(1, 1, 1), epsc_entries=(1, 1, 1), nested_entries=1,
+            mem_latency=2, ready_gap=2)
+#: k-induction depth of the unit proofs (with the auxiliary assertions 3 is enough).
+UNIT_DEPTH = 3
+#: The configuration of the bounded (BMC) jobs: one walk context and only the 4K TLB array,
+#: so that z3 reaches depth 20 in minutes (the unit's BMC cost grows ~1.6x per step).
+UNIT_SMALL = dict(UNIT, contexts=1, tlb_entries=(1, 0, 0), gpsc_entries=(0, 0, 0),
+                  epsc_entries=(0, 0, 0), nested_entries=0)
+UNIT_BMC_DEPTH = 20
+#: The lightest configuration in which a walk fills the TLB and a later request hits it: a
+#: 1 GiB page (two reads), EPT off, paging on, memory answering in one cycle, always ready.
+UNIT_HIT = dict(UNIT_SMALL, tlb_entries=(0, 0, 1), ept=False, paging=True, mem_latency=1,
+                ready_gap=1, invalidations=False)
+#: Progress bound of the `bounded` property: while a request waits, some memory request or
+#: response is taken, or it is answered, at least every UNIT_GAP cycles.
+UNIT_GAP = 10
+
+UNIT_WHAT = {
+    "once": "each response answers one accepted, unanswered request",
+    "mem_tags": "no two outstanding reads share a tag; <= contexts outstanding",
+    "stable": "mem_req and resp hold valid and payload until ready",
+    "no_fault_writes": "no A/D write on behalf of a request that faults",
+    "bounded": f"a waiting request sees progress every <= {UNIT_GAP} cycles",
+    "writes_first": "FINDING: A/D writes accepted before the response is taken",
+}
+
+
+def _unit(base=UNIT, **kw):
+    return UnitHarness(**dict(base, **kw))
+
+
+def unit_jobs():
+    jobs = []
+    for prop in ("once", "mem_tags", "stable", "no_fault_writes"):
+        jobs.append(Job(f"unit-{prop}", partial(_unit, props=(prop,), lemmas=True), "prove",
+                        UNIT_DEPTH, UNIT_WHAT[prop], fast=True))
+    four = ("once", "mem_tags", "stable", "no_fault_writes")
+    jobs.append(Job("unit1-all", partial(_unit, contexts=1, props=four, lemmas=True), "prove",
+                    UNIT_DEPTH, "the four above, one walk context"))
+    jobs.append(Job("unit-wide-all", partial(_unit, props=four, lemmas=True, narrow=False),
+                    "prove", UNIT_DEPTH, "the four above, all 64 input bits free"))
+    jobs.append(Job("unit-bounded", partial(_unit, UNIT_SMALL, props=("bounded",), gap=UNIT_GAP),
+                    "bmc", UNIT_BMC_DEPTH, UNIT_WHAT["bounded"] + " (1 context)"))
+    jobs.append(Job("unit-writes_first", partial(_unit, UNIT_SMALL, props=("writes_first",),
+                                                 ready_gap=3, mem_latency=1, paging=True,
+                                                 ept=False),
+                    "bmc", UNIT_BMC_DEPTH, UNIT_WHAT["writes_first"], expect="FAIL"))
+    jobs.append(Job("unit-cover", partial(_unit, UNIT_SMALL, covers=True, mem_latency=1),
+                    "cover", 18, "non-vacuity: walk+response, A/D write, fault, inval, stalls",
+                    kind="cover"))
+    jobs.append(Job("unit2-cover", partial(_unit, covers="contexts", mem_latency=1), "cover",
+                    10, "non-vacuity: both contexts with a read outstanding", kind="cover",
+                    fast=True))
+    jobs.append(Job("unit-cover-hit", partial(_unit, UNIT_HIT, covers="hit"), "cover", 20,
+                    "non-vacuity: a TLB hit answers a request after a walk", kind="cover"))
+    return jobs
+
+
+#: The environment of the unit mutation checks: the proofs' design configuration (UNIT, or
+#: UNIT with one context as in `unit1-all`) in a restriction of the proofs' environment (EPT
+#: off, paging on, no invalidations, memory answering in 1 cycle, always ready), so that the
+#: counterexample is short and BMC reaches it quickly; a counterexample here is one of the
+#: proof's too. Steps shorter than any counterexample are not checked (`skip`).
+MUT_ENV = dict(ept=False, paging=True, invalidations=False, mem_latency=1, ready_gap=1)
+UNIT1 = dict(UNIT, contexts=1)
+
+
+def _unit_mutation(name, prop, unit_cls, base, depth, skip, **kw):
+    return Job(f"mut-unit-{name}", partial(_unit, base, props=(prop,), unit_cls=unit_cls, **kw),
+               "bmc", depth, UNIT_WHAT[prop], kind="mutation", expect="FAIL", skip=skip,
+               fast=True, target=prop)
+
+
+def unit_mutations():
+    w = mut.unit_with_walker
+    return [
+        _unit_mutation("writes-on-fault", "no_fault_writes", w(mut.WalkerWritesOnFault),
+                       dict(UNIT1, **MUT_ENV), 20, 10),
+        _unit_mutation("read-tag-zero", "mem_tags", w(mut.WalkerReadTagZero),
+                       dict(UNIT, **MUT_ENV), 12, 4),
+        _unit_mutation("unstable-mem-req", "stable", w(mut.WalkerUnstableRequest),
+                       dict(UNIT, **dict(MUT_ENV, ready_gap=2)), 12, 2),
+        _unit_mutation("repeats-fault-response", "once", mut.UnitRepeatsFaultResponse,
+                       dict(UNIT, **MUT_ENV), 12, 2),
+        _unit_mutation("loses-gp-response", "bounded", mut.UnitLosesGeneralProtection,
+                       UNIT_SMALL, 20, 8, gap=UNIT_GAP),
+    ]
+
+
+def proofs():
+    return cache_jobs() + unit_jobs()
+
+
+def mutations():
+    return cache_mutations() + unit_mutations()

@@ -1,0 +1,160 @@
+"""Deliberately broken variants of the design, one per property: each must make its proof fail.
+
+Nothing in rtl/ is edited. A mutation is either
+
+- a subclass of `ObservedAssocCache` (itself the unchanged `AssocCache`) whose `mutate` hook adds
+  a later assignment that overrides one internal combinational signal of the elaborated cache
+  (in Amaranth the last assignment to a signal wins), or
+- a broken replacement of a keys.py invalidation constructor, handed to the harness, or
+- for the translation unit, a subclass of `Walker` / `TranslationUnit` that overrides signals of
+  the elaborated module in the same way (see `tb/formal/unit.py`).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Mux
+
+from rtl.arch import Invalidation
+from rtl.translation import keys
+
+from . import internal_signal
+from .cache import ObservedAssocCache
+
+# --- AssocCache ----------------------------------------------------------------------------------
+
+
+class FillIgnoresSameKey(ObservedAssocCache):
+    """A fill never looks for an entry already holding its key: it takes a free or round-robin
+    entry, so the key can end up in two entries (breaks `unique`)."""
+
+    def mutate(self, m):
+        m.d.comb += internal_signal(m, "fill_match").eq(0)
+
+
+class FillWritesWrongEntry(ObservedAssocCache):
+    """The payload of a fill is written to the round-robin entry instead of the chosen victim
+    (breaks `hit_data`)."""
+
+    def mutate(self, m):
+        m.d.comb += internal_signal(m, "wr__addr").eq(internal_signal(m, "rr", "sync"))
+
+
+def lookup_ignores_high_bits(ignored):
+    """A cache whose tag compare ignores the top `ignored` key bits (for a TLB-shaped key: the
+    VPID), so an entry of one VPID answers for another (breaks `isolation`)."""
+
+    class LookupIgnoresHighBits(ObservedAssocCache):
+        def mutate(self, m):
+            cut = self.key_width - ignored
+            match = internal_signal(m, "match")
+            m.d.comb += match.eq(Cat(
+                (self.obs_keys[i][:cut] == self.lookup_key[:cut]) & self.obs_valid[i]
+                for i in range(self.entries)))
+
+    return LookupIgnoresHighBits
+
+
+class IgnoresInvalidation(ObservedAssocCache):
+    """`inval_en` is never acted on (breaks `inval`)."""
+
+    def mutate(self, m):
+        valid = self.obs_valid
+        # Re-assign `valid` in the sync domain after the RTL's statements: keep the effect of a
+        # fill, ignore the invalidation.
+        with m.If(self.inval_en):
+            m.d.sync += valid.eq(valid)
+
+
+# --- keys.py invalidation constructors -----------------------------------------------------------
+
+
+def linear_inval_vpid_ignores_vpid(inv, kind_ok_addr, low_width, maxphyaddr, addr_lo=None):
+    """Invalidation by VPID that ignores the VPID: every entry goes (breaks `inval_precise`)."""
+    en, mask, match = keys.linear_inval(inv, kind_ok_addr, low_width, maxphyaddr, addr_lo)
+    is_vpid = inv.kind == Invalidation.VPID
+    return en, Mux(is_vpid, 0, mask), Mux(is_vpid, 0, match)
+
+
+def linear_inval_addr_ignored(inv, kind_ok_addr, low_width, maxphyaddr, addr_lo=None):
+    """Invalidation of one address (INVLPG / INVVPID individual) that compares the address under
+    the wrong VPID bits: it matches the address and a VPID of 0 (breaks `inval`)."""
+    en, mask, match = keys.linear_inval(inv, kind_ok_addr, low_width, maxphyaddr, addr_lo)
+    is_addr = inv.kind == Invalidation.VPID_ADDR
+    total = len(mask)
+    vpid_lo = total - keys.VPID_WIDTH
+    bad_match = Cat(match[:vpid_lo], Const(0, keys.VPID_WIDTH))
+    return en, mask, Mux(is_addr, bad_match, match)
+
+
+def physical_inval_no_eptp(inv, low_width, maxphyaddr):
+    """INVEPT single-context does not reach guest-physical caches (breaks `inval`)."""
+    en, mask, match = keys.physical_inval(inv, low_width, maxphyaddr)
+    return en & (inv.kind == Invalidation.ALL), mask, match
+
+
+# --- TranslationUnit -----------------------------------------------------------------------------
+
+from amaranth.lib import data as _data  # noqa: E402
+
+from rtl.arch import Outcome  # noqa: E402
+from rtl.translation.walker import WalkState, walk_context_layout  # noqa: E402
+
+from .unit import ObservedUnit, ObservedWalker  # noqa: E402
+
+
+class WalkerWritesOnFault(ObservedWalker):
+    """A walk that faults still commits the accessed/dirty writes it collected before the
+    fault, then responds (breaks `no_fault_writes`)."""
+
+    def mutate(self, m):
+        layout = walk_context_layout(tag_width=self.tag_width, ctx_width=self.ctx_width,
+                                     maxphyaddr=self.maxphyaddr)
+        nxt = _data.View(layout, internal_signal(m, "e1_next"))
+        nstate = internal_signal(m, "e1_next_state")
+        e1_valid = internal_signal(m, "e1_valid", "sync")
+        e1_ctx = internal_signal(m, "e1_ctx", "sync")
+        fault_with_writes = (e1_valid & (nstate == WalkState.DONE)
+                             & (nxt.outcome != Outcome.OK) & (nxt.nwrites != 0))
+        states = [internal_signal(m, f"w{i}_state", "sync") for i in range(self.contexts)]
+        for i in range(self.contexts):
+            with m.If(fault_with_writes & (e1_ctx == i)):
+                m.d.sync += states[i].eq(WalkState.COMMIT)
+
+
+class WalkerReadTagZero(ObservedWalker):
+    """Every memory request carries tag 0 instead of its walk context's number (breaks
+    `mem_tags` with two contexts)."""
+
+    def mutate(self, m):
+        m.d.sync += self.mem_req.payload.tag.eq(0)
+
+
+class WalkerUnstableRequest(ObservedWalker):
+    """The memory request register changes its address while the port stalls (breaks
+    `stable`)."""
+
+    def mutate(self, m):
+        with m.If(self.mem_req.valid & ~self.mem_req.ready):
+            m.d.sync += self.mem_req.payload.addr.eq(self.mem_req.payload.addr ^ 8)
+
+
+def unit_with_walker(walker_cls):
+    return type(f"UnitWith{walker_cls.__name__}", (ObservedUnit,), {"walker_cls": walker_cls})
+
+
+class UnitRepeatsFaultResponse(ObservedUnit):
+    """A response that reports a fault stays valid after it is taken, so the request is
+    answered twice (breaks `once`)."""
+
+    def mutate(self, m):
+        with m.If(self.resp.valid & self.resp.ready & (self.resp.payload.outcome != Outcome.OK)):
+            m.d.sync += self.resp.valid.eq(1)
+
+
+class UnitLosesGeneralProtection(ObservedUnit):
+    """The immediate general-protection answer of a non-canonical address is never sent: the
+    request leaves the front end but no response comes (breaks `bounded`)."""
+
+    def mutate(self, m):
+        with m.If(internal_signal(m, "imm_gp")):
+            m.d.sync += self.resp.valid.eq(0)

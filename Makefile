@@ -4,6 +4,8 @@
 #   make demo    translate the example guest through the RTL (vtx translate)
 #   make bench   run the benchmarks (python -m sim.bench)
 #   make lint    Verilator lint of the generated Verilog (vtx lint)
+#   make formal  every formal proof and cover, with a results table (python -m sim.formal)
+#   make synth   FPGA build for the ULX3S (LFE5U-85F) + build/synth/report.md (vtx synth)
 #   make clean   remove build/ (generated Verilog, Verilator models, runs, waves)
 #
 # WAVES=1 (e.g. `make test WAVES=1`) makes every simulation dump a VCD and a GTKWave save file
@@ -19,7 +21,7 @@ ifdef WAVES
 export WAVES
 endif
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test demo bench lint formal synth clean
 
 venv: $(STAMP)
 
@@ -42,6 +44,12 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/vtx lint
+
+formal: $(STAMP)
+	$(VPY) -m sim.formal
+
+synth: $(STAMP)
+	$(VENV)/bin/vtx synth
 
 clean:
 	rm -rf build

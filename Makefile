@@ -41,6 +41,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m sim.bench
+	$(VPY) -m sim.bench.vmx
 
 lint: $(STAMP)
 	$(VENV)/bin/vtx lint

@@ -1,0 +1,1075 @@
+"""The VMX unit: VMX instructions, the current VMCS (working copy), the VMCS cache, VM entry/exit.
+
+Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`:
+
+* ``instr`` / ``result``: one VMX instruction, one answer. Decisions that need no memory access
+  (every #UD/#GP/VM-exit/VMfail check, VMREAD, VMWRITE, VMPTRST, VMXOFF, VMCALL) are answered
+  one cycle after the instruction is accepted, and the next instruction is accepted in that same
+  cycle: VMREAD/VMWRITE of the current VMCS run back to back at one per cycle.
+* The current VMCS lives in ``vmcs`` (the working copy, a register bank of `VMCS_LAYOUT`), which
+  the exit-decision and entry-check blocks read directly. Its data belongs to cache slot
+  ``wc_slot`` while ``wc_live``; the slot's row in the cache memory is stale meanwhile and is
+  refreshed when another VMCS needs the working copy (states FLUSH and SWAP).
+* ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
+  write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
+* VMPTRLD of a cached VMCS swaps it into the working copy (one field per cycle, the old one
+  written back to its slot in the same cycles); a miss reads the region, evicting the least
+  recently used slot (written back to its region first if dirty). VMPTRLD always reads the
+  revision dword first (error 11), hit or miss, as the model does.
+* VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then the
+  VMCS-link-pointer revision read (when `VmEntryChecks.link_read_needed`), `VmEntryChecks`
+  (error 7, error 8, or a VM-entry failure with its qualification), the PDPTEs of a PAE guest
+  (from the VMCS with EPT, else four memory reads at CR3[31:5]; qualification 2), then the
+  guest runs: ``entry`` (`ENTRY_LAYOUT`, the model's `EntryEffects`), ``ctx`` (the translation
+  unit's context; VMFUNC updates its EPTP), an invalidation of VPID 0 on ``inval`` when VPIDs
+  are off (before the result), launch state "launched" after VMLAUNCH. A VM-entry failure writes
+  exit reason 0x80000021 and the qualification, loads ``host`` and stays in root operation.
+* ``exit`` / ``exit_resp``: a VM exit reported by the core (taken in a cycle in which no
+  instruction is offered) writes the exit-information fields and the guest state (as the exit
+  controls allow) into the working copy in the accepting cycle, updates "IA-32e mode guest",
+  clears the valid bit of the VM-entry interruption information, asks for the VPID-0
+  invalidation when the guest ran without VPIDs, and answers with the host state
+  (`HOST_LOAD_LAYOUT`, also on ``host``) one cycle later.
+* ``msr_addr`` / ``msr_value`` / ``msr_valid``: the capability MSRs (`VMX_MSRS`).
+
+Region write-back on eviction stores in the qword at offset 8: bit 0 the launch state, bit 32
+"launched before VMXOFF", bit 33 = 1 and bits 63:34 the number of VMXOFFs so far (mod 2^30;
+the reserved dword at offset 12). A reload computes "launched before VMXOFF" as the stored flag,
+or launched with a VMXOFF since the eviction, so that an evicted and reloaded VMCS gives
+VMRESUME error 6 exactly as the model's never-evicted copy does (a VMXOFF cannot mark a VMCS that
+is not on chip). VMCLEAR writes that qword as 0. (2^30 VMXOFFs between an eviction and the reload
+would alias: not a practical concern.)
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.arch.vmx import (
+    CR0_HOST_LOADED,
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
+    CR4_PCIDE,
+    DR7_INIT,
+    EFER_LME,
+    ENTRY_CTL_IA32E_MODE_GUEST,
+    ENTRY_CTL_LOAD_DEBUG_CONTROLS,
+    ENTRY_CTL_LOAD_EFER,
+    ENTRY_CTL_LOAD_PAT,
+    ENTRY_FAIL_PDPTE,
+    EXIT_CTL_HOST_ADDRESS_SPACE_SIZE,
+    EXIT_CTL_LOAD_EFER,
+    EXIT_CTL_LOAD_PAT,
+    EXIT_CTL_SAVE_DEBUG_CONTROLS,
+    EXIT_CTL_SAVE_EFER,
+    EXIT_CTL_SAVE_PAT,
+    EXIT_CTL_SAVE_PREEMPTION_TIMER,
+    EXIT_REASON_INVALID_GUEST_STATE,
+    INTR_INFO_DELIVER_ERROR_CODE,
+    INTR_INFO_TYPE_SHIFT,
+    INTR_INFO_VALID,
+    PIN_PREEMPTION_TIMER,
+    PROC2_ENABLE_EPT,
+    PROC2_ENABLE_VPID,
+    PROC2_UNRESTRICTED_GUEST,
+    RFLAGS_FIXED1,
+    CR4_VMXE,
+    EFER_LMA,
+    EPTP_LIST_ENTRIES,
+    FEATURE_CONTROL_LOCK,
+    FEATURE_CONTROL_VMX_OUTSIDE_SMX,
+    FIELDS,
+    INVALID_VMCS_POINTER,
+    INVEPT_TYPES,
+    INVVPID_TYPES,
+    MAXPHYADDR,
+    PROC2_ENABLE_VM_FUNCTIONS,
+    PROC_ACTIVATE_SECONDARY,
+    RFLAGS_CF,
+    RFLAGS_VM,
+    RFLAGS_ZF,
+    VMCS_REVISION_ID,
+    VMCS_REVISION_MASK,
+    VMCS_SHADOW_INDICATOR,
+    VMX_CR0_FIXED0,
+    VMX_CR0_FIXED1,
+    VMX_CR4_FIXED0,
+    VMX_CR4_FIXED1,
+    VMX_MSRS,
+    ExitReason,
+    FieldType,
+    InterruptionType,
+
+    VmInstructionError,
+    VmxMode,
+    VmxOp,
+    VmxResult,
+)
+from rtl.arch.paging import Invalidation
+from rtl.translation.layouts import context_layout, invalidation_layout
+from rtl.vmx.entry_checks import VmEntryChecks, canonical, eptp_ok, pdpte_ok
+from rtl.vmx.layouts import VMCS_LAYOUT, EntryCheckKind, member_name
+from rtl.vmx.ports import (ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS,
+                           INSTR_LAYOUT, MEM_REQ_LAYOUT, MEM_RESP_LAYOUT, RESULT_LAYOUT)
+from rtl.vmx.vmcs_cache import VmcsCache
+
+__all__ = ["VmxUnit"]
+
+NF = len(FIELDS)
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+_VMX_CR0_BAD = ~VMX_CR0_FIXED1 & _U64
+_VMX_CR4_BAD = ~VMX_CR4_FIXED1 & _U64
+
+
+class _Act(enum.Enum, shape=4):
+    """What an instruction does after its checks (the sequenced ones need memory or cycles)."""
+    NONE = 0
+    VMXON = 1
+    VMXOFF = 2
+    VMCLEAR = 3
+    VMPTRLD = 4
+    VMWRITE = 5
+    ENTRY = 6
+    VMFUNC = 7
+    INVEPT = 8
+    INVVPID = 9
+
+
+def bit(const: int) -> int:
+    """Bit position of a one-bit constant of rtl.arch."""
+    assert const and not const & (const - 1)
+    return const.bit_length() - 1
+
+
+class VmxUnit(wiring.Component):
+    def __init__(self, *, slots: int = 4, maxphyaddr: int = MAXPHYADDR,
+                 revision_id: int = VMCS_REVISION_ID):
+        self.slots = slots
+        self.maxphyaddr = maxphyaddr
+        self.revision_id = revision_id
+        super().__init__({
+            "instr": In(stream.Signature(INSTR_LAYOUT)),
+            "result": Out(stream.Signature(RESULT_LAYOUT)),
+            "mem_req": Out(stream.Signature(MEM_REQ_LAYOUT)),
+            "mem_resp": In(stream.Signature(MEM_RESP_LAYOUT)),
+            "inval": Out(stream.Signature(invalidation_layout())),
+            # VM exit from the core; answered on `exit_resp` (the host state to load).
+            "exit": In(stream.Signature(EXIT_LAYOUT)),
+            "exit_resp": Out(stream.Signature(HOST_LOAD_LAYOUT)),
+            # Host state of the last VM exit or VM-entry failure (held until the next one).
+            "host": Out(HOST_LOAD_LAYOUT),
+            # What the last successful VM entry established, and the translation context.
+            "entry": Out(ENTRY_LAYOUT),
+            "ctx": Out(context_layout()),
+            "msr_addr": In(32),
+            "msr_value": Out(64),
+            "msr_valid": Out(1),
+            "mode": Out(VmxMode),
+            "current_vmcs": Out(64),
+            "vmxon_pointer": Out(64),
+            "vmcs": Out(VMCS_LAYOUT),
+        })
+
+    # ---------------------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        mpa = self.maxphyaddr
+        m.submodules.cache = cache = VmcsCache(slots=self.slots, maxphyaddr=mpa)
+
+        def ext(v, width):
+            """`v` zero-extended into a named `width`-bit signal (Yosys keeps it, so Verilog
+            operators see operands of equal width)."""
+            w = Signal(width)
+            m.d.comb += w.eq(v)
+            return w
+
+        # --- architectural state -----------------------------------------------------------------
+        mode = Signal(VmxMode)
+        vmxon_ptr = Signal(64)
+        cur_ptr = Signal(64, init=INVALID_VMCS_POINTER)
+        wc = Signal(VMCS_LAYOUT)
+        wc_slot = Signal(range(self.slots))
+        wc_live = Signal()
+        cur_valid = Signal()
+        m.d.comb += [
+            cur_valid.eq(cur_ptr != INVALID_VMCS_POINTER),
+            self.mode.eq(mode),
+            self.current_vmcs.eq(cur_ptr),
+            self.vmxon_pointer.eq(vmxon_ptr),
+            self.vmcs.eq(wc),
+        ]
+
+        # --- MSR port ----------------------------------------------------------------------------
+        with m.Switch(self.msr_addr):
+            for addr, value in VMX_MSRS.items():
+                with m.Case(addr):
+                    m.d.comb += [self.msr_value.eq(value), self.msr_valid.eq(1)]
+
+        # --- working copy: indexed read ports and one indexed write port ------------------------
+        def wc_read(idx, name):
+            out = Signal(64, name=name)
+            with m.Switch(idx):
+                for f in FIELDS:
+                    with m.Case(f.slot):
+                        m.d.comb += out.eq(wc[member_name(f)])
+            return out
+
+        wc_we = Signal()
+        wc_widx = Signal(range(NF))
+        wc_wdata = Signal(64)
+        with m.If(wc_we):
+            with m.Switch(wc_widx):
+                for f in FIELDS:
+                    with m.Case(f.slot):
+                        m.d.sync += wc[member_name(f)].eq(wc_wdata)
+        wc_dirty = Signal()     # the working copy changes this cycle: its slot becomes dirty
+        m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
+
+        # --- the instruction being decided ------------------------------------------------------
+        # In IDLE the decision looks at the offered instruction itself (answer in the next
+        # cycle); sequenced instructions keep it in `q`.
+        q = Signal(INSTR_LAYOUT)
+        d = Signal(INSTR_LAYOUT)
+        idle = Signal()
+        m.d.comb += d.eq(Mux(idle, self.instr.payload.as_value(), q.as_value()))
+        cpu = d.cpu
+
+        pe = cpu.cr0[bit(CR0_PE)]
+        v86 = cpu.rflags[bit(RFLAGS_VM)]
+        lma = cpu.efer[bit(EFER_LMA)]
+        compat = lma & ~cpu.cs_l
+        long_mode = lma & cpu.cs_l
+        opmask = Signal(64)
+        m.d.comb += opmask.eq(Mux(long_mode, _U64, _U32))
+        outside = mode == VmxMode.OUTSIDE
+        nonroot = mode == VmxMode.NON_ROOT
+        cpl0 = cpu.cpl == 0
+        ro = d.register_operand
+        ptr = d.mem[0:64]
+        ptr_ok = (ptr[0:12] == 0) & (ptr[mpa:64] == 0)
+
+        # Field decode of the VMREAD/VMWRITE encoding (rtl.arch.vmx.field_by_encoding).
+        enc = Signal(64)
+        m.d.comb += enc.eq(d.reg & opmask)
+        f_ok = Signal()
+        f_idx = Signal(range(NF))
+        f_high = Signal()
+        f_ro = Signal()
+        with m.If((enc[32:64] == 0) & ~enc[12] & (enc[15:32] == 0)):
+            with m.Switch(enc[0:15]):
+                for f in FIELDS:
+                    with m.Case(f.encoding):
+                        m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot),
+                                     f_ro.eq(f.read_only)]
+                    if f.has_high:
+                        with m.Case(f.encoding | 1):
+                            m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot), f_high.eq(1),
+                                         f_ro.eq(f.read_only)]
+        f_val = wc_read(f_idx, "f_val")
+        vmread_value = Signal(64)
+        m.d.comb += vmread_value.eq(Mux(f_high, f_val[32:64], f_val) & opmask)
+        vmwrite_value = Signal(64)
+        src = d.value & opmask
+        m.d.comb += vmwrite_value.eq(Mux(f_high, Cat(f_val[0:32], src[0:32]), src))
+
+        # Secondary controls in effect ("activate secondary controls"), the bits the unit uses.
+        sec_on = wc.cpu_based_vm_exec_control[bit(PROC_ACTIVATE_SECONDARY)]
+
+        def proc2_bit(flag, name):
+            sig = Signal(name=name)
+            m.d.comb += sig.eq(sec_on & wc.secondary_vm_exec_control[bit(flag)])
+            return sig
+        ept_on = proc2_bit(PROC2_ENABLE_EPT, "ept_on")
+        vpid_on = proc2_bit(PROC2_ENABLE_VPID, "vpid_on")
+        ug_on = proc2_bit(PROC2_UNRESTRICTED_GUEST, "ug_on")
+        vmfunc_on = proc2_bit(PROC2_ENABLE_VM_FUNCTIONS, "vmfunc_on")
+        m.d.comb += cache.a_slot.eq(wc_slot)
+        launched_cur = cache.a_launched
+        lbv_cur = cache.a_lbv
+
+        # --- decision: first matching rule of the op (the reference's section 2.3 order) ------
+        o_kind = Signal(VmxResult)
+        o_err = Signal(5)
+        o_exit = Signal(16)
+        o_qual = Signal(64)
+        o_val = Signal(64)
+        o_act = Signal(_Act)
+        o_pre = Signal()        # decided by the part of the checks `precheck` covers
+
+        def outcome(kind, err=None, exit_=None, qual=0, val=None, act=None):
+            s = [o_kind.eq(kind)]
+            if err is not None:
+                s.append(o_kind.eq(Mux(cur_valid, VmxResult.FAIL_VALID, VmxResult.FAIL_INVALID)))
+                s.append(o_err.eq(err))
+            if exit_ is not None:
+                s += [o_exit.eq(exit_), o_qual.eq(qual)]
+            if val is not None:
+                s.append(o_val.eq(val))
+            if act is not None:
+                s.append(o_act.eq(act))
+            return s
+
+        UD = outcome(VmxResult.UD)
+        GP = outcome(VmxResult.GP)
+        FI = outcome(VmxResult.FAIL_INVALID)
+        OK = outcome(VmxResult.SUCCEED)
+
+        def FV(err):
+            return outcome(VmxResult.FAIL_VALID, err=err)
+
+        def EXIT(reason, qual=0):
+            return outcome(VmxResult.VM_EXIT, exit_=ExitReason(reason).value, qual=qual)
+
+        def ACT(act, kind=VmxResult.SUCCEED, val=None):
+            return outcome(kind, act=act, val=val)
+
+        def rules(items, pre):
+            """items: (condition, statements) in order, the last with condition None; the first
+            `pre` rules are those `precheck` covers."""
+            first = True
+            for i, (cond, stmts) in enumerate(items):
+                if isinstance(cond, int) and not isinstance(cond, bool) and cond == 0:
+                    continue        # a rule that cannot apply to this op (no constant cases)
+                stmts = list(stmts) + ([o_pre.eq(1)] if i < pre else [])
+                if cond is None:
+                    ctx = m.Else() if not first else None
+                    if ctx is None:
+                        m.d.comb += stmts
+                    else:
+                        with ctx:
+                            m.d.comb += stmts
+                    return
+                with (m.If(cond) if first else m.Elif(cond)):
+                    m.d.comb += stmts
+                first = False
+
+        def common_ud(register_operand):
+            return [(outside, UD), (register_operand, UD), (~pe, UD), (v86, UD), (compat, UD)]
+
+        def root_checks(op, register_operand, qual=None):
+            return common_ud(register_operand) + [
+                (nonroot, EXIT(ExitReason[op.name], d.qualification if qual is None else qual)),
+                (~cpl0, GP)]
+
+        inv_type = Signal(64)
+        m.d.comb += inv_type.eq(d.reg & opmask)
+        with m.Switch(d.op):
+            with m.Case(VmxOp.VMXON):
+                rules([
+                    (ro, UD), (~pe, UD), (~cpu.cr4[bit(CR4_VMXE)], UD), (v86, UD), (compat, UD),
+                    (outside & ~cpl0, GP),
+                    (outside & (((cpu.cr0 & VMX_CR0_FIXED0) != VMX_CR0_FIXED0)
+                                | (cpu.cr0 & _VMX_CR0_BAD).any()), GP),
+                    (outside & (((cpu.cr4 & VMX_CR4_FIXED0) != VMX_CR4_FIXED0)
+                                | (cpu.cr4 & _VMX_CR4_BAD).any()), GP),
+                    (outside & ~cpu.feature_control[bit(FEATURE_CONTROL_LOCK)], GP),
+                    (outside & ~cpu.feature_control[bit(FEATURE_CONTROL_VMX_OUTSIDE_SMX)], GP),
+                    (nonroot, EXIT(ExitReason.VMXON, d.qualification)),
+                    (~outside & ~cpl0, GP),
+                    (~outside, FV(VmInstructionError.VMXON_IN_ROOT)),
+                    (~ptr_ok, FI),
+                    (None, ACT(_Act.VMXON)),
+                ], pre=13)
+            with m.Case(VmxOp.VMXOFF):
+                rules(root_checks(VmxOp.VMXOFF, 0, qual=0) + [(None, ACT(_Act.VMXOFF))], pre=0)
+            with m.Case(VmxOp.VMCLEAR):
+                rules(root_checks(VmxOp.VMCLEAR, ro) + [
+                    (~ptr_ok, FV(VmInstructionError.VMCLEAR_INVALID_ADDRESS)),
+                    (ptr == vmxon_ptr, FV(VmInstructionError.VMCLEAR_VMXON_POINTER)),
+                    (None, ACT(_Act.VMCLEAR))], pre=7)
+            with m.Case(VmxOp.VMPTRLD):
+                rules(root_checks(VmxOp.VMPTRLD, ro) + [
+                    (~ptr_ok, FV(VmInstructionError.VMPTRLD_INVALID_ADDRESS)),
+                    (ptr == vmxon_ptr, FV(VmInstructionError.VMPTRLD_VMXON_POINTER)),
+                    (None, ACT(_Act.VMPTRLD))], pre=7)
+            with m.Case(VmxOp.VMPTRST):
+                rules(root_checks(VmxOp.VMPTRST, ro) + [
+                    (None, outcome(VmxResult.SUCCEED, val=cur_ptr))], pre=7)
+            with m.Case(VmxOp.VMREAD):
+                rules(root_checks(VmxOp.VMREAD, 0) + [
+                    (~cur_valid, FI),
+                    (~f_ok, FV(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT)),
+                    (None, outcome(VmxResult.SUCCEED, val=vmread_value))], pre=9)
+            with m.Case(VmxOp.VMWRITE):
+                rules(root_checks(VmxOp.VMWRITE, 0) + [
+                    (~cur_valid, FI),
+                    (~f_ok, FV(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT)),
+                    (f_ro, FV(VmInstructionError.VMWRITE_READ_ONLY_COMPONENT)),
+                    (None, ACT(_Act.VMWRITE))], pre=8)
+            with m.Case(VmxOp.VMLAUNCH, VmxOp.VMRESUME):
+                launch = d.op == VmxOp.VMLAUNCH
+                rules([
+                    (outside, UD), (~pe, UD), (v86, UD), (compat, UD),
+                    (nonroot, outcome(VmxResult.VM_EXIT,
+                                      exit_=Mux(launch, ExitReason.VMLAUNCH.value,
+                                                ExitReason.VMRESUME.value), qual=0)),
+                    (~cpl0, GP),
+                    (~cur_valid, FI),
+                    (cpu.mov_ss_blocking, FV(VmInstructionError.ENTRY_EVENTS_BLOCKED_BY_MOV_SS)),
+                    (launch & launched_cur, FV(VmInstructionError.VMLAUNCH_NONCLEAR_VMCS)),
+                    (~launch & ~launched_cur, FV(VmInstructionError.VMRESUME_NONLAUNCHED_VMCS)),
+                    (~launch & lbv_cur, FV(VmInstructionError.VMRESUME_AFTER_VMXOFF)),
+                    (None, ACT(_Act.ENTRY, kind=VmxResult.VM_ENTRY)),
+                ], pre=0)
+            with m.Case(VmxOp.VMCALL):
+                rules([
+                    (outside, UD),
+                    (nonroot, EXIT(ExitReason.VMCALL)),
+                    (v86, UD), (compat, UD), (~cpl0, GP),
+                    (None, FV(VmInstructionError.VMCALL_IN_ROOT)),
+                ], pre=0)
+            with m.Case(VmxOp.VMFUNC):
+                eax = d.reg[0:32]
+                ecx = d.value[0:32]
+                rules([
+                    (~nonroot, UD),
+                    (~vmfunc_on, UD),
+                    (eax >= 64, UD),
+                    (~Array(wc.vm_function_control[i] for i in range(64))[eax[0:6]],
+                     EXIT(ExitReason.VMFUNC)),
+                    (ecx >= EPTP_LIST_ENTRIES, EXIT(ExitReason.VMFUNC)),
+                    (None, ACT(_Act.VMFUNC, kind=VmxResult.COMPLETE)),
+                ], pre=0)
+            with m.Case(VmxOp.INVEPT):
+                type_ok = 0
+                for t in INVEPT_TYPES:
+                    type_ok = type_ok | (inv_type == t)
+                rules(common_ud(ro) + [
+                    (nonroot, EXIT(ExitReason.INVEPT, d.qualification)),
+                    (~cpl0, GP),
+                    (~type_ok, FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
+                    ((inv_type == 1) & ~eptp_ok(d.mem[0:64], mpa),
+                     FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
+                    (None, ACT(_Act.INVEPT)),
+                ], pre=8)
+            with m.Case(VmxOp.INVVPID):
+                type_ok = 0
+                for t in INVVPID_TYPES:
+                    type_ok = type_ok | (inv_type == t)
+                vpid = d.mem[0:16]
+                rules(common_ud(ro) + [
+                    (nonroot, EXIT(ExitReason.INVVPID, d.qualification)),
+                    (~cpl0, GP),
+                    (~type_ok, FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
+                    (d.mem[16:64].any(), FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
+                    ((inv_type != 2) & (vpid == 0),
+                     FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
+                    ((inv_type == 0) & ~canonical(d.mem[64:128]),
+                     FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
+                    (None, ACT(_Act.INVVPID)),
+                ], pre=8)
+
+        # --- result register -----------------------------------------------------------------
+        res = Signal(RESULT_LAYOUT)
+        res_valid = Signal()
+        m.d.comb += [self.result.payload.eq(res), self.result.valid.eq(res_valid)]
+        with m.If(self.result.ready):
+            m.d.sync += res_valid.eq(0)
+
+        def answer(kind, err=0, exit_reason=0, qual=0, value=0, eptp=0, proceed=0):
+            """Statements that put an answer in the result register (sync)."""
+            flags_valid = (kind == VmxResult.SUCCEED) | (kind == VmxResult.FAIL_INVALID) | \
+                (kind == VmxResult.FAIL_VALID)
+            flags = Mux(kind == VmxResult.FAIL_INVALID, RFLAGS_CF,
+                        Mux(kind == VmxResult.FAIL_VALID, RFLAGS_ZF, 0))
+            return [res.kind.eq(kind), res.error.eq(err), res.exit_reason.eq(exit_reason),
+                    res.qualification.eq(qual), res.value.eq(value), res.eptp.eq(eptp),
+                    res.proceed.eq(proceed),
+                    res.flags.eq(Mux(proceed, 0, flags)),
+                    res.flags_valid.eq(flags_valid & ~proceed),
+                    res_valid.eq(1)]
+
+        def commit_error(err):
+            """VMfailValid: the error number goes to the current VMCS."""
+            return [wc.vm_instruction_error.eq(err)]
+
+        # --- memory port defaults ------------------------------------------------------------
+        mreq = self.mem_req
+        mresp = self.mem_resp
+
+        # --- sequencing registers ------------------------------------------------------------
+        base = Signal(mpa)              # region address being loaded / written back
+        cnt = Signal(range(NF + 2))     # issue counter (0: launch-state qword, 1+i: field i)
+        cnt_nxt = Signal(range(NF + 2))
+        rcnt = Signal(range(NF + 2))    # response counter of a load
+        sslot = Signal(range(self.slots))   # slot read from the cache memory
+        sslot_nxt = Signal(range(self.slots))
+        src_wc = Signal()               # write-back source: working copy (else cache memory)
+        wb_launch = Signal(64)          # launch-state qword a write-back stores
+        victim = Signal(range(self.slots))
+        ld_launch = Signal(64)
+        fail_qual = Signal(3)
+        vmxoff_epoch = Signal(30)       # counts VMXOFFs (see the module docstring)
+        tgt_hit = Signal()
+        tgt_slot = Signal(range(self.slots))
+        m.d.comb += [cnt_nxt.eq(cnt), sslot_nxt.eq(sslot)]
+        m.d.sync += [cnt.eq(cnt_nxt), sslot.eq(sslot_nxt)]
+        # The cache memory's read port always shows field cnt-1 of slot sslot (the address of the
+        # next cycle is presented now).
+        m.d.comb += [cache.rd_slot.eq(sslot_nxt), cache.rd_field.eq(cnt_nxt - 1)]
+
+        fld = Signal(range(NF))          # field index of the current write-back/swap step
+        m.d.comb += fld.eq(cnt - 1)
+        wc_fld = wc_read(fld, "wc_fld")
+        wb_data = Signal(64)
+        m.d.comb += wb_data.eq(Mux(cnt == 0, wb_launch, Mux(src_wc, wc_fld, cache.rd_data)))
+
+        tag_bits = mpa - 12
+        q_ptr = q.mem[0:64]
+        m.d.comb += [cache.lookup_tag.eq(q_ptr[12:mpa]), cache.b_slot.eq(victim)]
+        # Byte offset of step `cnt` of a region load/write-back: 8 (launch state) + 8 * cnt.
+        # (Regions are 4 KiB aligned and a VMCS takes less than 4 KiB: the offset is
+        # concatenated below the region's page number.)
+        slot_off = Signal(12)
+        m.d.comb += slot_off.eq(Cat(Const(0, 3), cnt) + 8)
+        step_addr = Cat(slot_off, base[12:mpa])
+
+        # Invalidation request register.
+        inv = Signal(invalidation_layout())
+        inv_valid = Signal()
+        m.d.comb += [self.inval.payload.eq(inv), self.inval.valid.eq(inv_valid)]
+
+        # Revision check of a dword read from memory.
+        def revision_ok(dword):
+            return ((dword[0:31] == (self.revision_id & VMCS_REVISION_MASK))
+                    & ~dword[bit(VMCS_SHADOW_INDICATOR)])
+
+        # --- VM entry: checks block, host state, guest state loaded ---------------------------
+        m.submodules.checks = checks = VmEntryChecks(maxphyaddr=mpa)
+        link_rev = Signal(32)
+        m.d.comb += [checks.vmcs.eq(wc), checks.cpu.eq(q.cpu), checks.link_revision.eq(link_rev)]
+        exit_ctls = wc.vm_exit_controls
+        entry_ctls = wc.vm_entry_controls
+        host64 = exit_ctls[bit(EXIT_CTL_HOST_ADDRESS_SPACE_SIZE)]
+
+        # Host state (model `_host_state`) from the working copy and the CR0/EFER values the
+        # processor has when the exit happens (`cur_cr0`, `cur_efer`, set by the caller).
+        # (Only the CR0 bits a VM exit keeps and the EFER bits it does not force matter.)
+        kept_cr0 = Signal(32)
+        kept_efer = Signal(64)
+
+        def current_cr0_efer(cr0, efer):
+            return [kept_cr0.eq(cr0[0:32] & (~CR0_HOST_LOADED & _U32)),
+                    kept_efer.eq(efer & (~(EFER_LMA | EFER_LME) & _U64))]
+        host_calc = Signal(HOST_LOAD_LAYOUT)
+        host_reg = Signal(HOST_LOAD_LAYOUT)
+        lma_lme = EFER_LMA | EFER_LME
+        cr4_h = wc.host_cr4 | VMX_CR4_FIXED0
+        m.d.comb += [
+            host_calc.cr0.eq((wc.host_cr0[0:32] & CR0_HOST_LOADED) | kept_cr0),
+            host_calc.cr3.eq(wc.host_cr3[0:mpa]),
+            host_calc.cr4.eq(Mux(host64, cr4_h | CR4_PAE, cr4_h & ~CR4_PCIDE & _U64)),
+            host_calc.efer.eq(Mux(exit_ctls[bit(EXIT_CTL_LOAD_EFER)],
+                                  wc.host_ia32_efer,
+                                  kept_efer | Mux(host64, lma_lme, 0))),
+            host_calc.pat.eq(wc.host_ia32_pat),
+            host_calc.pat_valid.eq(exit_ctls[bit(EXIT_CTL_LOAD_PAT)]),
+            host_calc.rsp.eq(wc.host_rsp), host_calc.rip.eq(wc.host_rip),
+            host_calc.rflags.eq(RFLAGS_FIXED1), host_calc.cs_l.eq(host64),
+            host_calc.fs_base.eq(wc.host_fs_base), host_calc.gs_base.eq(wc.host_gs_base),
+            host_calc.tr_base.eq(wc.host_tr_base), host_calc.gdtr_base.eq(wc.host_gdtr_base),
+            host_calc.idtr_base.eq(wc.host_idtr_base),
+            host_calc.sysenter_cs.eq(wc.host_ia32_sysenter_cs),
+            host_calc.sysenter_esp.eq(wc.host_ia32_sysenter_esp),
+            host_calc.sysenter_eip.eq(wc.host_ia32_sysenter_eip),
+        ]
+        for seg in HOST_SEGMENTS:
+            m.d.comb += host_calc[f"{seg}_selector"].eq(wc[f"host_{seg}_selector"])
+        m.d.comb += [self.host.eq(host_reg), self.exit_resp.payload.eq(host_reg)]
+
+        # Guest state a successful entry loads (model `_load_guest`), from the working copy.
+        guest64 = entry_ctls[bit(ENTRY_CTL_IA32E_MODE_GUEST)]
+        load_debug = entry_ctls[bit(ENTRY_CTL_LOAD_DEBUG_CONTROLS)]
+        load_pat = entry_ctls[bit(ENTRY_CTL_LOAD_PAT)]
+        load_efer = entry_ctls[bit(ENTRY_CTL_LOAD_EFER)]
+        g_cr0_pg = wc.guest_cr0[bit(CR0_PG)]
+        efer0 = Signal(64)
+        efer1 = Signal(64)
+        m.d.comb += [
+            efer0.eq((q.cpu.efer & (~EFER_LMA & _U64)) | Mux(guest64, EFER_LMA, 0)),
+            efer1.eq(Mux(g_cr0_pg, (efer0 & (~EFER_LME & _U64)) | Mux(guest64, EFER_LME, 0),
+                         efer0)),
+        ]
+        guest_efer = Signal(64)
+        m.d.comb += guest_efer.eq(Mux(load_efer, wc.guest_ia32_efer, efer1))
+        # PAE paging without IA-32e mode: the PDPTEs (from the VMCS with EPT, else memory).
+        pae = g_cr0_pg & wc.guest_cr4[bit(CR4_PAE)] & ~guest64
+        pdptes = [Signal(64, name=f"pdpte{i}") for i in range(4)]
+        entry_calc = Signal(ENTRY_LAYOUT)
+        entry_reg = Signal(ENTRY_LAYOUT)
+        intr = wc.vm_entry_intr_info_field
+        itype = intr[INTR_INFO_TYPE_SHIFT:INTR_INFO_TYPE_SHIFT + 3]
+        intr_valid = intr[bit(INTR_INFO_VALID)]
+        other_event = itype == InterruptionType.OTHER_EVENT.value
+        for f in FIELDS:
+            if f.type is FieldType.GUEST:
+                n = member_name(f)
+                m.d.comb += entry_calc.guest[n].eq(wc[n])
+        m.d.comb += [
+            entry_calc.guest.guest_dr7.eq((wc.guest_dr7 & (~(1 << 12 | 3 << 14) & _U64))
+                                          | DR7_INIT),
+            entry_calc.guest.guest_ia32_efer.eq(guest_efer),
+            entry_calc.load_debug.eq(load_debug), entry_calc.load_pat.eq(load_pat),
+            entry_calc.pdptes_valid.eq(pae),
+            entry_calc.ept_enabled.eq(ept_on),
+            entry_calc.eptp.eq(Mux(ept_on, wc.ept_pointer, 0)),
+            entry_calc.vpid_enabled.eq(vpid_on),
+            entry_calc.vpid.eq(Mux(vpid_on, wc.virtual_processor_id, 0)),
+            entry_calc.unrestricted_guest.eq(ug_on),
+            entry_calc.timer_valid.eq(wc.pin_based_vm_exec_control[bit(PIN_PREEMPTION_TIMER)]),
+            entry_calc.timer.eq(wc.vmx_preemption_timer_value),
+            entry_calc.event_valid.eq(intr_valid & ~other_event),
+            entry_calc.event_info.eq(intr),
+            entry_calc.event_error.eq(Mux(intr[bit(INTR_INFO_DELIVER_ERROR_CODE)],
+                                          wc.vm_entry_exception_error_code, 0)),
+            entry_calc.event_len.eq(Mux(itype.matches(
+                InterruptionType.SOFTWARE_INTERRUPT.value,
+                InterruptionType.PRIVILEGED_SOFTWARE_EXCEPTION.value,
+                InterruptionType.SOFTWARE_EXCEPTION.value),
+                                        wc.vm_entry_instruction_len, 0)),
+            entry_calc.pending_mtf.eq(intr_valid & other_event),
+        ]
+        for i in range(4):
+            m.d.comb += entry_calc.guest[f"guest_pdptr{i}"].eq(
+                Mux(ept_on, wc[f"guest_pdptr{i}"], pdptes[i]))
+        m.d.comb += self.entry.eq(entry_reg)
+        # Translation context of the running guest (eptp follows VMFUNC).
+        ctx = Signal(context_layout())
+        m.d.comb += self.ctx.eq(ctx)
+
+        launch_op = q.op == VmxOp.VMLAUNCH
+        pd_ok = Signal()
+        m.d.comb += pd_ok.eq(Cat(*(pdpte_ok(Mux(ept_on, wc[f"guest_pdptr{i}"], pdptes[i]), mpa)
+                                   for i in range(4))).all())
+
+        # VM exit (model `vm_exit`): the port's payload.
+        ex = self.exit.payload
+        g_vpid_on = Signal()        # the running guest has VPIDs enabled
+        save = {
+            "guest_dr7": EXIT_CTL_SAVE_DEBUG_CONTROLS,
+            "guest_ia32_debugctl": EXIT_CTL_SAVE_DEBUG_CONTROLS,
+            "guest_ia32_pat": EXIT_CTL_SAVE_PAT,
+            "guest_ia32_efer": EXIT_CTL_SAVE_EFER,
+        }
+
+        def vm_exit_writes():
+            st = [
+                wc.vm_exit_reason.eq(ex.reason),
+                wc.exit_qualification.eq(ex.qualification),
+                wc.guest_linear_address.eq(ex.gla),
+                wc.guest_physical_address.eq(ex.gpa),
+                wc.vm_exit_instruction_len.eq(ex.instr_len),
+                wc.vmx_instruction_info.eq(ex.instr_info),
+                wc.vm_exit_intr_info.eq(ex.intr_info),
+                wc.vm_exit_intr_error_code.eq(ex.intr_error),
+                wc.idt_vectoring_info_field.eq(ex.idt_vectoring_info),
+                wc.idt_vectoring_error_code.eq(ex.idt_vectoring_error),
+                wc.vm_entry_intr_info_field.eq(intr & (~INTR_INFO_VALID & _U32)),
+                wc.vm_entry_controls.eq(Mux(ex.guest.guest_ia32_efer[bit(EFER_LMA)],
+                                            entry_ctls | ENTRY_CTL_IA32E_MODE_GUEST,
+                                            entry_ctls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32))),
+            ]
+            conds = []
+            for f in FIELDS:
+                if f.type is not FieldType.GUEST:
+                    continue
+                n = member_name(f)
+                if n in ("vmcs_link_pointer", "vmx_preemption_timer_value"):
+                    continue
+                if n in save:
+                    conds.append((exit_ctls[save[n].bit_length() - 1], wc[n].eq(ex.guest[n])))
+                elif n.startswith("guest_pdptr"):
+                    conds.append((ept_on, wc[n].eq(ex.guest[n])))
+                else:
+                    st.append(wc[n].eq(ex.guest[n]))
+            conds.append((exit_ctls[bit(EXIT_CTL_SAVE_PREEMPTION_TIMER)],
+                          wc.vmx_preemption_timer_value.eq(ex.guest.vmx_preemption_timer_value)))
+            return st, conds
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                accept = Signal()
+                m.d.comb += [self.instr.ready.eq(~res_valid | self.result.ready),
+                             accept.eq(self.instr.valid & self.instr.ready)]
+                # A VM exit is taken when no instruction is (the core sends one or the other).
+                m.d.comb += self.exit.ready.eq(~self.instr.valid & (~res_valid | self.result.ready))
+                with m.If(self.exit.valid & self.exit.ready):
+                    with m.If(nonroot):
+                        st, conds = vm_exit_writes()
+                        m.d.sync += st
+                        for c, a in conds:
+                            with m.If(c):
+                                m.d.sync += a
+                        m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(ex.guest.guest_cr0,
+                                                       ex.guest.guest_ia32_efer)]
+                        m.d.sync += [host_reg.eq(host_calc), mode.eq(VmxMode.ROOT),
+                                     ctx.eq(0)]
+                        with m.If(~g_vpid_on):
+                            m.d.sync += [inv_valid.eq(1), inv.kind.eq(Invalidation.VPID),
+                                         inv.vpid.eq(0), inv.eptp.eq(0), inv.gla.eq(0)]
+                            m.next = "EXIT_INVAL"
+                        with m.Else():
+                            m.next = "EXIT_RESP"
+                    with m.Else():
+                        m.next = "EXIT_RESP"
+                with m.If(accept):
+                    m.d.sync += q.eq(self.instr.payload)
+                    with m.If(d.precheck):
+                        # Only the part the model's precheck covers; no state change.
+                        with m.If(o_pre & ~((d.op == VmxOp.VMREAD)
+                                            & (o_kind == VmxResult.SUCCEED))):
+                            m.d.sync += answer(o_kind, o_err, o_exit, o_qual)
+                        with m.Else():
+                            m.d.sync += answer(VmxResult.SUCCEED, proceed=1)
+                    with m.Elif(o_act == _Act.NONE):
+                        m.d.sync += answer(o_kind, o_err, o_exit, o_qual, o_val)
+                        with m.If(o_kind == VmxResult.FAIL_VALID):
+                            m.d.sync += commit_error(o_err)
+                            m.d.comb += wc_dirty.eq(1)
+                    with m.Elif(o_act == _Act.VMWRITE):
+                        m.d.comb += [wc_we.eq(1), wc_widx.eq(f_idx), wc_wdata.eq(vmwrite_value),
+                                     wc_dirty.eq(1)]
+                        m.d.sync += answer(VmxResult.SUCCEED)
+                    with m.Elif(o_act == _Act.VMXOFF):
+                        m.d.sync += [mode.eq(VmxMode.OUTSIDE), vmxon_ptr.eq(0),
+                                     cur_ptr.eq(INVALID_VMCS_POINTER)]
+                        m.d.comb += cache.vmxoff.eq(1)
+                        m.d.sync += vmxoff_epoch.eq(vmxoff_epoch + 1)
+                        m.d.sync += answer(VmxResult.SUCCEED)
+                    with m.Elif(o_act == _Act.VMXON):
+                        m.d.sync += base.eq(ptr)
+                        m.next = "VMXON_REQ"
+                    with m.Elif(o_act == _Act.VMCLEAR):
+                        m.d.sync += base.eq(ptr)
+                        m.next = "CLEAR_START"
+                    with m.Elif(o_act == _Act.VMPTRLD):
+                        m.d.sync += base.eq(ptr)
+                        m.next = "PTR_REQ"
+                    with m.Elif(o_act == _Act.INVEPT):
+                        m.d.sync += [inv_valid.eq(1),
+                                     inv.kind.eq(Mux(inv_type == 1, Invalidation.EPTP,
+                                                     Invalidation.ALL)),
+                                     inv.vpid.eq(0),
+                                     inv.eptp.eq(Mux(inv_type == 1, d.mem[0:64], 0)),
+                                     inv.gla.eq(0)]
+                        m.next = "INVAL"
+                    with m.Elif(o_act == _Act.INVVPID):
+                        kind = Mux(inv_type == 0, Invalidation.VPID_ADDR,
+                                   Mux(inv_type == 2, Invalidation.ALL, Invalidation.VPID))
+                        m.d.sync += [inv_valid.eq(1), inv.kind.eq(kind),
+                                     inv.vpid.eq(Mux(inv_type == 2, 0, d.mem[0:16])),
+                                     inv.eptp.eq(0),
+                                     inv.gla.eq(Mux(inv_type == 0, d.mem[64:128], 0))]
+                        m.next = "INVAL"
+                    with m.Elif(o_act == _Act.VMFUNC):
+                        m.d.sync += base.eq(Cat(Const(0, 3), d.value[0:9],
+                                                wc.eptp_list_address[12:mpa]))
+                        m.next = "FUNC_REQ"
+                    with m.Elif(o_act == _Act.ENTRY):
+                        m.next = "ENTRY"
+
+            # --- INVEPT / INVVPID: hand the request to the translation unit -------------------
+            with m.State("INVAL"):
+                with m.If(self.inval.ready):
+                    m.d.sync += inv_valid.eq(0)
+                    m.d.sync += answer(VmxResult.SUCCEED)
+                    m.next = "IDLE"
+
+            # --- VMXON: revision dword of the VMXON region ----------------------------------
+            with m.State("VMXON_REQ"):
+                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(base)]
+                with m.If(mreq.ready):
+                    m.next = "VMXON_RESP"
+            with m.State("VMXON_RESP"):
+                m.d.comb += mresp.ready.eq(1)
+                with m.If(mresp.valid):
+                    with m.If(revision_ok(mresp.payload.data[0:32])):
+                        m.d.sync += [mode.eq(VmxMode.ROOT), vmxon_ptr.eq(ext(base, 64)),
+                                     cur_ptr.eq(INVALID_VMCS_POINTER)]
+                        m.d.sync += answer(VmxResult.SUCCEED)
+                    with m.Else():
+                        m.d.sync += answer(VmxResult.FAIL_INVALID)
+                    m.next = "IDLE"
+
+            # --- VMFUNC leaf 0: EPTP-list entry -------------------------------------------------
+            with m.State("FUNC_REQ"):
+                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(base)]
+                with m.If(mreq.ready):
+                    m.next = "FUNC_RESP"
+            with m.State("FUNC_RESP"):
+                m.d.comb += mresp.ready.eq(1)
+                with m.If(mresp.valid):
+                    entry = mresp.payload.data
+                    with m.If(eptp_ok(entry, mpa)):
+                        m.d.sync += [wc.ept_pointer.eq(entry), ctx.eptp.eq(entry),
+                                     entry_reg.eptp.eq(entry)]
+                        m.d.comb += wc_dirty.eq(1)
+                        m.d.sync += answer(VmxResult.COMPLETE, eptp=entry)
+                    with m.Else():
+                        m.d.sync += answer(VmxResult.VM_EXIT,
+                                           exit_reason=ExitReason.VMFUNC.value)
+                    m.next = "IDLE"
+
+            # --- VMCLEAR --------------------------------------------------------------------
+            with m.State("CLEAR_START"):
+                m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot)]
+                with m.If(cache.hit):
+                    m.d.sync += [src_wc.eq(wc_live & (wc_slot == cache.hit_slot)),
+                                 wb_launch.eq(0)]
+                    m.d.comb += [cnt_nxt.eq(0), sslot_nxt.eq(cache.hit_slot)]
+                    m.next = "CLEAR_WB"
+                with m.Else():
+                    m.next = "CLEAR_LS"
+            with m.State("CLEAR_LS"):
+                m.d.comb += [mreq.valid.eq(1),
+                             mreq.payload.addr.eq(Cat(Const(8, 12), base[12:mpa])),
+                             mreq.payload.write.eq(1), mreq.payload.data.eq(0)]
+                with m.If(mreq.ready):
+                    m.next = "CLEAR_DONE"
+            with m.State("CLEAR_WB"):
+                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr),
+                             mreq.payload.write.eq(1), mreq.payload.data.eq(wb_data)]
+                with m.If(mreq.ready):
+                    with m.If(cnt == NF):
+                        m.d.comb += [cache.free.eq(1), cache.free_slot.eq(tgt_slot)]
+                        with m.If(wc_live & (wc_slot == tgt_slot)):
+                            m.d.sync += wc_live.eq(0)
+                        m.next = "CLEAR_DONE"
+                    with m.Else():
+                        m.d.comb += cnt_nxt.eq(cnt + 1)
+            with m.State("CLEAR_DONE"):
+                with m.If(cur_ptr == ext(base, 64)):
+                    m.d.sync += cur_ptr.eq(INVALID_VMCS_POINTER)
+                m.d.sync += answer(VmxResult.SUCCEED)
+                m.next = "IDLE"
+
+            # --- VMPTRLD --------------------------------------------------------------------
+            with m.State("PTR_REQ"):
+                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(base)]
+                with m.If(mreq.ready):
+                    m.next = "PTR_RESP"
+            with m.State("PTR_RESP"):
+                m.d.comb += mresp.ready.eq(1)
+                with m.If(mresp.valid):
+                    with m.If(~revision_ok(mresp.payload.data[0:32])):
+                        # VMfailValid(11) if there is a current VMCS (else VMfailInvalid).
+                        with m.If(cur_valid):
+                            m.d.sync += commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
+                            m.d.comb += wc_dirty.eq(1)
+                            m.d.sync += answer(VmxResult.FAIL_VALID,
+                                               VmInstructionError.VMPTRLD_INCORRECT_REVISION)
+                        with m.Else():
+                            m.d.sync += answer(VmxResult.FAIL_INVALID)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "PTR_LOOKUP"
+            with m.State("PTR_LOOKUP"):
+                m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot),
+                             victim.eq(cache.victim)]
+                with m.If(cache.hit):
+                    m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.hit_slot)]
+                    with m.If(wc_live & (wc_slot == cache.hit_slot)):
+                        m.next = "PTR_DONE"
+                    with m.Elif(wc_live):
+                        # Swap: the working copy goes back to its slot while the new one comes.
+                        m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
+                        m.next = "SWAP"
+                    with m.Else():
+                        m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
+                        m.next = "SWAP"
+                with m.Else():
+                    m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.victim)]
+                    with m.If(wc_live & (wc_slot != cache.victim)):
+                        m.d.comb += cnt_nxt.eq(1)
+                        m.next = "FLUSH"
+                    with m.Else():
+                        m.next = "EVICT"
+            with m.State("SWAP"):
+                # Field cnt-1: old value to the old slot, new value from the new slot.
+                m.d.comb += [cache.wr_en.eq(wc_live), cache.wr_slot.eq(wc_slot),
+                             cache.wr_field.eq(fld), cache.wr_data.eq(wc_fld),
+                             wc_we.eq(1), wc_widx.eq(fld), wc_wdata.eq(cache.rd_data)]
+                with m.If(cnt == NF):
+                    m.d.sync += [wc_slot.eq(tgt_slot), wc_live.eq(1)]
+                    m.next = "PTR_DONE"
+                with m.Else():
+                    m.d.comb += cnt_nxt.eq(cnt + 1)
+            with m.State("FLUSH"):
+                m.d.comb += [cache.wr_en.eq(1), cache.wr_slot.eq(wc_slot),
+                             cache.wr_field.eq(fld), cache.wr_data.eq(wc_fld)]
+                with m.If(cnt == NF):
+                    m.d.sync += wc_live.eq(0)
+                    m.next = "EVICT"
+                with m.Else():
+                    m.d.comb += cnt_nxt.eq(cnt + 1)
+            with m.State("EVICT"):
+                # The victim, if it holds a VMCS that changed, goes back to its region first.
+                vtag = cache.b_tag
+                with m.If(cache.b_valid & cache.b_dirty):
+                    m.d.sync += [
+                        src_wc.eq(wc_live & (wc_slot == victim)),
+                        wb_launch.eq(Cat(cache.b_launched, Const(0, 31), cache.b_lbv,
+                                         Const(1, 1), vmxoff_epoch)),
+                        base.eq(Cat(Const(0, 12), vtag)),
+                    ]
+                    m.d.comb += [cnt_nxt.eq(0), sslot_nxt.eq(victim)]
+                    m.next = "EVICT_WB"
+                with m.Else():
+                    m.d.comb += cnt_nxt.eq(0)
+                    m.d.sync += rcnt.eq(0)
+                    m.next = "LOAD"
+            with m.State("EVICT_WB"):
+                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr),
+                             mreq.payload.write.eq(1), mreq.payload.data.eq(wb_data)]
+                with m.If(mreq.ready):
+                    with m.If(cnt == NF):
+                        m.d.comb += [cache.free.eq(1), cache.free_slot.eq(victim)]
+                        m.d.comb += cnt_nxt.eq(0)
+                        m.d.sync += [rcnt.eq(0), base.eq(q_ptr)]
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.d.comb += cnt_nxt.eq(cnt + 1)
+            with m.State("LOAD"):
+                # Reads of the launch-state qword and every field slot, pipelined; responses in
+                # order go straight to the working copy.
+                with m.If(cnt <= NF):
+                    m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr)]
+                    with m.If(mreq.ready):
+                        m.d.comb += cnt_nxt.eq(cnt + 1)
+                m.d.comb += mresp.ready.eq(1)
+                with m.If(mresp.valid):
+                    m.d.sync += rcnt.eq(rcnt + 1)
+                    with m.If(rcnt == 0):
+                        m.d.sync += ld_launch.eq(mresp.payload.data)
+                    with m.Else():
+                        m.d.comb += [wc_we.eq(1), wc_widx.eq(rcnt - 1),
+                                     wc_wdata.eq(mresp.payload.data)]
+                    with m.If(rcnt == NF):
+                        m.d.comb += [cache.fill.eq(1), cache.fill_slot.eq(victim),
+                                     cache.fill_tag.eq(base[12:mpa]),
+                                     cache.fill_launched.eq(ld_launch[0]),
+                                     cache.fill_lbv.eq(
+                                         ld_launch[32] | (ld_launch[0] & ld_launch[33]
+                                                          & (ld_launch[34:64] != vmxoff_epoch)))]
+                        m.d.sync += [wc_slot.eq(victim), wc_live.eq(1)]
+                        m.next = "PTR_DONE"
+            with m.State("PTR_DONE"):
+                m.d.sync += [cur_ptr.eq(q_ptr)]
+                m.d.sync += answer(VmxResult.SUCCEED)
+                m.next = "IDLE"
+
+            # --- VM entry (checks block integrated separately) ---------------------------------
+            with m.State("ENTRY"):
+                with m.If(checks.link_read_needed):
+                    m.next = "LINK_REQ"
+                with m.Else():
+                    m.d.comb += checks.start.eq(1)
+                    m.next = "CHECKS"
+            with m.State("LINK_REQ"):
+                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(checks.link_addr[0:mpa])]
+                with m.If(mreq.ready):
+                    m.next = "LINK_RESP"
+            with m.State("LINK_RESP"):
+                m.d.comb += mresp.ready.eq(1)
+                with m.If(mresp.valid):
+                    m.d.sync += link_rev.eq(mresp.payload.data[0:32])
+                    m.next = "LINK_START"
+            with m.State("LINK_START"):
+                m.d.comb += checks.start.eq(1)
+                m.next = "CHECKS"
+            with m.State("CHECKS"):
+                with m.If(checks.done):
+                    kind = checks.result.kind
+                    with m.If(kind == EntryCheckKind.CONTROLS):
+                        m.d.sync += commit_error(VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
+                        m.d.sync += answer(VmxResult.FAIL_VALID,
+                                           VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
+                        m.d.comb += wc_dirty.eq(1)
+                        m.next = "IDLE"
+                    with m.Elif(kind == EntryCheckKind.HOST):
+                        m.d.sync += commit_error(VmInstructionError.ENTRY_INVALID_HOST_STATE)
+                        m.d.sync += answer(VmxResult.FAIL_VALID,
+                                           VmInstructionError.ENTRY_INVALID_HOST_STATE)
+                        m.d.comb += wc_dirty.eq(1)
+                        m.next = "IDLE"
+                    with m.Elif(kind == EntryCheckKind.GUEST):
+                        m.d.sync += fail_qual.eq(checks.result.qualification)
+                        m.next = "ENTRY_FAIL"
+                    with m.Elif(pae & ~ept_on):
+                        m.d.comb += cnt_nxt.eq(0)
+                        m.d.sync += rcnt.eq(0)
+                        m.next = "PDPTE"
+                    with m.Else():
+                        m.next = "PDPTE_CHECK"
+            with m.State("PDPTE"):
+                # Four PDPTEs at CR3[31:5] (32-byte aligned: no carry into bit 5).
+                with m.If(cnt < 4):
+                    m.d.comb += [mreq.valid.eq(1),
+                                 mreq.payload.addr.eq(Cat(Const(0, 3), cnt[0:2],
+                                                          wc.guest_cr3[5:32]))]
+                    with m.If(mreq.ready):
+                        m.d.comb += cnt_nxt.eq(cnt + 1)
+                m.d.comb += mresp.ready.eq(1)
+                with m.If(mresp.valid):
+                    m.d.sync += rcnt.eq(rcnt + 1)
+                    for i in range(4):
+                        with m.If(rcnt == i):
+                            m.d.sync += pdptes[i].eq(mresp.payload.data)
+                    with m.If(rcnt == 3):
+                        m.next = "PDPTE_CHECK"
+            with m.State("PDPTE_CHECK"):
+                with m.If(pae & ~pd_ok):
+                    m.d.sync += fail_qual.eq(ENTRY_FAIL_PDPTE)
+                    m.next = "ENTRY_FAIL"
+                with m.Else():
+                    # The guest runs.
+                    m.d.sync += [mode.eq(VmxMode.NON_ROOT), entry_reg.eq(entry_calc),
+                                 g_vpid_on.eq(vpid_on),
+                                 ctx.cr0.eq(wc.guest_cr0[0:32]), ctx.cr3.eq(wc.guest_cr3),
+                                 ctx.cr4.eq(wc.guest_cr4[0:32]), ctx.efer.eq(guest_efer[0:32]),
+                                 ctx.eptp.eq(Mux(ept_on, wc.ept_pointer, 0)),
+                                 ctx.ept_enable.eq(ept_on),
+                                 ctx.vpid.eq(Mux(vpid_on, wc.virtual_processor_id, 0))]
+                    with m.If(launch_op):
+                        m.d.comb += [cache.set_launched.eq(1), cache.launch_slot.eq(wc_slot),
+                                     cache.launch_value.eq(1)]
+                    with m.If(~vpid_on):
+                        m.d.sync += [inv_valid.eq(1), inv.kind.eq(Invalidation.VPID),
+                                     inv.vpid.eq(0), inv.eptp.eq(0), inv.gla.eq(0)]
+                        m.next = "ENTRY_INVAL"
+                    with m.Else():
+                        m.d.sync += answer(VmxResult.VM_ENTRY)
+                        m.next = "IDLE"
+            with m.State("ENTRY_INVAL"):
+                with m.If(self.inval.ready):
+                    m.d.sync += inv_valid.eq(0)
+                    m.d.sync += answer(VmxResult.VM_ENTRY)
+                    m.next = "IDLE"
+            with m.State("ENTRY_FAIL"):
+                # VM-entry failure: exit reason and qualification written, host state loaded,
+                # still in VMX root operation.
+                m.d.sync += [wc.vm_exit_reason.eq(EXIT_REASON_INVALID_GUEST_STATE),
+                             wc.exit_qualification.eq(fail_qual)]
+                m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(q.cpu.cr0, q.cpu.efer)]
+                m.d.sync += host_reg.eq(host_calc)
+                m.d.sync += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
+                                   qual=fail_qual)
+                m.next = "IDLE"
+
+            # --- VM exit: invalidation (no VPIDs), then the host state --------------------------
+            with m.State("EXIT_INVAL"):
+                with m.If(self.inval.ready):
+                    m.d.sync += inv_valid.eq(0)
+                    m.next = "EXIT_RESP"
+            with m.State("EXIT_RESP"):
+                m.d.comb += self.exit_resp.valid.eq(1)
+                with m.If(self.exit_resp.ready):
+                    m.next = "IDLE"
+
+        return m

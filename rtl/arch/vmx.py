@@ -99,7 +99,12 @@ RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
 RFLAGS_DF = 1 << 10
 RFLAGS_OF = 1 << 11
+RFLAGS_IOPL = 3 << 12
+RFLAGS_NT = 1 << 14
+RFLAGS_RF = 1 << 16
 RFLAGS_VM = 1 << 17
+RFLAGS_AC = 1 << 18
+RFLAGS_ID = 1 << 21
 #: The six arithmetic flags every VMsucceed / VMfail writes (reference section 2.1).
 RFLAGS_ARITH = RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF
 #: Bits that must be 0 in RFLAGS (guest-state check): 3, 5, 15 and 63:22.

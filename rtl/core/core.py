@@ -1,0 +1,617 @@
+"""The execution engine of the x86-64 core: a multi-cycle FSM around `Decoder` and `Alu`.
+
+Simple and correct over fast: one instruction at a time, one memory request outstanding.
+Per instruction: FETCH/FETCH_WAIT one qword at a time into a 3-qword window buffer, DEC_WAIT +
+DECODE until the decoded length fits in the bytes fetched (or the 15-byte window is full),
+then [LOAD] the memory or stack source, EXEC (ALU, condition, new RIP, write-back values, all
+registered), [STORE] the memory or stack destination, [SP_UPDATE], RETIRE (register, RFLAGS,
+RIP). Architectural state changes only in SP_UPDATE and RETIRE, after every access that can
+fault, so a fault leaves the state of the instruction's start (see docs/core.md for the one
+exception: a split store whose second half faults).
+
+Memory port (`mem_req` / `mem_resp`, `rtl.core.core_layouts`): qword-aligned accesses with a
+byte mask; an access crossing a qword boundary is split in two. Responses come in order, one per
+request, with an `Outcome` and error code.
+
+The core starts in IDLE; `load` (one cycle, only while `idle`: no request outstanding) loads
+RIP, RFLAGS (as given: bit 1 must be set) and the GPRs from `init_*` and starts fetching. HLT
+ends in HALTED (`halted`); a fault or an instruction that needs another unit ends in STOPPED
+(`exception`). Stops and their vectors / units: docs/core.md.
+"""
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.paging import CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, Access, Outcome
+from ..arch.vmx import (
+    CR0_ET,
+    CR0_MP,
+    CR0_NE,
+    RFLAGS_AC,
+    RFLAGS_ARITH,
+    RFLAGS_DF,
+    RFLAGS_FIXED1,
+    RFLAGS_ID,
+    RFLAGS_IF,
+    RFLAGS_IOPL,
+    RFLAGS_NT,
+    RFLAGS_RF,
+    RFLAGS_TF,
+    RFLAGS_VM,
+)
+from .alu import Alu
+from .core_layouts import (
+    EXCEPTION_LAYOUT,
+    MEM_REQ_LAYOUT,
+    MEM_RESP_LAYOUT,
+    VECTOR_GP,
+    VECTOR_PF,
+    VECTOR_SS,
+    VECTOR_UD,
+    CoreState,
+    NeedsUnit,
+    StopKind,
+)
+from .decode import Decoder
+from .layouts import MAX_INSN_BYTES, AluOp, InsnClass, OpSize
+
+__all__ = ["Core", "RESET_CR0", "RESET_CR4", "RESET_EFER", "POPF_MASK"]
+
+#: Boot state of issue 5: protected mode with paging, long mode active.
+RESET_CR0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG
+RESET_CR4 = CR4_PAE
+RESET_EFER = EFER_LME | EFER_LMA
+
+#: RFLAGS bits POPF writes at CPL 0 in 64-bit mode (SDM POPF: all non-reserved flags except RF,
+#: VIP, VIF and VM; VIP, VIF, VM are unaffected and RF is cleared).
+POPF_MASK = (RFLAGS_ARITH | RFLAGS_TF | RFLAGS_IF | RFLAGS_DF | RFLAGS_IOPL | RFLAGS_NT
+             | RFLAGS_AC | RFLAGS_ID)
+RSP = 4
+
+_NEEDS_UNIT = {
+    InsnClass.CPUID: NeedsUnit.CPUID, InsnClass.RDTSC: NeedsUnit.TSC,
+    InsnClass.RDMSR: NeedsUnit.MSR, InsnClass.WRMSR: NeedsUnit.MSR,
+    InsnClass.MOV_FROM_CR: NeedsUnit.CR, InsnClass.MOV_TO_CR: NeedsUnit.CR,
+    InsnClass.INVLPG: NeedsUnit.TLB,
+    InsnClass.IN_IMM: NeedsUnit.IO, InsnClass.IN_DX: NeedsUnit.IO,
+    InsnClass.OUT_IMM: NeedsUnit.IO, InsnClass.OUT_DX: NeedsUnit.IO,
+    **{c: NeedsUnit.VMX for c in InsnClass if c.value >= InsnClass.VMCALL.value},
+}
+
+# Classes whose r/m operand is a source read before EXEC (when it is memory).
+_RM_SOURCE = (InsnClass.ALU_RM_R, InsnClass.ALU_R_RM, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
+              InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_R_RM, InsnClass.MOVZX,
+              InsnClass.MOVSX, InsnClass.CMOVCC, InsnClass.PUSH_RM, InsnClass.JMP_RM,
+              InsnClass.CALL_RM)
+# Classes reading the top of the stack.
+_STACK_LOAD = (InsnClass.POP_OPREG, InsnClass.POP_RM, InsnClass.POPF, InsnClass.RET)
+_STACK_STORE = (InsnClass.PUSH_OPREG, InsnClass.PUSH_RM, InsnClass.PUSH_IMM, InsnClass.PUSHF,
+                InsnClass.CALL_REL, InsnClass.CALL_RM)
+_EXECUTED = (*_RM_SOURCE, *_STACK_LOAD, *_STACK_STORE, InsnClass.ALU_ACC_IMM,
+             InsnClass.MOV_RM_R, InsnClass.MOV_RM_IMM, InsnClass.MOV_OPREG_IMM, InsnClass.LEA,
+             InsnClass.SETCC, InsnClass.JCC, InsnClass.JMP_REL, InsnClass.NOP, InsnClass.HLT)
+assert not set(_EXECUTED) & set(_NEEDS_UNIT)
+assert set(_EXECUTED) | set(_NEEDS_UNIT) | {InsnClass.INVALID} == set(InsnClass)
+
+
+def _is(view, *members):
+    """`view` (an enum-typed value) is one of `members`."""
+    return view.as_value().matches(*(mb.value for mb in members))
+
+
+def _bytes_of(size):
+    """Bytes (1, 2, 4, 8; 64 bits wide, so it adds to addresses without width changes)."""
+    return Mux(size == OpSize.S8, C(1, 64), Mux(size == OpSize.S16, C(2, 64),
+                                                Mux(size == OpSize.S32, C(4, 64), C(8, 64))))
+
+
+def _canonical(addr):
+    return (addr[47:64] == 0) | (addr[47:64] == 0x1FFFF)
+
+
+def _extend(v, size, signed):
+    """`v` zero- or sign-extended from `size` to 64 bits."""
+    return Mux(size == OpSize.S8, Mux(signed, v[:8].as_signed(), v[:8]),
+               Mux(size == OpSize.S16, Mux(signed, v[:16].as_signed(), v[:16]),
+                   Mux(size == OpSize.S32, Mux(signed, v[:32].as_signed(), v[:32]), v)))
+
+
+class Core(wiring.Component):
+    """The core's execution engine; see the module docstring and docs/core.md."""
+
+    mem_req: Out(stream.Signature(MEM_REQ_LAYOUT))
+    mem_resp: In(stream.Signature(MEM_RESP_LAYOUT))
+
+    load: In(1)
+    init_rip: In(64)
+    init_rflags: In(64)
+    init_gpr: In(data.ArrayLayout(64, 16))
+
+    state: Out(CoreState)
+    idle: Out(1)            # IDLE, HALTED or STOPPED: no request outstanding, `load` is safe
+    halted: Out(1)
+    exception: Out(EXCEPTION_LAYOUT)
+    retired: Out(1)         # one-cycle pulse per retired instruction
+    retired_count: Out(64)
+    gpr: Out(data.ArrayLayout(64, 16))
+    rip: Out(64)
+    rflags: Out(64)
+    cr0: Out(64)
+    cr3: Out(64)
+    cr4: Out(64)
+    efer: Out(64)
+
+    def __init__(self, *, reset_cr3=0):
+        self._reset_cr3 = reset_cr3
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.decoder = dec = Decoder()
+        m.submodules.alu = alu = Alu()
+
+        # --- Architectural state -----------------------------------------------------------
+        gpr = [Signal(64, name=f"gpr{i}") for i in range(16)]
+        rip = Signal(64)
+        rflags = Signal(64, init=RFLAGS_FIXED1)
+        cr0 = Signal(64, init=RESET_CR0)
+        cr3 = Signal(64, init=self._reset_cr3)
+        cr4 = Signal(64, init=RESET_CR4)
+        efer = Signal(64, init=RESET_EFER)
+        count = Signal(64)
+        m.d.comb += [self.gpr[i].eq(gpr[i]) for i in range(16)]
+        m.d.comb += [self.rip.eq(rip), self.rflags.eq(rflags), self.cr0.eq(cr0),
+                     self.cr3.eq(cr3), self.cr4.eq(cr4), self.efer.eq(efer),
+                     self.retired_count.eq(count)]
+
+        def reg(n):
+            """64-bit read of GPR number `n` (a 4-bit value)."""
+            v = Signal(64)
+            with m.Switch(n):
+                for i in range(16):
+                    with m.Case(i):
+                        m.d.comb += v.eq(gpr[i])
+            return v
+
+        insn = dec.insn
+
+        def high8(n, size):
+            """The operand is AH/CH/DH/BH: 8-bit register 4-7 without REX."""
+            return (size == OpSize.S8) & ~insn.rex & (n[2:4] == 1)
+
+        def rd(n, size):
+            """GPR `n` as an operand of `size` (AH..BH land in bits 7:0)."""
+            full = reg(Mux(high8(n, size), n & 3, n))
+            return Mux(high8(n, size), full[8:16], full)
+
+        fsm = Signal(CoreState)
+        m.d.comb += [self.state.eq(fsm),
+                     self.idle.eq((fsm == CoreState.IDLE) | (fsm == CoreState.HALTED)
+                                  | (fsm == CoreState.STOPPED)),
+                     self.halted.eq(fsm == CoreState.HALTED)]
+
+        # --- Fetch window -------------------------------------------------------------------
+        buf = Signal(3 * 64)            # qwords fetched from RIP & ~7
+        nq = Signal(2)                  # how many are valid
+        with m.Switch(rip[:3]):
+            for o in range(8):
+                with m.Case(o):
+                    m.d.comb += dec.window.as_value().eq(buf[8 * o:8 * (o + MAX_INSN_BYTES)])
+        m.d.comb += dec.window_valid.eq(1)
+        # Small operands are widened through tables of constants: Verilator's -Wall wants both
+        # operands of an addition or comparison at the expression's width.
+        fetched = Signal(5)             # bytes of the window that are real: 8 * nq - rip[2:0]
+        with m.Switch(Cat(rip[:3], nq)):
+            for k in range(4):
+                for o in range(8):
+                    with m.Case(o + 8 * k):
+                        m.d.comb += fetched.eq(max(8 * k - o, 0))
+        length = Signal(64)
+        with m.Switch(insn.length):
+            for k in range(16):
+                with m.Case(k):
+                    m.d.comb += length.eq(C(k, 64))
+        nq_bytes = Signal(64)
+        with m.Switch(nq):
+            for k in range(4):
+                with m.Case(k):
+                    m.d.comb += nq_bytes.eq(C(8 * k, 64))
+        next_rip = Signal(64)
+        m.d.comb += next_rip.eq(rip + length)
+
+        # --- Memory access unit (split into at most two qwords) ------------------------------
+        acc_addr = Signal(64)
+        acc_size = Signal(4)            # bytes: 1, 2, 4, 8
+        acc_data = Signal(64)
+        acc_part = Signal()             # 0: first qword, 1: second
+        acc_ss = Signal()               # a fault on a non-canonical address is #SS, not #GP
+        ld_buf = Signal(128)
+        off = acc_addr[:3]
+        mask8 = Signal(8)
+        m.d.comb += mask8.eq(Mux(acc_size == 1, 0x01, Mux(acc_size == 2, 0x03,
+                                                            Mux(acc_size == 4, 0x0F, 0xFF))))
+        mask16 = Signal(16)
+        wdata128 = Signal(128)
+        ld_val = Signal(64)
+        # Byte lanes by the offset in the qword (constant shifts in a switch: no wide shifter).
+        with m.Switch(off):
+            for o in range(8):
+                with m.Case(o):
+                    m.d.comb += [mask16.eq(Cat(C(0, o), mask8, C(0, 8 - o))),
+                                 wdata128.eq(Cat(C(0, 8 * o), acc_data, C(0, 64 - 8 * o))),
+                                 ld_val.eq(ld_buf[8 * o:8 * o + 64])]
+        two_parts = mask16[8:].any()
+        part_addr = Signal(64)
+        m.d.comb += part_addr.eq(Cat(C(0, 3), acc_addr[3:]) + Mux(acc_part, C(8, 64), C(0, 64)))
+
+        req = self.mem_req
+        resp = self.mem_resp
+        m.d.comb += [req.payload.addr.eq(part_addr),
+                     req.payload.mask.eq(Mux(acc_part, mask16[8:], mask16[:8])),
+                     req.payload.data.eq(Mux(acc_part, wdata128[64:], wdata128[:64]))]
+
+        # --- Stop reporting ------------------------------------------------------------------
+        exc = Signal(EXCEPTION_LAYOUT)
+        m.d.comb += self.exception.eq(exc)
+
+        def fault(vector, error_code=None, addr=0):
+            m.d.sync += [exc.valid.eq(1), exc.kind.eq(StopKind.FAULT), exc.vector.eq(vector),
+                         exc.has_error_code.eq(error_code is not None),
+                         exc.error_code.eq(0 if error_code is None else error_code),
+                         exc.rip.eq(rip), exc.addr.eq(addr), exc.unit.eq(NeedsUnit.NONE)]
+            m.d.sync += fsm.eq(CoreState.STOPPED)
+
+        def mem_fault():
+            """The response to the current request is a fault: stop with it."""
+            is_vmx = (resp.payload.outcome == Outcome.EPT_VIOLATION) | \
+                     (resp.payload.outcome == Outcome.EPT_MISCONFIG)
+            first = Signal(64)
+            m.d.comb += first.eq(Mux(acc_part, part_addr, acc_addr))
+            fault(Mux(resp.payload.outcome == Outcome.PAGE_FAULT, VECTOR_PF, VECTOR_GP),
+                  resp.payload.error_code, first)
+            with m.If(is_vmx):
+                m.d.sync += [exc.kind.eq(StopKind.NEEDS_UNIT), exc.unit.eq(NeedsUnit.VMX),
+                             exc.vector.eq(0)]
+
+        # --- Decoded-instruction helpers -----------------------------------------------------
+        cls = insn.cls
+        size = insn.opsize
+        ea = Signal(64)                 # effective address (registered in DECODE)
+        ea_comb = Signal(64)
+        base_v = Mux(insn.base_valid, reg(insn.base), C(0, 64))
+        index_r = reg(insn.index)
+        index_v = Signal(64)
+        with m.If(insn.index_valid):
+            with m.Switch(insn.scale):
+                for k in range(4):
+                    with m.Case(k):
+                        m.d.comb += index_v.eq(Cat(C(0, k), index_r[:64 - k]))
+        disp64 = Signal(64)
+        m.d.comb += disp64.eq(insn.disp)        # sign-extends (the field is signed)
+        ea_1 = Signal(64)
+        ea_2 = Signal(64)
+        m.d.comb += [ea_1.eq(base_v + index_v),
+                     ea_2.eq(disp64 + Mux(insn.rip_rel, next_rip, C(0, 64))),
+                     ea_comb.eq(ea_1 + ea_2)]
+        # POP r/m with RSP as base: the address uses RSP after the increment (SDM POP).
+        pop_adj = Mux((cls == InsnClass.POP_RM) & insn.base_valid & (insn.base == RSP),
+                      _bytes_of(size), C(0, 64))
+        ss_ref = insn.base_valid & ((insn.base == RSP) | (insn.base == 5))
+        is_stack_load = Signal()
+        is_stack_store = Signal()
+        m.d.comb += [is_stack_load.eq(_is(cls, *_STACK_LOAD)),
+                     is_stack_store.eq(_is(cls, *_STACK_STORE))]
+        stack_size = Signal(64)
+        m.d.comb += stack_size.eq(Mux(_is(cls, InsnClass.RET, InsnClass.CALL_REL,
+                                          InsnClass.CALL_RM), C(8, 64), _bytes_of(size)))
+        rsp = gpr[RSP]
+
+        # --- EXEC datapath (combinational; registered at the end of EXEC) ---------------------
+        rm_val = Mux(insn.mem, ld_val, rd(insn.rm, Mux(_is(cls, InsnClass.MOVZX,
+                                                                    InsnClass.MOVSX),
+                                                         insn.src_size, size)))
+        reg_val = rd(insn.reg, size)
+        op_reg_val = rd(insn.opreg, size)
+        a = Signal(64)
+        b = Signal(64)
+        op = Signal(AluOp)
+        cnt = Signal(6)
+        m.d.comb += [alu.a.eq(a), alu.b.eq(b), alu.op.eq(op), alu.size.eq(size),
+                     alu.count.eq(cnt), alu.rflags_in.eq(rflags), alu.cc.eq(insn.cc)]
+        m.d.comb += op.eq(AluOp.MOV)
+        with m.Switch(cls):
+            with m.Case(InsnClass.ALU_RM_R):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), b.eq(reg_val)]
+            with m.Case(InsnClass.ALU_R_RM):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(reg_val), b.eq(rm_val)]
+            with m.Case(InsnClass.ALU_RM_IMM):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), b.eq(insn.imm)]
+            with m.Case(InsnClass.ALU_ACC_IMM):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(rd(C(0, 4), size)), b.eq(insn.imm)]
+            with m.Case(InsnClass.UNARY_RM):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val)]
+            with m.Case(InsnClass.SHIFT_RM_IMM):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), cnt.eq(insn.imm[:6])]
+            with m.Case(InsnClass.SHIFT_RM_CL):
+                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), cnt.eq(gpr[1][:6])]
+            with m.Case(InsnClass.MOV_RM_R):
+                m.d.comb += b.eq(reg_val)
+            with m.Case(InsnClass.MOV_R_RM):
+                m.d.comb += b.eq(rm_val)
+            with m.Case(InsnClass.MOV_RM_IMM, InsnClass.MOV_OPREG_IMM, InsnClass.PUSH_IMM):
+                m.d.comb += b.eq(insn.imm)
+            with m.Case(InsnClass.MOVZX):
+                m.d.comb += b.eq(_extend(rm_val, insn.src_size, 0))
+            with m.Case(InsnClass.MOVSX):
+                m.d.comb += b.eq(_extend(rm_val, insn.src_size, 1))
+            with m.Case(InsnClass.LEA):
+                m.d.comb += b.eq(ea)
+            with m.Case(InsnClass.CMOVCC):
+                # A false condition still writes the destination (32-bit: zero-extends it).
+                m.d.comb += b.eq(Mux(alu.cond, rm_val, reg_val))
+            with m.Case(InsnClass.SETCC):
+                m.d.comb += b.eq(alu.cond)
+            with m.Case(InsnClass.PUSH_OPREG):
+                m.d.comb += b.eq(op_reg_val)
+            with m.Case(InsnClass.PUSH_RM):
+                m.d.comb += b.eq(rm_val)
+            with m.Case(InsnClass.PUSHF):
+                m.d.comb += b.eq(rflags & ~(RFLAGS_RF | RFLAGS_VM))
+            with m.Case(InsnClass.POP_OPREG, InsnClass.POP_RM):
+                m.d.comb += b.eq(ld_val)
+            with m.Case(InsnClass.CALL_REL, InsnClass.CALL_RM):
+                m.d.comb += b.eq(next_rip)
+        setcc_size = cls == InsnClass.SETCC
+        with m.If(setcc_size):
+            m.d.comb += alu.size.eq(OpSize.S8)
+
+        # Branch target.
+        target = Signal(64)
+        taken = Signal()
+        m.d.comb += [target.eq(next_rip), taken.eq(0)]
+        with m.Switch(cls):
+            with m.Case(InsnClass.JCC):
+                m.d.comb += [taken.eq(alu.cond), target.eq(next_rip + insn.imm)]
+            with m.Case(InsnClass.JMP_REL, InsnClass.CALL_REL):
+                m.d.comb += [taken.eq(1), target.eq(next_rip + insn.imm)]
+            with m.Case(InsnClass.JMP_RM, InsnClass.CALL_RM):
+                m.d.comb += [taken.eq(1), target.eq(rm_val)]
+            with m.Case(InsnClass.RET):
+                m.d.comb += [taken.eq(1), target.eq(ld_val)]
+
+        # Registered EXEC results.
+        wb_en = Signal()
+        wb_reg = Signal(4)
+        wb_size = Signal(OpSize)
+        wb_hi8 = Signal()
+        wb_val = Signal(64)
+        new_rflags = Signal(64)
+        new_rip = Signal(64)
+        sp_en = Signal()
+        sp_new = Signal(64)
+        halt = Signal()
+        stored = Signal()               # the instruction wrote memory (see RETIRE)
+
+        # --- Register write-back (RETIRE) ----------------------------------------------------
+        wb_tgt = Mux(wb_hi8, wb_reg & 3, wb_reg)
+        old = reg(wb_tgt)
+        merged = Signal(64)
+        with m.Switch(wb_size):
+            with m.Case(OpSize.S8):
+                m.d.comb += merged.eq(Mux(wb_hi8, Cat(old[:8], wb_val[:8], old[16:]),
+                                          Cat(wb_val[:8], old[8:])))
+            with m.Case(OpSize.S16):
+                m.d.comb += merged.eq(Cat(wb_val[:16], old[16:]))
+            with m.Case(OpSize.S32):
+                m.d.comb += merged.eq(wb_val[:32])
+            with m.Default():
+                m.d.comb += merged.eq(wb_val)
+
+        m.d.sync += self.retired.eq(0)
+
+        with m.Switch(fsm):
+            with m.Case(CoreState.IDLE, CoreState.HALTED, CoreState.STOPPED):
+                pass
+
+            with m.Case(CoreState.FETCH):
+                m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.FETCH)]
+                with m.If(req.ready):
+                    m.d.sync += fsm.eq(CoreState.FETCH_WAIT)
+
+            with m.Case(CoreState.FETCH_WAIT):
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    with m.If(resp.payload.outcome != Outcome.OK):
+                        # A fetch fault is raised only when the instruction needs the bytes
+                        # (DECODE asked for this qword because the decode runs past them).
+                        mem_fault()
+                    with m.Else():
+                        with m.Switch(nq):
+                            for k in range(3):
+                                with m.Case(k):
+                                    m.d.sync += buf[64 * k:64 * (k + 1)].eq(resp.payload.data)
+                        m.d.sync += [nq.eq(nq + 1), acc_addr.eq(acc_addr + 8),
+                                     fsm.eq(CoreState.DEC_WAIT)]
+
+            with m.Case(CoreState.DEC_WAIT):
+                m.d.sync += fsm.eq(CoreState.DECODE)
+
+            with m.Case(CoreState.DECODE):
+                full = fetched >= MAX_INSN_BYTES
+                longer = ~fetched[4] & (insn.length > fetched[:4])
+                with m.If((insn.ud | insn.too_long | longer) & ~full):
+                    # The decode may depend on bytes not fetched yet: fetch the next qword.
+                    m.d.sync += fsm.eq(CoreState.FETCH)
+                with m.Elif(insn.too_long):
+                    fault(VECTOR_GP, 0)
+                with m.Elif(insn.ud):
+                    fault(VECTOR_UD)
+                with m.Elif(_is(cls, *_NEEDS_UNIT)):
+                    unit = Signal(NeedsUnit)
+                    with m.Switch(cls):
+                        for c, u in _NEEDS_UNIT.items():
+                            with m.Case(c):
+                                m.d.comb += unit.eq(u)
+                    m.d.sync += [exc.valid.eq(1), exc.kind.eq(StopKind.NEEDS_UNIT),
+                                 exc.unit.eq(unit), exc.vector.eq(0), exc.has_error_code.eq(0),
+                                 exc.error_code.eq(0), exc.rip.eq(rip), exc.addr.eq(0),
+                                 fsm.eq(CoreState.STOPPED)]
+                with m.Else():
+                    m.d.sync += ea.eq(ea_comb + pop_adj)
+                    m.d.sync += [acc_part.eq(0), ld_buf.eq(0)]
+                    with m.If(is_stack_load):
+                        m.d.sync += [acc_addr.eq(rsp), acc_size.eq(stack_size), acc_ss.eq(1),
+                                     fsm.eq(CoreState.LOAD)]
+                    with m.Elif(insn.mem & _is(cls, *_RM_SOURCE)):
+                        m.d.sync += [acc_addr.eq(ea_comb), acc_ss.eq(ss_ref),
+                                     acc_size.eq(Mux(_is(cls, InsnClass.MOVZX,
+                                                                 InsnClass.MOVSX),
+                                                     _bytes_of(insn.src_size),
+                                                     _bytes_of(size))),
+                                     fsm.eq(CoreState.LOAD)]
+                    with m.Else():
+                        m.d.sync += fsm.eq(CoreState.EXEC)
+
+            with m.Case(CoreState.LOAD):
+                with m.If(~_canonical(acc_addr)):
+                    fault(Mux(acc_ss, VECTOR_SS, VECTOR_GP), 0)
+                with m.Else():
+                    m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.READ)]
+                    with m.If(req.ready):
+                        m.d.sync += fsm.eq(CoreState.LOAD_WAIT)
+
+            with m.Case(CoreState.LOAD_WAIT):
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    with m.If(resp.payload.outcome != Outcome.OK):
+                        mem_fault()
+                    with m.Else():
+                        with m.If(acc_part):
+                            m.d.sync += ld_buf[64:].eq(resp.payload.data)
+                        with m.Else():
+                            m.d.sync += ld_buf[:64].eq(resp.payload.data)
+                        with m.If(two_parts & ~acc_part):
+                            m.d.sync += [acc_part.eq(1), fsm.eq(CoreState.LOAD)]
+                        with m.Else():
+                            m.d.sync += fsm.eq(CoreState.EXEC)
+
+            with m.Case(CoreState.EXEC):
+                # Defaults: no write-back, flags unchanged, fall through to the next insn.
+                dest_rm_mem = insn.mem & _is(cls, 
+                    InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
+                    InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
+                    InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
+                dest_rm_reg = ~insn.mem & _is(cls, 
+                    InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
+                    InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
+                    InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
+                dest_reg = _is(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
+                                       InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
+                dest_acc = cls == InsnClass.ALU_ACC_IMM
+                dest_opreg = _is(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
+                writes = alu.writes_result
+                dsize = Mux(setcc_size, OpSize.S8, size)
+                wreg = Mux(dest_rm_reg, insn.rm, Mux(dest_reg, insn.reg,
+                                                      Mux(dest_opreg, insn.opreg, 0)))
+                m.d.sync += [
+                    wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
+                    wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
+                    wb_val.eq(alu.result),
+                    new_rflags.eq(alu.rflags_out),
+                    new_rip.eq(Mux(taken, target, next_rip)),
+                    halt.eq(cls == InsnClass.HLT),
+                    acc_part.eq(0),
+                ]
+                with m.If(cls == InsnClass.POPF):
+                    mask = Mux(size == OpSize.S16, C(POPF_MASK & 0xFFFF, 64), C(POPF_MASK, 64))
+                    m.d.sync += new_rflags.eq((rflags & ~(mask | RFLAGS_RF)) | (ld_val & mask)
+                                              | RFLAGS_FIXED1)
+                # Stack pointer.
+                m.d.sync += sp_en.eq(is_stack_load | is_stack_store)
+                m.d.sync += sp_new.eq(Mux(is_stack_load, rsp + stack_size, rsp - stack_size))
+                # Stores: memory destinations and pushes.
+                m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, alu.result))
+                with m.If(is_stack_store):
+                    m.d.sync += [acc_addr.eq(rsp - stack_size), acc_size.eq(stack_size),
+                                 acc_ss.eq(1)]
+                with m.Else():
+                    m.d.sync += [acc_addr.eq(ea), acc_size.eq(_bytes_of(dsize)),
+                                 acc_ss.eq(ss_ref)]
+                with m.If(taken & ~_canonical(target)):
+                    fault(VECTOR_GP, 0)
+                with m.Elif(((dest_rm_mem & writes) | is_stack_store)):
+                    m.d.sync += fsm.eq(CoreState.STORE)
+                with m.Elif(is_stack_load):
+                    m.d.sync += fsm.eq(CoreState.SP_UPDATE)
+                with m.Else():
+                    m.d.sync += fsm.eq(CoreState.RETIRE)
+
+            with m.Case(CoreState.STORE):
+                with m.If(~_canonical(acc_addr)):
+                    fault(Mux(acc_ss, VECTOR_SS, VECTOR_GP), 0)
+                with m.Else():
+                    m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.WRITE)]
+                    with m.If(req.ready):
+                        m.d.sync += fsm.eq(CoreState.STORE_WAIT)
+
+            with m.Case(CoreState.STORE_WAIT):
+                m.d.comb += resp.ready.eq(1)
+                with m.If(resp.valid):
+                    m.d.sync += stored.eq(1)
+                    with m.If(resp.payload.outcome != Outcome.OK):
+                        mem_fault()
+                    with m.Elif(two_parts & ~acc_part):
+                        m.d.sync += [acc_part.eq(1), fsm.eq(CoreState.STORE)]
+                    with m.Elif(sp_en):
+                        m.d.sync += fsm.eq(CoreState.SP_UPDATE)
+                    with m.Else():
+                        m.d.sync += fsm.eq(CoreState.RETIRE)
+
+            with m.Case(CoreState.SP_UPDATE):
+                # Before the destination write, so POP RSP ends with the popped value.
+                m.d.sync += [gpr[RSP].eq(sp_new), fsm.eq(CoreState.RETIRE)]
+
+            with m.Case(CoreState.RETIRE):
+                with m.If(wb_en):
+                    with m.Switch(wb_tgt):
+                        for i in range(16):
+                            with m.Case(i):
+                                m.d.sync += gpr[i].eq(merged)
+                m.d.sync += [rflags.eq(new_rflags), rip.eq(new_rip), count.eq(count + 1),
+                             self.retired.eq(1)]
+                # Qwords of the window buffer that hold the next instruction's start are kept
+                # (sequential code and short branches skip a fetch), unless the instruction
+                # stored to memory: a store may have changed code bytes (self-modifying code).
+                skip = Signal(61)
+                m.d.comb += skip.eq(new_rip[3:] - rip[3:])
+                with m.If(halt):
+                    m.d.sync += fsm.eq(CoreState.HALTED)
+                with m.Elif(~stored & (skip[2:] == 0) & (skip[:2] < nq)):
+                    with m.Switch(skip[:2]):
+                        for k in (1, 2):
+                            with m.Case(k):
+                                m.d.sync += buf.eq(Cat(buf[64 * k:], C(0, 64 * k)))
+                    m.d.sync += [nq.eq(nq - skip[:2]),
+                                 acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes),
+                                 fsm.eq(CoreState.DEC_WAIT)]
+                with m.Else():
+                    m.d.sync += [nq.eq(0), acc_part.eq(0),
+                                 acc_addr.eq(Cat(C(0, 3), new_rip[3:])),
+                                 fsm.eq(CoreState.FETCH)]
+                m.d.sync += stored.eq(0)
+
+        # FETCH uses acc_addr as the qword address (acc_size 8, offset 0 -> mask 0xFF).
+        with m.If(_is(fsm, CoreState.FETCH, CoreState.FETCH_WAIT)):
+            m.d.comb += [req.payload.addr.eq(acc_addr), req.payload.mask.eq(0xFF),
+                         req.payload.data.eq(0)]
+
+        with m.If(self.load):
+            m.d.sync += [gpr[i].eq(self.init_gpr[i]) for i in range(16)]
+            m.d.sync += [rip.eq(self.init_rip),
+                         rflags.eq(self.init_rflags),
+                         nq.eq(0), acc_part.eq(0), stored.eq(0),
+                         acc_addr.eq(Cat(C(0, 3), self.init_rip[3:])),
+                         exc.eq(0), count.eq(0), fsm.eq(CoreState.FETCH)]
+
+        return m

@@ -74,12 +74,20 @@ def gpsc_key_width(level, maxphyaddr):
     return 48 - arch.level_shift(level) + eptag_width(maxphyaddr) + VPID_WIDTH
 
 
+def epsc_gpa_width(level, maxphyaddr):
+    """GPA bits of an EPT PSC key at `level`: MAXPHYADDR-1 down to the level's shift, none when
+    MAXPHYADDR is at or below the shift (MAXPHYADDR <= 39: every GPA uses PML4 entry 0)."""
+    return max(0, maxphyaddr - arch.level_shift(level))
+
+
 def epsc_key(gpa, level, tag, maxphyaddr):
+    if epsc_gpa_width(level, maxphyaddr) == 0:
+        return Cat(tag)
     return Cat(gpa[arch.level_shift(level):maxphyaddr], tag)
 
 
 def epsc_key_width(level, maxphyaddr):
-    return maxphyaddr - arch.level_shift(level) + eptag_width(maxphyaddr)
+    return epsc_gpa_width(level, maxphyaddr) + eptag_width(maxphyaddr)
 
 
 def nested_key(gpa, tag, maxphyaddr):

@@ -9,7 +9,7 @@ write the same context in the same cycle:
                                                                       --miss----> PROBE_GUEST
     PROBE_GUEST / PROBE_EPT --engine--> ENGINE --> PROBE_EPT | MEM_ISSUE | COMMIT | DONE
     MEM_ISSUE --port--> MEM_WAIT --response--> ENGINE
-    COMMIT --all accessed/dirty writes issued--> DONE --response taken--> FREE
+    COMMIT --all accessed/dirty writes accepted by memory--> DONE --response taken--> FREE
 
 The step engine is a two-stage pipeline shared by all contexts, one event per cycle:
   E0  picks an event: a memory response (from a skid register) or a context that wants a cache
@@ -197,7 +197,7 @@ class Walker(wiring.Component):
             m.d.comb += [cache.inval_en.eq(self.inval_en & en), cache.inval_mask.eq(mask),
                          cache.inval_match.eq(match)]
         for level, cache in epsc.items():
-            en, mask, match = keys.physical_inval(self.inval, M - arch.level_shift(level), M)
+            en, mask, match = keys.physical_inval(self.inval, keys.epsc_gpa_width(level, M), M)
             m.d.comb += [cache.inval_en.eq(self.inval_en & en), cache.inval_mask.eq(mask),
                          cache.inval_match.eq(match)]
         en, mask, match = keys.physical_inval(self.inval, M - 12, M)
@@ -585,6 +585,10 @@ class Walker(wiring.Component):
         cm_count = Signal(wl_slot + 1)
         cm_have = Signal()                  # wl_rd.data holds list entry cm_next - 1
         cm_take = Signal()                  # the port takes the offered write this cycle
+        # The last write is in the mem_req register: the walk is DONE only once memory has
+        # accepted it, so a response never leaves before the A/D writes it implies.
+        cm_drain = Signal()
+        handshake = Signal()
         commit_sel = select(commit_idx, "commit_sel", ("nwrites",))
         # The read port's enable defaults to 1: hold the offered entry unless a read is wanted.
         m.d.comb += wl_rd.en.eq(0)
@@ -593,10 +597,13 @@ class Walker(wiring.Component):
                 m.d.sync += [cm_busy.eq(1), cm_ctx.eq(commit_idx), cm_next.eq(1),
                              cm_count.eq(commit_sel.nwrites), cm_have.eq(1)]
                 m.d.comb += [wl_rd.addr.eq(Cat(Const(0, wl_slot), commit_idx)), wl_rd.en.eq(1)]
+        with m.Elif(cm_drain):
+            with m.If(handshake):
+                m.d.sync += [cm_busy.eq(0), cm_drain.eq(0),
+                             state_arr[cm_ctx].eq(WalkState.DONE)]
         with m.Elif(cm_take):
             with m.If(cm_next == cm_count):
-                m.d.sync += [cm_busy.eq(0), cm_have.eq(0),
-                             state_arr[cm_ctx].eq(WalkState.DONE)]
+                m.d.sync += [cm_drain.eq(1), cm_have.eq(0)]
             with m.Else():
                 m.d.sync += cm_next.eq(cm_next + 1)
                 m.d.comb += [wl_rd.addr.eq(Cat(cm_next[:wl_slot], cm_ctx)), wl_rd.en.eq(1)]
@@ -630,7 +637,7 @@ class Walker(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += self.mem_req.valid.eq(0)
-        handshake = self.mem_req.valid & self.mem_req.ready
+        m.d.comb += handshake.eq(self.mem_req.valid & self.mem_req.ready)
         m.d.comb += [
             self.read_issued.eq(handshake & ~self.mem_req.payload.write),
             self.write_issued.eq(handshake & self.mem_req.payload.write),

@@ -23,6 +23,7 @@ import warnings
 
 from amaranth import ClockDomain, Elaboratable, Module, Signal
 from amaranth.hdl._ast import SignalSet
+from amaranth.hdl._dsl import _LateBoundStatement
 
 with warnings.catch_warnings():
     # `amaranth.asserts` is the 0.5 home of these (deprecated in favour of amaranth.hdl in 0.6).
@@ -34,16 +35,30 @@ __all__ = ["AnyConst", "AnySeq", "Initial", "Assert", "Assume", "Cover",
            "internal_signals", "internal_signal", "FormalTop", "past"]
 
 
+def _lhs(stmt, out):
+    """Add the signals `stmt` assigns to `out`, looking into the late-bound statements FSMs
+    leave (their state signal exists only once the module's control stack is flushed)."""
+    if isinstance(stmt, _LateBoundStatement):
+        stmt = stmt.resolve()
+    if hasattr(stmt, "cases"):
+        for _patterns, stmts, _loc in stmt.cases:
+            for s in stmts:
+                _lhs(s, out)
+    elif hasattr(stmt, "_lhs_signals"):
+        out |= stmt._lhs_signals()
+
+
 def internal_signals(module, domain=None):
     """{name: [Signal, ...]} of every signal an elaborated `Module` assigns (optionally only in
-    `domain`, e.g. "sync" for registers), in the order found."""
+    `domain`, e.g. "sync" for registers), in the order found. For a module with FSMs, flush its
+    control stack first (`tb.formal.vmx.module_signals`)."""
     found = {}
     for dom, stmts in module._statements.items():
         if domain is not None and dom != domain:
             continue
         sigs = SignalSet()
         for stmt in stmts:
-            sigs |= stmt._lhs_signals()
+            _lhs(stmt, sigs)
         for sig in sigs:
             lst = found.setdefault(sig.name, [])
             if not any(s is sig for s in lst):

@@ -135,7 +135,7 @@ UNIT_WHAT = {
     "stable": "mem_req and resp hold valid and payload until ready",
     "no_fault_writes": "no A/D write on behalf of a request that faults",
     "bounded": f"a waiting request sees progress every <= {UNIT_GAP} cycles",
-    "writes_first": "FINDING: A/D writes accepted before the response is taken",
+    "writes_first": "A/D writes accepted before the response is offered",
 }
 
 
@@ -145,7 +145,7 @@ def _unit(base=UNIT, **kw):
 
 def unit_jobs():
     jobs = []
-    for prop in ("once", "mem_tags", "stable", "no_fault_writes"):
+    for prop in ("once", "mem_tags", "stable", "no_fault_writes", "writes_first"):
         jobs.append(Job(f"unit-{prop}", partial(_unit, props=(prop,), lemmas=True), "prove",
                         UNIT_DEPTH, UNIT_WHAT[prop], fast=True))
     four = ("once", "mem_tags", "stable", "no_fault_writes")
@@ -155,12 +155,8 @@ def unit_jobs():
                     "prove", UNIT_DEPTH, "the four above, all 64 input bits free"))
     jobs.append(Job("unit-bounded", partial(_unit, UNIT_SMALL, props=("bounded",), gap=UNIT_GAP),
                     "bmc", UNIT_BMC_DEPTH, UNIT_WHAT["bounded"] + " (1 context)"))
-    jobs.append(Job("unit-writes_first", partial(_unit, UNIT_SMALL, props=("writes_first",),
-                                                 ready_gap=3, mem_latency=1, paging=True,
-                                                 ept=False),
-                    "bmc", UNIT_BMC_DEPTH, UNIT_WHAT["writes_first"], expect="FAIL"))
     jobs.append(Job("unit-cover", partial(_unit, UNIT_SMALL, covers=True, mem_latency=1),
-                    "cover", 18, "non-vacuity: walk+response, A/D write, fault, inval, stalls",
+                    "cover", 20, "non-vacuity: walk+response, A/D write, fault, inval, stalls",
                     kind="cover"))
     jobs.append(Job("unit2-cover", partial(_unit, covers="contexts", mem_latency=1), "cover",
                     10, "non-vacuity: both contexts with a read outstanding", kind="cover",
@@ -196,14 +192,91 @@ def unit_mutations():
                        dict(UNIT, **dict(MUT_ENV, ready_gap=2)), 12, 2),
         _unit_mutation("repeats-fault-response", "once", mut.UnitRepeatsFaultResponse,
                        dict(UNIT, **MUT_ENV), 12, 2),
+        _unit_mutation("done-at-write-issue", "writes_first", w(mut.WalkerDoneAtIssue),
+                       dict(UNIT_SMALL, tlb_entries=(0, 0, 0), ept=False, paging=True,
+                            invalidations=False, mem_latency=1, ready_gap=3), 22, 10),
         _unit_mutation("loses-gp-response", "bounded", mut.UnitLosesGeneralProtection,
                        UNIT_SMALL, 20, 8, gap=UNIT_GAP),
     ]
 
 
 def proofs():
-    return cache_jobs() + unit_jobs()
+    return cache_jobs() + unit_jobs() + vmx_jobs()
 
 
 def mutations():
-    return cache_mutations() + unit_mutations()
+    return cache_mutations() + unit_mutations() + vmx_mutations()
+
+
+# --- VmxUnit -----------------------------------------------------------------------------------------
+
+from .vmx import (VmxHarness, start_load_one_valid, start_root_fresh_vmcs,  # noqa: E402
+                  start_root_one_vmcs)
+
+#: The VMX unit configuration of the proofs: 2 VMCS-cache slots, MAXPHYADDR 32 (the smallest
+#: `VmEntryChecks` accepts).
+VMX = dict(slots=2, maxphyaddr=32)
+#: k-induction depth of the VMX proofs (the auxiliary assertions make 1 enough).
+VMX_DEPTH = 1
+#: Fields of the VMREAD/VMWRITE proofs with F fixed (one of each width; the other fields of the
+#: working copy are cut): 16-bit, 32-bit, 64-bit with a high access, natural width.
+VMRW_FIELDS = ("VIRTUAL_PROCESSOR_ID", "PIN_BASED_VM_EXEC_CONTROL", "EPT_POINTER", "GUEST_RIP")
+VMRW_FAST = ("EPT_POINTER",)
+
+VMX_WHAT = {
+    "mode": "mode changes only by VMXON, VMXOFF, VM entry, VM exit",
+    "ptr": "current-VMCS pointer ~0 or aligned, < 2^M, not VMXON's",
+    "unique": "no two valid VMCS-cache slots hold one VMCS",
+    "vmrw": "VMREAD after VMWRITE returns the value (width, size, high)",
+}
+
+
+def _vmx(**kw):
+    return VmxHarness(**dict(VMX, **kw))
+
+
+def vmx_jobs():
+    jobs = []
+    for prop in ("mode", "ptr", "unique"):
+        jobs.append(Job(f"vmx-{prop}", partial(_vmx, props=(prop,), lemmas=True), "prove",
+                        VMX_DEPTH, VMX_WHAT[prop], fast=True))
+    for name in VMRW_FIELDS:
+        jobs.append(Job(f"vmx-vmrw-{name.lower()}",
+                        partial(_vmx, props=("vmrw",), lemmas=True, field=name), "prove",
+                        VMX_DEPTH, f"{VMX_WHAT['vmrw']}: {name}", fast=name in VMRW_FAST))
+    jobs.append(Job("vmx-cover-vmxon", partial(_vmx, props=(), covers=("vmxon",), cut_wc=True),
+                    "cover", 8, "non-vacuity: VMXON succeeds from reset", kind="cover",
+                    fast=True))
+    jobs.append(Job("vmx-cover-entry",
+                    partial(_vmx, props=(), covers=("entry", "exit", "instr_exit"), cut_wc=True,
+                            start="state", start_assume=start_root_fresh_vmcs),
+                    "cover", 8, "non-vacuity: VM entry, VM exit, instruction exit (from a VMCS)",
+                    kind="cover"))
+    jobs.append(Job("vmx-cover-vmrw",
+                    partial(_vmx, props=(), covers=("vmrw",), field="EPT_POINTER",
+                            start="state", start_assume=start_root_one_vmcs),
+                    "cover", 6, "non-vacuity: VMREAD after VMWRITE (from a VMCS)", kind="cover"))
+    jobs.append(Job("vmx-cover-two-slots",
+                    partial(_vmx, props=(), covers=("two_slots",), cut_wc=True, start="state",
+                            start_assume=start_load_one_valid),
+                    "cover", 6, "non-vacuity: a fill makes two slots valid (from a load)",
+                    kind="cover"))
+    return jobs
+
+
+def _vmx_mutation(name, prop, unit_cls, depth, skip=0, fast=True, **kw):
+    return Job(f"mut-vmx-{name}", partial(_vmx, props=(prop,), unit_cls=unit_cls,
+                                          start="state", **kw),
+               "bmc", depth, VMX_WHAT[prop] + " [from an invariant state]", kind="mutation",
+               expect="FAIL", fast=fast, target=prop, skip=skip)
+
+
+def vmx_mutations():
+    return [
+        _vmx_mutation("instr-exit-leaves-non-root", "mode", mut.VmxInstrExitLeavesNonRoot, 5),
+        _vmx_mutation("vmptrld-skips-address-check", "ptr", mut.VmxVmptrldSkipsAddressCheck, 8,
+                      skip=5, fast=False),
+        _vmx_mutation("fill-tag-of-current", "unique", mut.VmxFillTagOfCurrent, 5),
+        _vmx_mutation("high-write-clears-low", "vmrw", mut.VmxHighWriteClearsLow, 6,
+                      field="EPT_POINTER", fast=False),
+    ]

@@ -138,6 +138,26 @@ class WalkerUnstableRequest(ObservedWalker):
             m.d.sync += self.mem_req.payload.addr.eq(self.mem_req.payload.addr ^ 8)
 
 
+class WalkerDoneAtIssue(ObservedWalker):
+    """The committer marks the walk DONE when its last accessed/dirty write enters the port's
+    register instead of when memory accepts it, so the response can be offered while the write
+    still waits (the bug `unit-writes_first` once found; breaks `writes_first`)."""
+
+    def mutate(self, m):
+        cm_take = internal_signal(m, "cm_take")
+        cm_next = internal_signal(m, "cm_next", "sync")
+        cm_count = internal_signal(m, "cm_count", "sync")
+        cm_ctx = internal_signal(m, "cm_ctx", "sync")
+        cm_busy = internal_signal(m, "cm_busy", "sync")
+        cm_drain = internal_signal(m, "cm_drain", "sync")
+        states = [internal_signal(m, f"w{i}_state", "sync") for i in range(self.contexts)]
+        with m.If(cm_busy & ~cm_drain & cm_take & (cm_next == cm_count)):
+            m.d.sync += [cm_busy.eq(0), cm_drain.eq(0)]
+            for i in range(self.contexts):
+                with m.If(cm_ctx == i):
+                    m.d.sync += states[i].eq(WalkState.DONE)
+
+
 def unit_with_walker(walker_cls):
     return type(f"UnitWith{walker_cls.__name__}", (ObservedUnit,), {"walker_cls": walker_cls})
 
@@ -158,3 +178,68 @@ class UnitLosesGeneralProtection(ObservedUnit):
     def mutate(self, m):
         with m.If(internal_signal(m, "imm_gp")):
             m.d.sync += self.resp.valid.eq(0)
+
+
+# --- VmxUnit ---------------------------------------------------------------------------------------
+# Subclasses of `tb.formal.vmx.ObservedVmxUnit` whose `mutate` adds a later assignment to the
+# elaborated unit's module (the harness calls it after building the unit); see tb/formal/vmx.py.
+
+from amaranth.lib import data as _data  # noqa: E402
+
+from rtl.arch.vmx import VmInstructionError, VmxMode, VmxOp, VmxResult  # noqa: E402
+from rtl.vmx.ports import INSTR_LAYOUT  # noqa: E402
+from rtl.vmx.unit import _Act  # noqa: E402
+
+from .vmx import ObservedVmxUnit, module_signal  # noqa: E402
+
+
+def _vmx_decided(m):
+    """The instruction the unit is deciding (its `d` signal, as a view). Like every
+    `module_signal` call, only outside an open control block of `m` (it flushes `m`)."""
+    return _data.View(INSTR_LAYOUT, module_signal(m, "d"))
+
+
+class VmxInstrExitLeavesNonRoot(ObservedVmxUnit):
+    """An instruction that causes a VM exit in VMX non-root operation (answered VM_EXIT) also
+    puts the unit back in root operation, instead of waiting for the exit on the `exit` port
+    (breaks `mode`)."""
+
+    def mutate(self, m):
+        d = _vmx_decided(m)
+        mode = module_signal(m, "mode", "sync")
+        accept, o_kind = module_signal(m, "accept"), module_signal(m, "o_kind")
+        with m.If(accept & ~d.precheck & (o_kind == VmxResult.VM_EXIT.value)
+                  & (mode == VmxMode.NON_ROOT.value)):
+            m.d.sync += mode.eq(VmxMode.ROOT.value)
+
+
+class VmxVmptrldSkipsAddressCheck(ObservedVmxUnit):
+    """VMPTRLD does not reject a pointer that is not 4 KiB aligned or reaches MAXPHYADDR
+    (error 9 becomes a VMPTRLD; breaks `ptr`)."""
+
+    def mutate(self, m):
+        d = _vmx_decided(m)
+        o_err, o_act, o_kind = (module_signal(m, n) for n in ("o_err", "o_act", "o_kind"))
+        with m.If((d.op == VmxOp.VMPTRLD)
+                  & (o_err == VmInstructionError.VMPTRLD_INVALID_ADDRESS.value)):
+            m.d.comb += [o_act.eq(_Act.VMPTRLD.value), o_kind.eq(VmxResult.SUCCEED.value)]
+
+
+class VmxFillTagOfCurrent(ObservedVmxUnit):
+    """The slot a VMPTRLD miss fills is tagged with the old current-VMCS pointer instead of the
+    loaded region's address, so two slots can hold one VMCS (breaks `unique`)."""
+
+    def mutate(self, m):
+        cur = module_signal(m, "cur_ptr", "sync")
+        with m.If(self.cache.fill):
+            m.d.comb += self.cache.fill_tag.eq(cur[12:self.maxphyaddr])
+
+
+class VmxHighWriteClearsLow(ObservedVmxUnit):
+    """A VMWRITE of the high access of a 64-bit field clears the field's low half instead of
+    keeping it (breaks `vmrw`)."""
+
+    def mutate(self, m):
+        f_high, value = module_signal(m, "f_high"), module_signal(m, "vmwrite_value")
+        with m.If(f_high):
+            m.d.comb += value[0:32].eq(0)

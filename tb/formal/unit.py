@@ -30,8 +30,9 @@ Properties (`PROPERTIES`; each job asserts one or more):
                   request whose response is a fault; a write is attributed to the request held by
                   the walk context named by the write's tag, read from the walker's context
                   registers in the cycle the write appears on the port
-    writes_first  every A/D write of a request has been accepted by memory before its response
-                  is valid (the walker's doc: "issues its list ... before the response leaves")
+    writes_first  every A/D write of a request has been accepted by memory (its mem_req
+                  handshake) before its response is offered (`resp.valid`), and no write of a
+                  request appears after its response was taken
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class UnitHarness(FormalTop):
         wk = {name: Signal(width, name=f"obs_{name}")
               for name, width in (("rsp_valid", 1), ("rsp_tag", cw_ctx),
                                   ("e1_valid", 1), ("e1_ctx", cw_ctx),
-                                  ("cm_busy", 1), ("cm_ctx", cw_ctx))}
+                                  ("cm_busy", 1), ("cm_drain", 1), ("cm_ctx", cw_ctx))}
         obs.update(wk)
         wc = [data.View(layout, w) for w in wraw]
         obs_tag = [w.tag for w in wc]
@@ -342,8 +343,13 @@ class UnitHarness(FormalTop):
             m.d.comb += Assert(~(resp_ok & resp_t & out_t & fault) | ~wrote_t,
                                "no_fault_writes")
         if "writes_first" in self.props:
-            m.d.comb += Assert(~(resp_ok & resp_t & out_t) | ~(mreq.valid & item_t & ~mreq.ready),
-                               "writes_first")
+            # While T's response is offered, no write of T waits on the port (a write is
+            # accepted at its handshake; the response may be offered only after that), and no
+            # write of T appears once T has been answered (all of its writes came first).
+            m.d.comb += Assert(~(resp.valid & resp_t & out_t) | ~(mreq.valid & item_t),
+                               "writes_first: response while a write waits")
+            m.d.comb += Assert(~(new_write & ~out_t & (writer_tag == T)),
+                               "writes_first: write after the response")
         return m
 
     def _lemmas(self, m, N, cw, wst, wc, wk, l1_valid, l1_replay, l1_ctx, l1_req, T, out_t,
@@ -373,6 +379,16 @@ class UnitHarness(FormalTop):
             ]
         m.d.comb += Assert(~wk["cm_busy"] | (Array(wst)[wk["cm_ctx"]] == S.COMMIT),
                            "aux: committer serves a COMMIT context")
+        # A write on the port is the committer's, for the context it serves, until accepted;
+        # while it drains, the port holds its last write.
+        m.d.comb += Assert(~(mreq.valid & mreq.payload.write)
+                           | (wk["cm_busy"] & (wk["cm_ctx"] == mreq.payload.tag)),
+                           "aux: a write on the port is the committer's")
+        m.d.comb += Assert(~wk["cm_drain"] | (wk["cm_busy"] & mreq.valid & mreq.payload.write),
+                           "aux: draining holds the last write")
+        m.d.comb += Assert(~(mreq.valid & mreq.payload.write)
+                           | (item_t == (out_t & (Array(wc)[mreq.payload.tag].tag == T))),
+                           "aux: a write of T is marked as T's")
         for c in range(1 << cw):
             item = mreq.valid & ~mreq.payload.write & (mreq.payload.tag == c)
             skid = wk["rsp_valid"] & (wk["rsp_tag"] == c)

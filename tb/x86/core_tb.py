@@ -24,7 +24,8 @@ from pathlib import Path
 
 from rtl.arch.paging import PFEC_I, PFEC_W, Access, Outcome
 from rtl.arch.vmx import RFLAGS_FIXED1
-from rtl.core.core_layouts import StopKind
+from rtl.core.core_layouts import StopKind, SysAction, SysKind
+from rtl.core.layouts import InsnClass
 
 from .asm import AsmError, tool
 from .unicorn_ref import REG_NAMES
@@ -162,6 +163,24 @@ def run_core(programs: list[Program], seed: int = 1, dut=None) -> list[Result]:
     rng = random.Random(seed)
     results = []
 
+    async def answer_sys(ctx):
+        """No system behind the core: HLT halts, a fault stops, anything else is unsupported
+        (the core then stops with "needs unit X")."""
+        p = ctx.get(dut.sys_req.payload)
+        if p.kind == SysKind.FAULT:
+            action = SysAction.STOP
+        elif p.kind == SysKind.INSN and p.cls == InsnClass.HLT.value:
+            action = SysAction.HALT
+        else:
+            action = SysAction.UNSUPPORTED
+        ctx.set(dut.sys_req.ready, 1)
+        await ctx.tick()
+        ctx.set(dut.sys_req.ready, 0)
+        ctx.set(dut.sys_resp.payload.action, action)
+        ctx.set(dut.sys_resp.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.sys_resp.valid, 0)
+
     async def bench(ctx):
         req, resp = dut.mem_req, dut.mem_resp
         for prog in programs:
@@ -174,8 +193,11 @@ def run_core(programs: list[Program], seed: int = 1, dut=None) -> list[Result]:
             await ctx.tick()
             ctx.set(dut.load, 0)
             while not ctx.get(dut.idle):
+                if ctx.get(dut.sys_req.valid):
+                    await answer_sys(ctx)
+                    continue
                 if not ctx.get(req.valid):
-                    await ctx.tick().until(req.valid | dut.idle)
+                    await ctx.tick().until(req.valid | dut.sys_req.valid | dut.idle)
                     continue
                 for _ in range(rng.choice((0, 0, 0, 1, 3))):
                     await ctx.tick()

@@ -1,0 +1,575 @@
+"""The system unit: what the core hands over on its system port (`rtl.core.core_layouts`).
+
+`SystemUnit` executes the instructions the core does not (CPUID, RDTSC, RDMSR/WRMSR, MOV to and
+from CR0/CR3/CR4, INVLPG, IN/OUT, HLT and the 13 VMX instructions), decides what a fault does,
+and takes the VM exits of VMX non-root operation:
+
+* root operation (or outside VMX): the instruction runs as `rtl.arch.system` and the SDM say; a
+  fault stops the system (there is no IDT: docs/system.md);
+* non-root operation: the exit-decision block (`rtl.vmx.exit_decisions`) is asked first; an
+  instruction that does not exit runs as in root operation; a fault exits when the exception
+  bitmap says so and otherwise ends in a triple-fault exit (reason 2, docs/system.md); an EPT
+  violation or misconfiguration exits with reason 48 / 49; at an instruction boundary the
+  VMX-preemption timer (52) and the monitor trap flag (37) exit;
+* the VMX instructions go to the VMX unit's instruction port (`rtl.vmx.unit`): a memory operand
+  is first checked with ``precheck`` and then loaded by the core (`SysAction.PROCEED`); the
+  answer becomes RFLAGS, a register or memory write, a fault, a VM exit or a VM entry.
+
+A VM exit hands the VMX unit the guest state: what the last VM entry loaded (``entry.guest``)
+with the state the core changes (RIP, RSP, RFLAGS, CR0, CR3, CR4, EFER) and the remaining timer
+count; the VMX unit answers with the host state, which the core loads. A VM entry loads the
+guest's RIP, RSP, RFLAGS, CR0, CR3, CR4 and EFER into the core. The general-purpose registers
+stay as they are across both, as on silicon.
+
+One request at a time: accept, decide (one cycle, or the exit decision / VMX unit), then one
+response; an invalidation of the translation unit (MOV CR3, INVLPG, CR0/CR4/EFER writes) is
+sent and accepted before the response, so the next fetch already sees it.
+"""
+
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.paging import CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, Invalidation
+from ..arch.system import (CONSOLE_PORT, CPUID_LEAVES, CPUID_MAX_LEAF, EXIT_PORT,
+                           FEATURE_CONTROL_RESET, IO_OPEN_BUS, MSR_EFER, MSR_TSC)
+from ..arch.vmx import (CR4_VMXE, EFER_SCE, IA32_FEATURE_CONTROL, PROC_MONITOR_TRAP_FLAG,
+                        PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1,
+                        VMX_CR4_FIXED0, VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxMode,
+                        VmxOp, VmxResult)
+from ..core.core_layouts import SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, SysAction, SysKind, VECTOR_GP
+from ..core.core_layouts import EXCEPTION_LAYOUT, NeedsUnit
+from ..core.layouts import InsnClass, OpSize
+from ..translation.layouts import invalidation_layout
+from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, ExitQueryKind
+from ..vmx.layouts import GUEST_STATE_LAYOUT, VMCS_LAYOUT
+from ..vmx.ports import ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, INSTR_LAYOUT, RESULT_LAYOUT
+
+__all__ = ["SystemUnit", "SysState", "VMX_OPS"]
+
+VECTOR_UD = 6
+VECTOR_PF = 14
+
+#: InsnClass of each VMX instruction -> VmxOp.
+VMX_OPS = {
+    InsnClass.VMCALL: VmxOp.VMCALL, InsnClass.VMLAUNCH: VmxOp.VMLAUNCH,
+    InsnClass.VMRESUME: VmxOp.VMRESUME, InsnClass.VMXOFF: VmxOp.VMXOFF,
+    InsnClass.VMFUNC: VmxOp.VMFUNC, InsnClass.VMPTRLD: VmxOp.VMPTRLD,
+    InsnClass.VMPTRST: VmxOp.VMPTRST, InsnClass.VMCLEAR: VmxOp.VMCLEAR,
+    InsnClass.VMXON: VmxOp.VMXON, InsnClass.VMREAD: VmxOp.VMREAD,
+    InsnClass.VMWRITE: VmxOp.VMWRITE, InsnClass.INVEPT: VmxOp.INVEPT,
+    InsnClass.INVVPID: VmxOp.INVVPID,
+}
+# VMX instructions whose memory operand is a source the core loads first (bytes).
+_MEM_SOURCE = {InsnClass.VMXON: 8, InsnClass.VMCLEAR: 8, InsnClass.VMPTRLD: 8,
+               InsnClass.INVEPT: 16, InsnClass.INVVPID: 16, InsnClass.VMWRITE: 8}
+
+# EFER bits WRMSR may write (LME only with the value it has: paging is on; LMA is read-only).
+_EFER_WRITABLE = EFER_SCE | EFER_NXE
+_EFER_DEFINED = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE
+_U64 = (1 << 64) - 1
+
+
+class SysState(enum.Enum, shape=4):
+    IDLE = 0
+    DISPATCH = 1    # classify the request (one cycle)
+    QUERY = 2       # non-root: ask the exit-decision block
+    DECIDE = 3      # wait for its decision
+    EXEC = 4        # execute the instruction (root semantics)
+    VMX = 5         # offer the VMX instruction
+    VMX_WAIT = 6    # wait for the VMX unit's result
+    EXIT = 7        # offer the VM exit to the VMX unit
+    EXIT_WAIT = 8   # wait for the host state
+    INVAL = 9       # offer an invalidation to the translation unit
+    RESPOND = 10    # answer the core
+
+
+def _is(value, *members):
+    return value.matches(*(mb.value for mb in members))
+
+
+class SystemUnit(wiring.Component):
+    """See the module docstring; `maxphyaddr` bounds CR3."""
+
+    sys_req: In(stream.Signature(SYS_REQ_LAYOUT))
+    sys_resp: Out(stream.Signature(SYS_RESP_LAYOUT))
+    event_pending: Out(1)
+
+    # The core's architectural state (stable while it waits on the system port).
+    core_exception: In(EXCEPTION_LAYOUT)
+    core_gpr: In(data.ArrayLayout(64, 16))
+    core_rip: In(64)
+    core_rflags: In(64)
+    core_cr0: In(64)
+    core_cr3: In(64)
+    core_cr4: In(64)
+    core_efer: In(64)
+    core_retiring: In(1)    # the core is in RETIRE this cycle
+
+    # The last translation fault of a core access (EPT exits).
+    fault_outcome: In(3)
+    fault_gla: In(64)
+    fault_gpa: In(64)
+    fault_qualification: In(64)
+
+    # The VMX unit.
+    vmx_instr: Out(stream.Signature(INSTR_LAYOUT))
+    vmx_result: In(stream.Signature(RESULT_LAYOUT))
+    vmx_exit: Out(stream.Signature(EXIT_LAYOUT))
+    vmx_exit_resp: In(stream.Signature(HOST_LOAD_LAYOUT))
+    vmx_host: In(HOST_LOAD_LAYOUT)
+    vmx_entry: In(ENTRY_LAYOUT)
+    vmx_mode: In(VmxMode)
+    vmx_vmcs: In(VMCS_LAYOUT)
+    msr_addr: Out(32)
+    msr_value: In(64)
+    msr_valid: In(1)
+
+    # The exit-decision block and the VMX-preemption timer.
+    query: Out(stream.Signature(QUERY_LAYOUT))
+    decision: In(stream.Signature(DECISION_LAYOUT))
+    timer_load: Out(1)
+    timer_load_value: Out(32)
+    timer_load_active: Out(1)
+    timer_stop: Out(1)
+    timer_expired: In(1)
+    timer_value: In(32)
+
+    # The translation unit's invalidations and the current VPID.
+    inval: Out(stream.Signature(invalidation_layout()))
+    vpid: In(16)
+
+    tsc: In(64)
+
+    # System outputs.
+    console_valid: Out(1)
+    console_data: Out(8)
+    exit_port: Out(1)           # sticky: the program wrote the exit port
+    exit_code: Out(32)
+    vm_entry: Out(1)            # pulses
+    vm_exit: Out(1)
+    vm_exit_reason: Out(16)
+    state: Out(SysState)
+
+    def __init__(self, *, maxphyaddr):
+        self.maxphyaddr = maxphyaddr
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        state = Signal(SysState)
+        m.d.comb += self.state.eq(state)
+
+        r = Signal(SYS_REQ_LAYOUT)          # the request
+        resp = Signal(SYS_RESP_LAYOUT)      # the answer being built
+        q = Signal(QUERY_LAYOUT)            # the exit-decision query
+        dec = Signal(DECISION_LAYOUT)       # its decision
+        exit_reason = Signal(16)
+        exit_qual = Signal(64)
+        exit_gla = Signal(64)
+        exit_gpa = Signal(64)
+        exit_intr_info = Signal(32)
+        exit_intr_error = Signal(32)
+        exit_len = Signal(32)
+        inv = Signal(invalidation_layout())
+        non_root = self.vmx_mode == VmxMode.NON_ROOT
+        cls = r.cls
+
+        gpr = self.core_gpr
+        rax, rcx, rdx = gpr[0], gpr[1], gpr[2]
+        reg_val = Signal(64)
+        rm_val = Signal(64)
+        with m.Switch(r.reg):
+            for i in range(16):
+                with m.Case(i):
+                    m.d.comb += reg_val.eq(gpr[i])
+        with m.Switch(r.rm):
+            for i in range(16):
+                with m.Case(i):
+                    m.d.comb += rm_val.eq(gpr[i])
+
+        # --- boundary events: the preemption timer and the monitor trap flag ------------------
+        entry_retire = Signal()     # the core retires the VM-entering instruction: no MTF yet
+        halted = Signal()           # the run ended at the exit port: no more events
+        mtf = (self.vmx_vmcs.cpu_based_vm_exec_control & PROC_MONITOR_TRAP_FLAG) != 0
+        m.d.comb += self.event_pending.eq(
+            non_root & ~halted & (self.timer_expired
+                                  | (mtf & self.core_retiring & ~entry_retire)))
+        with m.If(self.core_retiring):
+            m.d.sync += entry_retire.eq(0)
+        m.d.comb += self.timer_stop.eq(0)
+
+        # --- pulses -------------------------------------------------------------------------
+        m.d.sync += [self.console_valid.eq(0), self.vm_entry.eq(0), self.vm_exit.eq(0),
+                     self.timer_load.eq(0)]
+
+        def respond(action, **fields):
+            m.d.sync += resp.action.eq(action)
+            for k, v in fields.items():
+                m.d.sync += getattr(resp, k).eq(v)
+            m.d.sync += state.eq(SysState.RESPOND)
+
+        def fault(vector, error_code=None):
+            respond(SysAction.FAULT, vector=vector, has_error_code=error_code is not None,
+                    error_code=0 if error_code is None else error_code)
+
+        def take_exit(reason, qual=0, gla=0, gpa=0, intr_info=0, intr_error=0):
+            m.d.sync += [exit_reason.eq(reason), exit_qual.eq(qual), exit_gla.eq(gla),
+                         exit_gpa.eq(gpa), exit_intr_info.eq(intr_info),
+                         exit_intr_error.eq(intr_error),
+                         exit_len.eq(Mux(r.kind == SysKind.INSN, r.length, 0)),
+                         state.eq(SysState.EXIT)]
+
+        def retire_with_inval(kind, gla=0, **fields):
+            m.d.sync += [inv.kind.eq(kind), inv.vpid.eq(self.vpid), inv.eptp.eq(0),
+                         inv.gla.eq(gla)]
+            respond(SysAction.RETIRE, count=1, **fields)
+            m.d.sync += state.eq(SysState.INVAL)
+
+        # --- the values instructions produce ----------------------------------------------------
+        leaf = rax[:32]
+        cpuid = [Signal(32, name=f"cpuid_{n}") for n in ("eax", "ebx", "ecx", "edx")]
+        with m.Switch(leaf):
+            for lf, regs in CPUID_LEAVES.items():
+                with m.Case(lf):
+                    m.d.comb += [s.eq(v) for s, v in zip(cpuid, regs)]
+            with m.Default():
+                m.d.comb += [s.eq(v) for s, v in zip(cpuid, CPUID_LEAVES[CPUID_MAX_LEAF])]
+        tsc = Signal(64)
+        offsetting = non_root & ((self.vmx_vmcs.cpu_based_vm_exec_control
+                                  & PROC_USE_TSC_OFFSETTING) != 0)
+        m.d.comb += tsc.eq(self.tsc + Mux(offsetting, self.vmx_vmcs.tsc_offset, 0))
+        ecx = rcx[:32]
+        m.d.comb += self.msr_addr.eq(ecx)
+        msr_known = Signal()
+        msr_val = Signal(64)
+        with m.Switch(ecx):
+            with m.Case(MSR_TSC):
+                m.d.comb += [msr_known.eq(1), msr_val.eq(tsc)]
+            with m.Case(IA32_FEATURE_CONTROL):
+                m.d.comb += [msr_known.eq(1), msr_val.eq(FEATURE_CONTROL_RESET)]
+            with m.Case(MSR_EFER):
+                m.d.comb += [msr_known.eq(1), msr_val.eq(self.core_efer)]
+            with m.Default():
+                m.d.comb += [msr_known.eq(self.msr_valid), msr_val.eq(self.msr_value)]
+        wrmsr_val = Cat(rax[:32], rdx[:32])
+
+        cr_val = Signal(64)             # MOV from CR: the register's value
+        with m.Switch(r.reg):
+            with m.Case(0):
+                m.d.comb += cr_val.eq(self.core_cr0)
+            with m.Case(3):
+                m.d.comb += cr_val.eq(self.core_cr3)
+            with m.Default():
+                m.d.comb += cr_val.eq(self.core_cr4)
+
+        port = Signal(16)
+        m.d.comb += port.eq(Mux(_is(cls, InsnClass.IN_IMM, InsnClass.OUT_IMM), r.imm[:8],
+                                rdx[:16]))
+        io_bytes = Mux(r.opsize == OpSize.S8, 1, Mux(r.opsize == OpSize.S16, 2, 4))
+        io_size = Mux(r.opsize == OpSize.S64, OpSize.S32, r.opsize)
+        out_val = Mux(r.opsize == OpSize.S8, rax[:8],
+                      Mux(r.opsize == OpSize.S16, rax[:16], rax[:32]))
+
+        # --- the state machine ------------------------------------------------------------------
+        m.d.comb += [self.sys_resp.payload.eq(resp)]
+        with m.Switch(state):
+            with m.Case(SysState.IDLE):
+                m.d.comb += self.sys_req.ready.eq(1)
+                with m.If(self.sys_req.valid):
+                    m.d.sync += [r.eq(self.sys_req.payload), resp.eq(0), dec.eq(0),
+                                 state.eq(SysState.DISPATCH)]
+
+            with m.Case(SysState.DISPATCH):
+                exc = self.core_exception
+                with m.Switch(r.kind):
+                    with m.Case(SysKind.EVENT):
+                        with m.If(non_root & self.timer_expired):
+                            take_exit(ExitReason.PREEMPTION_TIMER)
+                        with m.Elif(non_root & ~halted):
+                            take_exit(ExitReason.MONITOR_TRAP_FLAG)
+                        with m.Else():
+                            respond(SysAction.RETIRE, count=0)
+                    with m.Case(SysKind.FAULT):
+                        with m.If(~non_root):
+                            respond(SysAction.STOP)
+                        with m.Elif(exc.unit == NeedsUnit.VMX):
+                            m.d.sync += [q.kind.eq(ExitQueryKind.EPT),
+                                         q.op.ept.outcome.eq(self.fault_outcome),
+                                         q.op.ept.qualification.eq(self.fault_qualification),
+                                         q.op.ept.gpa.eq(self.fault_gpa),
+                                         q.op.ept.gla.eq(self.fault_gla),
+                                         state.eq(SysState.QUERY)]
+                        with m.Else():
+                            m.d.sync += [q.kind.eq(ExitQueryKind.EXCEPTION),
+                                         q.op.exception.vector.eq(exc.vector),
+                                         q.op.exception.type.eq(
+                                             InterruptionType.HARDWARE_EXCEPTION),
+                                         q.op.exception.has_error_code.eq(exc.has_error_code),
+                                         q.op.exception.error_code.eq(exc.error_code),
+                                         q.op.exception.qualification.eq(
+                                             Mux(exc.vector == VECTOR_PF, exc.addr, 0)),
+                                         state.eq(SysState.QUERY)]
+                    with m.Default():
+                        with m.If(_is(cls, *VMX_OPS)):
+                            m.d.sync += state.eq(SysState.VMX)
+                        with m.Elif(non_root):
+                            m.d.sync += state.eq(SysState.QUERY)
+                            ins = q.op.instruction
+                            with m.Switch(cls):
+                                with m.Case(InsnClass.CPUID):
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
+                                                 ins.reason.eq(ExitReason.CPUID)]
+                                with m.Case(InsnClass.HLT):
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
+                                                 ins.reason.eq(ExitReason.HLT)]
+                                with m.Case(InsnClass.RDTSC):
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
+                                                 ins.reason.eq(ExitReason.RDTSC)]
+                                with m.Case(InsnClass.INVLPG):
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
+                                                 ins.reason.eq(ExitReason.INVLPG),
+                                                 ins.qualification.eq(r.ea)]
+                                with m.Case(InsnClass.RDMSR, InsnClass.WRMSR):
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.MSR),
+                                                 q.op.msr.msr.eq(ecx),
+                                                 q.op.msr.write.eq(cls == InsnClass.WRMSR)]
+                                with m.Case(InsnClass.MOV_FROM_CR, InsnClass.MOV_TO_CR):
+                                    to = cls == InsnClass.MOV_TO_CR
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.CR_ACCESS),
+                                                 q.op.cr.access.eq(Mux(
+                                                     to, CrAccessType.MOV_TO_CR,
+                                                     CrAccessType.MOV_FROM_CR)),
+                                                 q.op.cr.cr.eq(r.reg), q.op.cr.gpr.eq(r.rm),
+                                                 q.op.cr.lmsw_memory.eq(0),
+                                                 q.op.cr.value.eq(rm_val),
+                                                 q.op.cr.actual.eq(cr_val)]
+                                with m.Default():       # IN / OUT
+                                    m.d.sync += [q.kind.eq(ExitQueryKind.IO),
+                                                 q.op.io.port.eq(port),
+                                                 q.op.io.size.eq(io_bytes),
+                                                 q.op.io.is_in.eq(_is(cls, InsnClass.IN_IMM,
+                                                                      InsnClass.IN_DX)),
+                                                 q.op.io.string.eq(0), q.op.io.rep.eq(0),
+                                                 q.op.io.immediate.eq(
+                                                     _is(cls, InsnClass.IN_IMM,
+                                                         InsnClass.OUT_IMM))]
+                        with m.Else():
+                            m.d.sync += state.eq(SysState.EXEC)
+
+            with m.Case(SysState.QUERY):
+                m.d.comb += [self.query.valid.eq(1), self.query.payload.eq(q)]
+                with m.If(self.query.ready):
+                    m.d.sync += state.eq(SysState.DECIDE)
+
+            with m.Case(SysState.DECIDE):
+                d = self.decision.payload
+                m.d.comb += self.decision.ready.eq(1)
+                with m.If(self.decision.valid):
+                    m.d.sync += dec.eq(d)
+                    with m.If(d.exit):
+                        take_exit(d.reason, d.qualification, d.gla, d.gpa, d.intr_info,
+                                  d.intr_error)
+                    with m.Elif(r.kind == SysKind.FAULT):
+                        # A guest exception the hypervisor does not intercept: this core has
+                        # no guest IDT delivery, so it ends in a triple fault (docs/system.md).
+                        take_exit(ExitReason.TRIPLE_FAULT)
+                    with m.Else():
+                        m.d.sync += state.eq(SysState.EXEC)
+
+            with m.Case(SysState.EXEC):
+                with m.Switch(cls):
+                    with m.Case(InsnClass.CPUID):
+                        respond(SysAction.RETIRE, count=1, acdb_we=0b1111, rax=cpuid[0],
+                                rbx=cpuid[1], rcx=cpuid[2], rdx=cpuid[3])
+                    with m.Case(InsnClass.HLT):
+                        respond(SysAction.HALT)
+                    with m.Case(InsnClass.RDTSC):
+                        respond(SysAction.RETIRE, count=1, acdb_we=0b0101, rax=tsc[:32],
+                                rdx=tsc[32:])
+                    with m.Case(InsnClass.RDMSR):
+                        with m.If(msr_known):
+                            respond(SysAction.RETIRE, count=1, acdb_we=0b0101,
+                                    rax=msr_val[:32], rdx=msr_val[32:])
+                        with m.Else():
+                            fault(VECTOR_GP, 0)
+                    with m.Case(InsnClass.WRMSR):
+                        new_efer = (wrmsr_val & _EFER_WRITABLE) | \
+                                   (self.core_efer & ~_EFER_WRITABLE & _U64)
+                        efer_ok = (((wrmsr_val & ~_EFER_DEFINED & _U64) == 0)
+                                   & ((wrmsr_val & EFER_LME) == (self.core_efer & EFER_LME)))
+                        with m.If((ecx == MSR_EFER) & efer_ok):
+                            retire_with_inval(Invalidation.VPID, efer_we=1, efer=new_efer)
+                        with m.Else():
+                            fault(VECTOR_GP, 0)
+                    with m.Case(InsnClass.MOV_FROM_CR):
+                        respond(SysAction.RETIRE, count=1, dest_we=1, dest=r.rm,
+                                dest_size=OpSize.S64,
+                                dest_val=Mux(non_root, dec.cr_value, cr_val))
+                    with m.Case(InsnClass.MOV_TO_CR):
+                        v = Signal(64)
+                        m.d.comb += v.eq(Mux(non_root, dec.cr_value, rm_val))
+                        in_vmx = self.vmx_mode != VmxMode.OUTSIDE
+                        with m.Switch(r.reg):
+                            with m.Case(0):
+                                bad = (v[32:].any() | ~v[31] | ~v[0]
+                                       | (in_vmx & ~non_root
+                                          & (((v & VMX_CR0_FIXED0) != VMX_CR0_FIXED0)
+                                             | ((v & ~VMX_CR0_FIXED1 & _U64) != 0))))
+                                with m.If(bad):
+                                    fault(VECTOR_GP, 0)
+                                with m.Else():
+                                    retire_with_inval(Invalidation.VPID, cr0_we=1, cr0=v)
+                            with m.Case(3):
+                                with m.If(v[self.maxphyaddr:].any()):
+                                    fault(VECTOR_GP, 0)
+                                with m.Else():
+                                    retire_with_inval(Invalidation.VPID, cr3_we=1, cr3=v)
+                            with m.Default():
+                                bad = (((v & ~VMX_CR4_FIXED1 & _U64) != 0) | ~v[5]
+                                       | (in_vmx & ~non_root & ((v & VMX_CR4_FIXED0)
+                                                                != VMX_CR4_FIXED0)))
+                                with m.If(bad):
+                                    fault(VECTOR_GP, 0)
+                                with m.Else():
+                                    retire_with_inval(Invalidation.VPID, cr4_we=1, cr4=v)
+                    with m.Case(InsnClass.INVLPG):
+                        retire_with_inval(Invalidation.VPID_ADDR, gla=r.ea)
+                    with m.Case(InsnClass.IN_IMM, InsnClass.IN_DX):
+                        respond(SysAction.RETIRE, count=1, dest_we=1, dest=0,
+                                dest_size=io_size, dest_val=IO_OPEN_BUS)
+                    with m.Case(InsnClass.OUT_IMM, InsnClass.OUT_DX):
+                        with m.If(port == EXIT_PORT):
+                            # The run ends: retire the OUT and park the core in HALTED.
+                            m.d.sync += [self.exit_port.eq(1), self.exit_code.eq(out_val),
+                                         halted.eq(1)]
+                            respond(SysAction.HALT)
+                        with m.Else():
+                            with m.If(port == CONSOLE_PORT):
+                                m.d.sync += [self.console_valid.eq(1),
+                                             self.console_data.eq(rax[:8])]
+                            respond(SysAction.RETIRE, count=1)
+                    with m.Default():
+                        fault(VECTOR_UD)
+
+            with m.Case(SysState.VMX):
+                ins = self.vmx_instr.payload
+                op = Signal(VmxOp)
+                with m.Switch(cls):
+                    for c, o in VMX_OPS.items():
+                        with m.Case(c):
+                            m.d.comb += op.eq(o)
+                mem_source = Signal()
+                mem_bytes = Signal(5)
+                with m.Switch(cls):
+                    for c, n in _MEM_SOURCE.items():
+                        with m.Case(c):
+                            m.d.comb += [mem_source.eq(r.mem), mem_bytes.eq(n)]
+                m.d.comb += [
+                    ins.op.eq(op),
+                    ins.precheck.eq(mem_source & ~r.loaded),
+                    ins.register_operand.eq(~r.mem),
+                    ins.mem.eq(r.mem_val),
+                    ins.reg.eq(Mux(cls == InsnClass.VMFUNC, rax, reg_val)),
+                    ins.value.eq(Mux(cls == InsnClass.VMFUNC, rcx,
+                                     Mux(r.mem, r.mem_val[:64], rm_val))),
+                    ins.qualification.eq(Mux(r.mem, r.disp.as_signed(), 0)),
+                    ins.cpu.cpl.eq(0), ins.cpu.cr0.eq(self.core_cr0), ins.cpu.cr4.eq(self.core_cr4),
+                    ins.cpu.efer.eq(self.core_efer), ins.cpu.cs_l.eq(1),
+                    ins.cpu.rflags.eq(self.core_rflags),
+                    ins.cpu.feature_control.eq(FEATURE_CONTROL_RESET),
+                    ins.cpu.mov_ss_blocking.eq(0),
+                    self.vmx_instr.valid.eq(1),
+                ]
+                with m.If(self.vmx_instr.ready):
+                    m.d.sync += [state.eq(SysState.VMX_WAIT), resp.mem_bytes.eq(mem_bytes)]
+
+            with m.Case(SysState.VMX_WAIT):
+                res = self.vmx_result.payload
+                m.d.comb += self.vmx_result.ready.eq(1)
+                host = self.vmx_host
+                guest = self.vmx_entry.guest
+                with m.If(self.vmx_result.valid):
+                    flags = (self.core_rflags & ~RFLAGS_ARITH & _U64) | res.flags
+                    with m.If(res.proceed):
+                        respond(SysAction.PROCEED)
+                    with m.Else():
+                        with m.Switch(res.kind):
+                            with m.Case(VmxResult.SUCCEED, VmxResult.FAIL_INVALID,
+                                        VmxResult.FAIL_VALID):
+                                ok = res.kind == VmxResult.SUCCEED
+                                read_reg = ok & ~r.mem & (cls == InsnClass.VMREAD)
+                                store = ok & r.mem & _is(cls, InsnClass.VMREAD,
+                                                         InsnClass.VMPTRST)
+                                respond(SysAction.RETIRE, count=1, rflags_we=res.flags_valid,
+                                        rflags=flags, dest_we=read_reg, dest=r.rm,
+                                        dest_size=OpSize.S64, dest_val=res.value,
+                                        store_we=store, store_val=res.value)
+                            with m.Case(VmxResult.UD):
+                                fault(VECTOR_UD)
+                            with m.Case(VmxResult.GP):
+                                fault(VECTOR_GP, 0)
+                            with m.Case(VmxResult.VM_EXIT):
+                                with m.If(non_root):
+                                    take_exit(res.exit_reason, res.qualification)
+                                with m.Else():
+                                    # A VM-entry failure: the VMX unit loaded the host state.
+                                    respond(SysAction.RETIRE, count=1, rip_we=1, rip=host.rip,
+                                            rsp_we=1, rsp=host.rsp, rflags_we=1,
+                                            rflags=host.rflags, cr0_we=1, cr0=host.cr0,
+                                            cr3_we=1, cr3=host.cr3, cr4_we=1, cr4=host.cr4,
+                                            efer_we=1, efer=host.efer)
+                            with m.Case(VmxResult.VM_ENTRY):
+                                respond(SysAction.RETIRE, count=1, rip_we=1, rip=guest.guest_rip,
+                                        rsp_we=1, rsp=guest.guest_rsp, rflags_we=1,
+                                        rflags=guest.guest_rflags, cr0_we=1, cr0=guest.guest_cr0,
+                                        cr3_we=1, cr3=guest.guest_cr3, cr4_we=1,
+                                        cr4=guest.guest_cr4, efer_we=1,
+                                        efer=guest.guest_ia32_efer)
+                                m.d.sync += [self.vm_entry.eq(1), entry_retire.eq(1),
+                                             self.timer_load.eq(1)]
+                            with m.Default():       # COMPLETE: VMFUNC switched the EPTP
+                                respond(SysAction.RETIRE, count=1)
+
+            with m.Case(SysState.EXIT):
+                x = self.vmx_exit.payload
+                g = x.guest
+                m.d.comb += [
+                    x.reason.eq(exit_reason), x.qualification.eq(exit_qual), x.gla.eq(exit_gla),
+                    x.gpa.eq(exit_gpa), x.instr_len.eq(exit_len), x.instr_info.eq(0),
+                    x.intr_info.eq(exit_intr_info), x.intr_error.eq(exit_intr_error),
+                    x.idt_vectoring_info.eq(0), x.idt_vectoring_error.eq(0),
+                    g.eq(self.vmx_entry.guest),
+                    g.guest_rip.eq(self.core_rip), g.guest_rsp.eq(gpr[4]),
+                    g.guest_rflags.eq(self.core_rflags), g.guest_cr0.eq(self.core_cr0),
+                    g.guest_cr3.eq(self.core_cr3), g.guest_cr4.eq(self.core_cr4),
+                    g.guest_ia32_efer.eq(self.core_efer),
+                    g.vmx_preemption_timer_value.eq(self.timer_value),
+                    self.vmx_exit.valid.eq(1),
+                ]
+                with m.If(self.vmx_exit.ready):
+                    m.d.comb += self.timer_stop.eq(1)
+                    m.d.sync += [self.vm_exit.eq(1), self.vm_exit_reason.eq(exit_reason),
+                                 state.eq(SysState.EXIT_WAIT)]
+
+            with m.Case(SysState.EXIT_WAIT):
+                h = self.vmx_exit_resp.payload
+                m.d.comb += self.vmx_exit_resp.ready.eq(1)
+                with m.If(self.vmx_exit_resp.valid):
+                    respond(SysAction.RETIRE, count=0, rip_we=1, rip=h.rip, rsp_we=1, rsp=h.rsp,
+                            rflags_we=1, rflags=h.rflags, cr0_we=1, cr0=h.cr0, cr3_we=1,
+                            cr3=h.cr3, cr4_we=1, cr4=h.cr4, efer_we=1, efer=h.efer)
+
+            with m.Case(SysState.INVAL):
+                m.d.comb += [self.inval.valid.eq(1), self.inval.payload.eq(inv)]
+                with m.If(self.inval.ready):
+                    m.d.sync += state.eq(SysState.RESPOND)
+
+            with m.Case(SysState.RESPOND):
+                m.d.comb += self.sys_resp.valid.eq(1)
+                with m.If(self.sys_resp.ready):
+                    m.d.sync += state.eq(SysState.IDLE)
+
+        m.d.comb += [self.timer_load_value.eq(self.vmx_entry.timer),
+                     self.timer_load_active.eq(self.vmx_entry.timer_valid)]
+        return m

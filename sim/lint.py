@@ -43,6 +43,10 @@ TOPS: list[Top] = [
     Top("exit_decisions", "rtl.vmx.exit_decisions:ExitDecisions", {}),
     Top("preemption_timer", "rtl.vmx.preemption_timer:PreemptionTimer", {}),
     Top("vmx_unit", "rtl.vmx.unit:VmxUnit", {}),
+    Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),
+    Top("system_memory", "rtl.soc.memory:SystemMemory",
+        {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1}),
+    Top("soc", "rtl.soc.soc:Soc", {}),
 ]
 
 

@@ -6,6 +6,8 @@
 #   make lint    Verilator lint of the generated Verilog (vtx lint)
 #   make formal  every formal proof and cover, with a results table (python -m sim.formal)
 #   make synth   FPGA build for the ULX3S (LFE5U-85F) + build/synth/report.md (vtx synth)
+#   make waves   open the last run's VCD + .gtkw in GTKWave, or print their paths without it
+#                (python -m sim.waves open; the run named by build/waves/LAST, else the newest)
 #   make clean   remove build/ (generated Verilog, Verilator models, runs, waves)
 #
 # WAVES=1 (e.g. `make test WAVES=1`) makes every simulation dump a VCD and a GTKWave save file
@@ -21,7 +23,7 @@ ifdef WAVES
 export WAVES
 endif
 
-.PHONY: venv test demo bench lint formal synth clean
+.PHONY: venv test demo bench lint formal synth clean waves
 
 venv: $(STAMP)
 
@@ -51,6 +53,9 @@ formal: $(STAMP)
 
 synth: $(STAMP)
 	$(VENV)/bin/vtx synth
+
+waves: $(STAMP)
+	$(VPY) -m sim.waves open
 
 clean:
 	rm -rf build

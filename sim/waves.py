@@ -1,22 +1,49 @@
-"""Waveform helpers: read a VCD header and write a GTKWave save file beside it.
+"""Waveform helpers: read a VCD header, write a GTKWave save file beside it, open the last run.
 
 Amaranth flattens a component's signature into top-level ports joined with ``__`` (``req__valid``,
 ``req__payload``, ``mem_req__ready``, ...). `write_gtkw` groups the top-level ports by that first
-path element so a dump opens in GTKWave with one group per interface, clock and reset first.
+path element so a dump opens in GTKWave with one group per interface, clock and reset first; then
+one (closed) group per block of the design, i.e. per VCD scope below the top (``core``, ``vmx``,
+``vmx.cache``, ``translation.walker``, ...), holding the block's ports and its enum-typed signals.
+Every trace that carries an enum is shown through a GTKWave translate filter generated from the
+RTL's own enum (`sim.gtkw_filters`), so exit reasons, VM-instruction errors, walker and core
+states read as names.
 
 Only the VCD header is read (up to ``$enddefinitions``), so this is cheap even for large dumps.
+
+Command line (``make waves`` runs ``open``)::
+
+    python -m sim.waves open [VCD]          # the last run's VCD in GTKWave (or print the paths)
+    python -m sim.waves gtkw VCD [--verilog V.v ...] [--toplevel NAME]
+    python -m sim.waves render VCD -o PNG [--signals GLOB ...] [--start T] [--end T]
+    python -m sim.waves screenshot GTKW -o PNG [--start T] [--end T]   # needs GTKWave + Xvfb
 """
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vcd.gtkw import GTKWSave
 
-__all__ = ["VcdVar", "read_vcd_vars", "top_ports", "default_groups", "write_gtkw"]
+__all__ = [
+    "VcdVar", "read_vcd_vars", "sanitize_vcd_header", "design_scope", "top_ports",
+    "default_groups", "Block", "block_groups", "write_gtkw", "LAST_FILE", "record_last",
+    "find_last_vcd", "open_waves", "GtkwTrace", "read_gtkw_traces", "read_filter_file",
+    "read_vcd_values", "render_png", "screenshot", "main",
+]
+
+#: Name of the pointer file in ``<build>/waves/`` that names the VCD of the last run (one line:
+#: its path, absolute or relative to the pointer's directory). `record_last` writes it.
+LAST_FILE = "LAST"
 
 
 @dataclass(frozen=True)
@@ -26,11 +53,29 @@ class VcdVar:
     scope: tuple[str, ...]  # e.g. ("TOP",) or ("TOP", "counter")
     name: str  # reference without bit range, e.g. "req__payload"
     width: int
+    ident: str = field(default="", compare=False)  # the VCD identifier code
+    bit_range: str = field(default="", compare=False)  # "[71:0]" as declared, or ""
+    kind: str = field(default="wire", compare=False)  # the VCD var type: wire, reg, string...
 
     @property
     def path(self) -> str:
-        """Dotted hierarchical name, as GTKWave (> 3.3.64) names it: ``TOP.req__payload``."""
+        """Dotted hierarchical name: ``TOP.req__payload`` (what patterns here match)."""
         return ".".join((*self.scope, self.name))
+
+    @property
+    def gtkwave_name(self) -> str:
+        """The name GTKWave (3.3.118) gives the variable, which a save file must use: the bit
+        range the VCD declares (else ``[width-1:0]`` for a vector) is appended
+        (``unit.req__payload[71:0]``) and a name with a dot in it (Amaranth's struct fields) is
+        escaped (``unit.\\req__payload.tag[7:0]``). Checked against GTKWave 3.3.118 on
+        Verilator's and Amaranth's VCDs (tests/test_waves.py)."""
+        name = self.name
+        if "." in name and not name.startswith("\\"):  # Amaranth's own VCDs escape already
+            name = "\\" + name
+        bit_range = self.bit_range
+        if not bit_range and self.width > 1 and self.kind not in ("string", "real"):
+            bit_range = f"[{self.width - 1}:0]"  # GTKWave adds one where the VCD has none
+        return ".".join((*self.scope, name + bit_range))
 
 
 def read_vcd_vars(vcd_path: str | Path) -> list[VcdVar]:
@@ -54,14 +99,88 @@ def read_vcd_vars(vcd_path: str | Path) -> list[VcdVar]:
                     scope.pop()
                 elif keyword == "$var" and len(command) >= 5:
                     # $var <type> <size> <id> <reference> [<bit range>] $end
-                    variables.append(VcdVar(tuple(scope), command[4], int(command[2])))
+                    bit_range = command[5] if len(command) >= 6 else ""
+                    variables.append(VcdVar(tuple(scope), command[4], int(command[2]),
+                                            command[3], bit_range, command[1]))
                 elif keyword == "$enddefinitions":
                     return variables
     return variables
 
 
+#: Characters GTKWave (3.3.118) cannot take in a VCD variable name: Yosys's write_verilog declares
+#: ``$auto$verilog_backend.cc:2355:dump_module$1`` in every module, and GTKWave stops loading the
+#: whole dump at it ("$VAR parse error ... exiting").
+_VAR_REF = re.compile(rb"(\$var\s+\S+\s+\d+\s+\S+\s+)(\S+)")
+
+
+def sanitize_vcd_header(vcd_path: str | Path) -> int:
+    """Make every variable name of `vcd_path` loadable by GTKWave, in place.
+
+    Each bad character is replaced by one of the same length (``:`` -> ``_``), so only the
+    header's bytes change and the value section is not copied, however large the dump. Returns
+    the number of names changed.
+    """
+    changed = 0
+    with open(vcd_path, "r+b") as f:
+        header = b""
+        while b"$enddefinitions" not in header:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            header += chunk
+
+        def fix(m: re.Match) -> bytes:
+            nonlocal changed
+            name = m.group(2)
+            fixed = name.translate(bytes.maketrans(b":", b"_"))
+            changed += fixed != name
+            return m.group(1) + fixed
+
+        end = header.find(b"$enddefinitions")
+        head = header[:end if end >= 0 else len(header)]
+        new_head = _VAR_REF.sub(fix, head)
+        assert len(new_head) == len(head)
+        if changed:
+            f.seek(0)
+            f.write(new_head)
+    return changed
+
+
 #: Names of the scope that holds a Verilator model's ports (5.x: ``$rootio``; older: ``TOP``).
 _PORT_SCOPES = ("$rootio", "TOP")
+
+
+def _port_scope(variables: Sequence[VcdVar]) -> tuple[str, ...]:
+    depth = min(len(v.scope) for v in variables)
+    scopes = list(dict.fromkeys(v.scope for v in variables))
+    return next(
+        (s for s in scopes if len(s) == depth and s[-1] in _PORT_SCOPES),
+        next(s for s in scopes if len(s) == depth),
+    )
+
+
+def design_scope(variables: Sequence[VcdVar],
+                 toplevel: str | None = None) -> tuple[str, ...] | None:
+    """The scope of the design's top module: named `toplevel`, else the sole other scope at (or
+    right below) the ports' level; None if that is ambiguous."""
+    if not variables:
+        return None
+    port_scope = _port_scope(variables)
+    scopes = list(dict.fromkeys(v.scope for v in variables))
+    if toplevel is None and port_scope[-1] not in _PORT_SCOPES:
+        return port_scope  # not Verilator: the outermost scope with variables is the design
+    if toplevel is not None:
+        candidates = [s for s in scopes if s[-1] == toplevel]
+        # The shallowest one: a submodule could carry the top's name too.
+        if candidates:
+            depth = min(len(s) for s in candidates)
+            candidates = [s for s in candidates if len(s) == depth]
+    else:
+        candidates = [
+            s for s in scopes
+            if s != port_scope and (len(s) == len(port_scope) or s[:-1] == port_scope)
+        ]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def top_ports(variables: Sequence[VcdVar], toplevel: str | None = None) -> list[VcdVar]:
@@ -74,26 +193,13 @@ def top_ports(variables: Sequence[VcdVar], toplevel: str | None = None) -> list[
     """
     if not variables:
         return []
-    depth = min(len(v.scope) for v in variables)
-    scopes = list(dict.fromkeys(v.scope for v in variables))
-    port_scope = next(
-        (s for s in scopes if len(s) == depth and s[-1] in _PORT_SCOPES),
-        next(s for s in scopes if len(s) == depth),
-    )
+    port_scope = _port_scope(variables)
     ports = [v for v in variables if v.scope == port_scope]
-    # The design's top scope: named `toplevel`, else the sole other scope at (or right below)
-    # the ports' level.
-    if toplevel is not None:
-        candidates = [s for s in scopes if s[-1] == toplevel]
-    else:
-        candidates = [
-            s for s in scopes
-            if s != port_scope and (len(s) == depth or s[:-1] == port_scope)
-        ]
-    if len(candidates) != 1:
+    design = design_scope(variables, toplevel)
+    if design is None or design == port_scope:
         return ports
-    design = {v.name: v for v in variables if v.scope == candidates[0]}
-    return [design.get(p.name, p) for p in ports]
+    inside = {v.name: v for v in variables if v.scope == design}
+    return [inside.get(p.name, p) for p in ports]
 
 
 def default_groups(ports: Sequence[VcdVar]) -> dict[str, list[VcdVar]]:
@@ -110,24 +216,145 @@ def default_groups(ports: Sequence[VcdVar]) -> dict[str, list[VcdVar]]:
     return groups
 
 
+@dataclass
+class Block:
+    """A trace group for one VCD scope of the design (a submodule) and its sub-blocks."""
+
+    scope: tuple[str, ...]
+    label: str
+    traces: list[VcdVar] = field(default_factory=list)
+    children: list[Block] = field(default_factory=list)
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+def _readable(var: VcdVar) -> bool:
+    # Yosys temporaries ("$1", "$auto$...") and Amaranth's renamed copies ("fill_en$113").
+    return "$" not in var.name
+
+
+def _is_port_like(name: str) -> bool:
+    """Without the Verilog: a flattened interface member (``done__valid``), not a struct field."""
+    return "__" in name and "." not in name
+
+
+def block_groups(
+    variables: Sequence[VcdVar],
+    design: tuple[str, ...],
+    decoded: Mapping[VcdVar, object],
+    block_ports: Mapping[tuple[str, ...], Sequence[str]] | None = None,
+    top_port_names: Sequence[str] = (),
+) -> list[Block]:
+    """One `Block` per scope below `design` (nested as the hierarchy), plus one for the decoded
+    internal signals of `design` itself (if any).
+
+    A block lists the submodule's ports (from `block_ports`, ``{module path: [port names]}``
+    read from the Verilog, else names that look like flattened interface members), each followed
+    by its decoded struct fields, then the other decoded (enum-typed) signals of that scope.
+    Clock and reset are left out (they are in the top group).
+    """
+    by_scope: dict[tuple[str, ...], list[VcdVar]] = {}
+    for var in variables:
+        by_scope.setdefault(var.scope, []).append(var)
+    block_ports = block_ports or {}
+
+    def named(v: VcdVar) -> bool:
+        # Carries names: through a filter, or as text already (Amaranth's simulator writes
+        # enum-typed signals as VCD strings).
+        return v in decoded or v.kind == "string"
+
+    def ports_of(scope: tuple[str, ...]) -> set[str] | None:
+        for start in range(len(scope)):
+            names = block_ports.get(scope[start:])
+            if names is not None:
+                return set(names)
+        return None
+
+    def traces_of(scope: tuple[str, ...]) -> list[VcdVar]:
+        members = [v for v in by_scope.get(scope, ()) if _readable(v)]
+        known = ports_of(scope)
+        ports = [v for v in members
+                 if (v.name in known if known is not None else _is_port_like(v.name))
+                 and v.name not in ("clk", "rst")]
+        port_names = {p.name for p in ports}
+        chosen: list[VcdVar] = []
+        for port in ports:
+            chosen.append(port)
+            chosen += [v for v in members
+                       if named(v) and v.name.lstrip("\\").startswith(port.name + ".")]
+        taken = set(chosen)
+        chosen += [v for v in members
+                   if named(v) and v not in taken
+                   and v.name.lstrip("\\").split(".")[0] not in port_names]
+        return chosen
+
+    def build(scope: tuple[str, ...]) -> Block:
+        block = Block(scope, scope[-1], traces_of(scope))
+        for child in sorted({s[:len(scope) + 1] for s in by_scope
+                             if len(s) > len(scope) and s[:len(scope)] == scope}):
+            block.children.append(build(child))
+        return block
+
+    blocks: list[Block] = []
+    # The top module's own enum-typed signals that are not ports (the FSMs of a one-block top).
+    top_ports_set = set(top_port_names)
+    internal = [v for v in by_scope.get(design, ())
+                if named(v) and _readable(v)
+                and v.name.lstrip("\\").split(".")[0] not in top_ports_set]
+    if internal:
+        blocks.append(Block(design, f"{design[-1]} (state)", internal))
+    for child in sorted({s[:len(design) + 1] for s in by_scope
+                         if len(s) > len(design) and s[:len(design)] == design}):
+        blocks.append(build(child))
+    return blocks
+
+
+def _verilog_paths(verilog) -> list[Path]:
+    if verilog is None:
+        return []
+    if isinstance(verilog, (str, Path)):
+        verilog = [verilog]
+    return [Path(v) for v in verilog if Path(v).is_file()]
+
+
 def write_gtkw(
     vcd_path: str | Path,
     gtkw_path: str | Path | None = None,
     groups: Mapping[str, Sequence[str]] | None = None,
     toplevel: str | None = None,
+    *,
+    verilog: str | Path | Sequence[str | Path] | None = None,
+    filters: bool = True,
+    blocks: bool = True,
+    filter_dir: str | Path | None = None,
+    decoder=None,
 ) -> Path:
-    """Write a GTKWave save file for `vcd_path`, one trace group per interface.
+    """Write a GTKWave save file for `vcd_path`, one trace group per interface and per block.
 
     groups: optional ``{group name: [glob pattern, ...]}`` matched against the names of the
     top-level ports (``"req__*"``) or, for patterns containing a dot, against full dotted paths
     (``"TOP.translation_unit.walker.*"``, to pull internal signals in). Without it the ports are
     grouped by their ``__`` prefix (`default_groups`). Returns the path written (by default the
     VCD path with the suffix ``.gtkw``). `toplevel` names the design's top module scope.
+
+    verilog: the generated Verilog the model was built from; its enum attributes say which
+    signals carry which enum (else `sim.gtkw_filters.NAME_RULES` guess by name) and its module
+    headers which signals are a block's ports. filters: attach translate filter files (written
+    to `filter_dir`, default ``filters/`` beside the save file). blocks: add the per-block
+    groups (closed when GTKWave opens the file). decoder: a ready `EnumDecoder` (for tests).
     """
+    from . import gtkw_filters
+
     vcd_path = Path(vcd_path)
     gtkw_path = Path(gtkw_path) if gtkw_path is not None else vcd_path.with_suffix(".gtkw")
+    sanitize_vcd_header(vcd_path)
     variables = read_vcd_vars(vcd_path)
     ports = top_ports(variables, toplevel)
+    design = design_scope(variables, toplevel)
+    verilog_files = _verilog_paths(verilog)
 
     if groups is None:
         resolved = default_groups(ports)
@@ -144,6 +371,54 @@ def write_gtkw(
             if members:
                 resolved[group_name] = members
 
+    # Which variable shows which enum.
+    decoded: dict[VcdVar, gtkw_filters.EnumTable] = {}
+    if filters:
+        if decoder is None:
+            decoder = gtkw_filters.EnumDecoder(verilog_files or None)
+        port_scope = _port_scope(variables) if variables else None
+        for var in variables:
+            if design is not None and var.scope == port_scope != design:
+                continue  # Verilator's port scope: the same signals are in the design scope
+            rel = var.scope[len(design):] if design and var.scope[:len(design)] == design \
+                else var.scope
+            table = decoder.lookup(var.scope, var.name, var.width, ".".join((*rel, var.name)))
+            if table is not None:
+                decoded[var] = table
+    filter_paths = (gtkw_filters.write_filter_files(
+        dict.fromkeys(decoded.values()), Path(filter_dir) if filter_dir is not None
+        else gtkw_path.parent / "filters") if decoded else {})
+
+    block_list: list[Block] = []
+    if blocks and design is not None:
+        block_ports = gtkw_filters.verilog_ports(verilog_files) if verilog_files else None
+        block_list = block_groups(variables, design, decoded, block_ports,
+                                  [p.name for p in ports])
+
+    # Decoded struct fields of a top-level port follow the port (``resp__payload.outcome``).
+    fields_of: dict[str, list[VcdVar]] = {}
+    if design is not None:
+        for var in variables:
+            if var.scope == design and var in decoded and "." in var.name and _readable(var):
+                fields_of.setdefault(var.name.split(".")[0], []).append(var)
+
+    def trace(save: GTKWSave, var: VcdVar) -> None:
+        table = decoded.get(var)
+        if table is not None:
+            save.trace(var.gtkwave_name, datafmt="hex",
+                       translate_filter_file=str(filter_paths[table]))
+        else:
+            save.trace(var.gtkwave_name, datafmt="bin" if var.width == 1 else "hex")
+
+    def emit_block(save: GTKWSave, block: Block) -> None:
+        if not any(b.traces for b in block.walk()):
+            return
+        with save.group(block.label, closed=True):
+            for var in block.traces:
+                trace(save, var)
+            for child in block.children:
+                emit_block(save, child)
+
     gtkw_path.parent.mkdir(parents=True, exist_ok=True)
     with open(gtkw_path, "w", encoding="utf-8") as f:
         save = GTKWSave(f)
@@ -152,9 +427,400 @@ def write_gtkw(
         save.savefile(str(gtkw_path))
         if ports:
             save.treeopen(".".join(ports[0].scope))
-        save.signals_width(260)
+        save.signals_width(300)
         for group_name, members in resolved.items():
             with save.group(group_name):
                 for var in members:
-                    save.trace(var.path, datafmt="bin" if var.width == 1 else "hex")
+                    trace(save, var)
+                    if var.scope == design:
+                        for sub in fields_of.get(var.name, ()):
+                            if sub not in members:
+                                trace(save, sub)
+        for block in block_list:
+            emit_block(save, block)
     return gtkw_path
+
+
+# ---------------------------------------------------------------------------------------------
+# The last run: `make waves`
+
+
+def record_last(vcd_path: str | Path, build_root: str | Path | None = None) -> Path:
+    """Name `vcd_path` as the last run's waveform (``<build>/waves/LAST``) for `make waves`."""
+    from .flow import resolve_build_root
+
+    pointer = resolve_build_root(build_root) / "waves" / LAST_FILE
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(f"{Path(vcd_path).resolve()}\n")
+    return pointer
+
+
+def find_last_vcd(build_root: str | Path | None = None) -> tuple[Path | None, str]:
+    """The VCD to open and how it was chosen: the one ``<build>/waves/LAST`` names if it
+    exists, else the newest ``*.vcd`` under ``<build>/waves/``."""
+    from .flow import resolve_build_root
+
+    waves_dir = resolve_build_root(build_root) / "waves"
+    pointer = waves_dir / LAST_FILE
+    note = ""
+    if pointer.is_file():
+        text = pointer.read_text().strip()
+        if text:
+            named = Path(text)
+            if not named.is_absolute():
+                named = waves_dir / named
+            if named.is_file():
+                return named, f"named by {pointer}"
+            note = f"{pointer} names {named}, which does not exist; "
+    candidates = list(waves_dir.rglob("*.vcd")) if waves_dir.is_dir() else []
+    if not candidates:
+        return None, note + f"no VCD under {waves_dir}"
+    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    return newest, note + f"the newest VCD under {waves_dir}"
+
+
+def _viewer() -> str | None:
+    """The GTKWave executable: ``$VTX_GTKWAVE`` if set (empty: none), else ``gtkwave`` on PATH."""
+    name = os.environ.get("VTX_GTKWAVE", "gtkwave")
+    if not name:
+        return None
+    return shutil.which(name)
+
+
+def open_waves(vcd: str | Path | None = None, build_root: str | Path | None = None,
+               out=None) -> int:
+    """Open `vcd` (default: the last run's) with its .gtkw in GTKWave, or print where they are.
+
+    Returns the exit status: 0 when the files were opened or printed (GTKWave is optional),
+    1 when there is no waveform to open."""
+    out = out if out is not None else sys.stdout
+    if vcd is None:
+        vcd, how = find_last_vcd(build_root)
+        if vcd is None:
+            print(f"make waves: {how}; run a simulation with waves first "
+                  "(`make test WAVES=1`, or `vtx run --waves FILE.vcd`)", file=out)
+            return 1
+    else:
+        vcd, how = Path(vcd), "given"
+        if not vcd.is_file():
+            print(f"make waves: {vcd}: no such file", file=out)
+            return 1
+    gtkw = vcd.with_suffix(".gtkw")
+    if not gtkw.is_file():
+        gtkw = write_gtkw(vcd, gtkw)
+    print(f"waveform: {vcd} ({how})", file=out)
+    print(f"save file: {gtkw}", file=out)
+    viewer = _viewer()
+    if viewer is None:
+        print("gtkwave is not installed (it is optional): open the files above with a VCD "
+              "viewer, e.g. `gtkwave " + str(gtkw) + "` once GTKWave is installed", file=out)
+        return 0
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        print(f"gtkwave is installed ({viewer}) but there is no display (DISPLAY is not set): "
+              "open the files above on a machine with one", file=out)
+        return 0
+    out.flush()
+    return subprocess.call([viewer, str(vcd), str(gtkw)])
+
+
+# ---------------------------------------------------------------------------------------------
+# A picture of a waveform (for the docs, where GTKWave is not at hand)
+
+
+@dataclass(frozen=True)
+class GtkwTrace:
+    """One trace line of a .gtkw file: its signal path, data format and translate filter."""
+
+    path: str
+    datafmt: str
+    filter_file: Path | None
+    group: str
+
+
+def read_gtkw_traces(gtkw_path: str | Path) -> list[GtkwTrace]:
+    """The traces of a save file written by `write_gtkw`, with the filter file each one uses."""
+    from vcd.gtkw import GTKWFlag
+
+    translated, bin_, grp_begin, grp_end = (
+        int(f.value) for f in (GTKWFlag.ftranslated, GTKWFlag.bin, GTKWFlag.grp_begin,
+                               GTKWFlag.grp_end))
+    traces: list[GtkwTrace] = []
+    flags = 0
+    filters: dict[int, Path] = {}
+    current_filter: Path | None = None
+    groups: list[str] = []
+    for line in Path(gtkw_path).read_text().splitlines():
+        if not line or line.startswith("[") or line.startswith("*"):
+            continue
+        if line.startswith("@"):
+            flags = int(line[1:], 16)
+            if not flags & translated:
+                current_filter = None
+        elif line.startswith("^") and not line.startswith("^>"):
+            number, _, path = line[1:].partition(" ")
+            filters[int(number)] = Path(path)
+            current_filter = filters[int(number)]
+        elif line.startswith("-"):
+            if flags & grp_begin:
+                groups.append(line[1:])
+            elif flags & grp_end and groups:
+                groups.pop()
+        elif not line.startswith(("#", "+", "^>", "?")):
+            fmt = "bin" if flags & bin_ else "hex"
+            traces.append(GtkwTrace(line, fmt, current_filter if flags & translated
+                                    else None, "/".join(groups)))
+    return traces
+
+
+def read_filter_file(path: str | Path) -> dict[str, str]:
+    """A translate filter file as GTKWave reads it: value text (lower case) -> label."""
+    table = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        value, _, label = line.partition(" ")
+        if label.strip():
+            table[value.lower()] = label.strip()
+    return table
+
+
+def read_vcd_values(vcd_path: str | Path, paths: Sequence[str],
+                    end: int | None = None) -> dict[str, list[tuple[int, int | None]]]:
+    """Value changes ``[(time, value)]`` of the variables with the given dotted `paths` (value
+    None for x/z), up to time `end`."""
+    wanted = set(paths)
+    by_id: dict[str, list[str]] = {}
+    for var in read_vcd_vars(vcd_path):
+        if var.path in wanted:
+            by_id.setdefault(var.ident, []).append(var.path)
+    changes: dict[str, list[tuple[int, int | None]]] = {p: [] for p in paths}
+    time = 0
+    in_header = True
+    with open(vcd_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if in_header:
+                in_header = "$enddefinitions" not in line
+                continue
+            line = line.strip()
+            if not line or line[0] == "$":
+                continue  # $dumpvars / $end around the initial values
+            head = line[0]
+            if head == "#":
+                time = int(line[1:])
+                if end is not None and time > end:
+                    break
+                continue
+            if head in "bB":
+                bits, _, ident = line[1:].partition(" ")
+                value = None if any(c in bits for c in "xXzZ") else int(bits, 2)
+            elif head in "01xXzZ":
+                bits, ident = head, line[1:]
+                value = int(bits) if bits in "01" else None
+            else:
+                continue  # real values, strings: not drawn
+            for path in by_id.get(ident, ()):
+                changes[path].append((time, value))
+    return changes
+
+
+def render_png(
+    vcd_path: str | Path,
+    png_path: str | Path,
+    gtkw_path: str | Path | None = None,
+    signals: Sequence[str] = (),
+    start: int = 0,
+    end: int | None = None,
+    title: str | None = None,
+    time_unit: float = 1.0,
+    time_label: str = "time",
+) -> Path:
+    """Draw the traces of `gtkw_path` (default: beside the VCD) matching the glob `signals` (all
+    if empty) from `start` to `end`, values shown the way GTKWave would show them: through the
+    translate filter file of the trace if it has one, else in hex. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vcd_path = Path(vcd_path)
+    gtkw_path = Path(gtkw_path) if gtkw_path is not None else vcd_path.with_suffix(".gtkw")
+    by_name = {v.gtkwave_name: v for v in read_vcd_vars(vcd_path)}
+    # Each trace of the save file as the VCD variable it names (GTKWave's name -> dotted path).
+    traces = [GtkwTrace(by_name[t.path].path, t.datafmt, t.filter_file, t.group)
+              for t in read_gtkw_traces(gtkw_path) if t.path in by_name]
+    widths = {v.path: v.width for v in by_name.values()}
+    if signals:
+        picked = []
+        for pattern in signals:
+            picked += [t for t in traces if fnmatch.fnmatchcase(t.path, pattern)
+                       and t not in picked]
+        traces = picked
+    if not traces:
+        raise ValueError(f"no trace of {gtkw_path} matches {list(signals)}")
+    values = read_vcd_values(vcd_path, [t.path for t in traces], end)
+    if end is None:
+        end = max((c[-1][0] for c in values.values() if c), default=start + 1)
+    tables = {t.filter_file: read_filter_file(t.filter_file) for t in traces if t.filter_file}
+
+    def label(trace: GtkwTrace, value: int | None) -> str:
+        if value is None:
+            return "x"
+        digits = max(1, -(-widths.get(trace.path, 4) // 4))
+        text = f"{value:0{digits}x}"
+        if trace.filter_file is not None:
+            return tables[trace.filter_file].get(text, text)
+        return text
+
+    row_h = 0.42
+    fig, ax = plt.subplots(figsize=(15, 0.9 + row_h * len(traces)), dpi=110)
+    ax.set_xlim(start, end)
+    ax.set_ylim(-0.5, len(traces) - 0.5)
+    ax.invert_yaxis()
+    names = []
+    span = end - start
+    for row, trace in enumerate(traces):
+        names.append(trace.path.split(".", 1)[-1] + ("  [filter]" if trace.filter_file else ""))
+        changes = values.get(trace.path, [])
+        # Segments [t0, t1) with one value each, clipped to [start, end].
+        segments = []
+        current = None
+        last_t = start
+        for t, v in changes:
+            if t <= start:
+                current = v
+                continue
+            segments.append((last_t, min(t, end), current))
+            last_t, current = t, v
+            if t >= end:
+                break
+        if last_t < end:
+            segments.append((last_t, end, current))
+        y = row
+        if widths.get(trace.path, 1) == 1:
+            xs, ys = [], []
+            for t0, t1, v in segments:
+                level = y + 0.28 - 0.56 * (v or 0)
+                xs += [t0, t1]
+                ys += [level, level]
+            ax.plot(xs, ys, color="#1a7f37", lw=1.2)
+            continue
+        for t0, t1, v in segments:
+            text = label(trace, v)
+            color = "#d0e8ff" if trace.filter_file else "#eeeeee"
+            ax.fill_between([t0, t1], y - 0.3, y + 0.3, color=color, lw=0)
+            ax.plot([t0, t1], [y - 0.3, y - 0.3], color="#555555", lw=0.6)
+            ax.plot([t0, t1], [y + 0.3, y + 0.3], color="#555555", lw=0.6)
+            ax.plot([t0, t0], [y - 0.3, y + 0.3], color="#555555", lw=0.6)
+            if (t1 - t0) / span > 0.012:
+                max_chars = max(1, int((t1 - t0) / span * 170))
+                shown = text if len(text) <= max_chars else text[:max(1, max_chars - 1)] + "…"
+                ax.text((t0 + t1) / 2, y, shown, ha="center", va="center", fontsize=7,
+                        family="monospace", clip_on=True)
+    ax.set_yticks(range(len(traces)))
+    ax.set_yticklabels(names, fontsize=8, family="monospace")
+    ticks = ax.get_xticks()
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t / time_unit:g}" for t in ticks], fontsize=8)
+    ax.set_xlim(start, end)
+    ax.set_xlabel(time_label, fontsize=8)
+    ax.grid(axis="x", color="#dddddd", lw=0.5)
+    ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def screenshot(gtkw_path: str | Path, png_path: str | Path, start: int | None = None,
+               end: int | None = None, size: tuple[int, int] = (1500, 640),
+               settle: float = 8.0) -> Path:
+    """A real GTKWave screenshot of `gtkw_path` (zoomed to `start`..`end` in VCD time units):
+    GTKWave on a virtual X display (``xvfb-run``), grabbed with ``xwd``, converted by netpbm
+    (``xwdtopnm``, ``pnmtopng``). Debian: ``apt-get install gtkwave xvfb xauth x11-apps
+    netpbm``. For the docs; nothing else needs it."""
+    import tempfile
+
+    for tool in ("xvfb-run", "gtkwave", "xwd", "xwdtopnm", "pnmtopng"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"screenshot needs {tool} on PATH")
+    png_path = Path(png_path).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # Beside the original, so GTKWave's title shows the dump's path as for the original.
+        gtkw_path = Path(gtkw_path).resolve()
+        save = gtkw_path.with_name(f".{gtkw_path.stem}-screenshot.gtkw")
+        save.write_text(gtkw_path.read_text() + f"[size] {size[0]} {size[1]}\n[pos] 0 0\n")
+        script = tmp / "zoom.tcl"
+        script.write_text(f"gtkwave::setZoomRangeTimes {start} {end}\n"
+                          if start is not None and end is not None else "")
+        xwd = tmp / "shot.xwd"
+        inner = (f"gtkwave -S {script} {save} >{tmp / 'gtkwave.log'} 2>&1 & "
+                 f"sleep {settle}; xwd -root -silent >{xwd}; kill $!")
+        try:
+            subprocess.run(["xvfb-run", "-a", "-s", f"-screen 0 {size[0]}x{size[1]}x24",
+                            "sh", "-c", inner], check=True, timeout=120)
+        finally:
+            save.unlink(missing_ok=True)
+        pnm = subprocess.run(["xwdtopnm", str(xwd)], check=True, capture_output=True).stdout
+        png = subprocess.run(["pnmtopng"], input=pnm, check=True, capture_output=True).stdout
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    png_path.write_bytes(png)
+    return png_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim.waves", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_open = sub.add_parser("open", help="open the last run's waveform in GTKWave")
+    p_open.add_argument("vcd", nargs="?", type=Path)
+    p_gtkw = sub.add_parser("gtkw", help="(re)write the .gtkw save file and filters of a VCD")
+    p_gtkw.add_argument("vcd", type=Path)
+    p_gtkw.add_argument("--verilog", type=Path, nargs="*", default=None)
+    p_gtkw.add_argument("--toplevel")
+    p_gtkw.add_argument("-o", "--output", type=Path)
+    p_render = sub.add_parser("render", help="draw traces of a VCD + .gtkw into a PNG")
+    p_render.add_argument("vcd", type=Path)
+    p_render.add_argument("-o", "--output", type=Path, required=True)
+    p_render.add_argument("--gtkw", type=Path)
+    p_render.add_argument("--signals", nargs="*", default=[])
+    p_render.add_argument("--start", type=int, default=0)
+    p_render.add_argument("--end", type=int)
+    p_render.add_argument("--title")
+    p_render.add_argument("--time-unit", type=float, default=1.0)
+    p_render.add_argument("--time-label", default="time")
+    p_shot = sub.add_parser("screenshot", help="a real GTKWave screenshot (xvfb) into a PNG")
+    p_shot.add_argument("gtkw", type=Path)
+    p_shot.add_argument("-o", "--output", type=Path, required=True)
+    p_shot.add_argument("--start", type=int)
+    p_shot.add_argument("--end", type=int)
+    p_shot.add_argument("--size", default="1500x640")
+    args = parser.parse_args(argv)
+
+    if args.command == "open":
+        return open_waves(args.vcd)
+    if args.command == "gtkw":
+        path = write_gtkw(args.vcd, args.output, toplevel=args.toplevel, verilog=args.verilog)
+        print(path)
+        return 0
+    if args.command == "screenshot":
+        width, _, height = args.size.partition("x")
+        print(screenshot(args.gtkw, args.output, args.start, args.end, (int(width), int(height))))
+        return 0
+    path = render_png(args.vcd, args.output, args.gtkw, args.signals, args.start, args.end,
+                      args.title, args.time_unit, args.time_label)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 # Thin wrappers around Python: the work is done by sim/ (see README.md).
 #
 #   make test    create/refresh .venv if needed, run the test suite (parallel, pytest-xdist)
-#   make demo    translate the example guest through the RTL (vtx translate)
+#   make demo    the hypervisor demo on the system RTL (vtx run examples/hypervisor/hypervisor.S)
 #   make bench   run the benchmarks (python -m sim.bench)
 #   make lint    Verilator lint of the generated Verilog (vtx lint)
 #   make formal  every formal proof and cover, with a results table (python -m sim.formal)
@@ -39,11 +39,12 @@ test: $(STAMP)
 	$(VPY) -m pytest $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
-	$(VENV)/bin/vtx translate examples/guest_2m_pages.json
+	$(VENV)/bin/vtx run examples/hypervisor/hypervisor.S
 
 bench: $(STAMP)
 	$(VPY) -m sim.bench
 	$(VPY) -m sim.bench.vmx
+	$(VPY) -m sim.bench.system
 
 lint: $(STAMP)
 	$(VENV)/bin/vtx lint

@@ -22,6 +22,7 @@ SUBCOMMANDS: list[str] = [
     "sim.translate_cmd",  # vtx translate: run guest translations through the RTL (examples/*.json)
     "sim.lint",  # vtx lint: Verilator lint of the generated Verilog
     "sim.synth",  # vtx synth: FPGA build for the ULX3S (Yosys/nextpnr via YoWASP) + report
+    "sim.run",  # vtx run: run an x86-64 program (.S or flat binary) on the system RTL
 ]
 
 

@@ -126,10 +126,21 @@ class Soc(wiring.Component):
                      self.stop.eq(stop)]
 
         # --- boot ------------------------------------------------------------------------------
-        m.d.comb += [core.load.eq(self.start), core.init_rip.eq(self.init_rip),
-                     core.init_rflags.eq(BOOT_RFLAGS), core.init_cr3.eq(self.init_cr3)]
+        # The inputs are registered before anything uses them: no combinational path from a
+        # port into the core (good timing on an FPGA, and a simulator need not re-evaluate the
+        # core's next-state logic when a testbench drives an input). `start` takes effect one
+        # cycle after the pulse.
+        start = Signal()
+        init_rip = Signal(64)
+        init_rsp = Signal(64)
+        init_cr3 = Signal(64)
+        m.d.sync += [start.eq(self.start), init_rip.eq(self.init_rip),
+                     init_rsp.eq(self.init_rsp), init_cr3.eq(self.init_cr3)]
+        m.d.comb += [core.load.eq(start), core.init_rip.eq(init_rip),
+                     core.init_rflags.eq(BOOT_RFLAGS), core.init_cr3.eq(init_cr3)]
         m.d.comb += [core.init_gpr[i].eq(0) for i in range(16) if i != 4]
-        m.d.comb += core.init_gpr[4].eq(self.init_rsp)
+        m.d.comb += core.init_gpr[4].eq(init_rsp)
+        # `running` rises right after the pulse (the core loads one cycle later).
         with m.If(self.start):
             m.d.sync += [started.eq(1), self.cycles.eq(0)]
         with m.Elif(running):
@@ -175,6 +186,10 @@ class Soc(wiring.Component):
         f_gpa = Signal(64)
         f_qual = Signal(64)
         creq = core.mem_req
+        first_byte = Signal(3)
+        for k in reversed(range(8)):
+            with m.If(d_mask[k]):
+                m.d.comb += first_byte.eq(k)
         with m.Switch(dstate):
             with m.Case(_Data.IDLE):
                 m.d.comb += [tu.req.valid.eq(creq.valid), tu.req.payload.gla.eq(creq.payload.addr),
@@ -192,9 +207,13 @@ class Soc(wiring.Component):
                     with m.If(t.outcome == Outcome.OK):
                         m.d.sync += [d_hpa.eq(t.hpa), dstate.eq(_Data.MEM)]
                     with m.Else():
+                        # The exit reports the address of the access's first byte: the request
+                        # is qword aligned, the mask says where the bytes start.
                         m.d.sync += [d_resp.data.eq(0), d_resp.outcome.eq(t.outcome),
                                      d_resp.error_code.eq(t.error_code),
-                                     f_outcome.eq(t.outcome), f_gla.eq(t.gla), f_gpa.eq(t.gpa),
+                                     f_outcome.eq(t.outcome),
+                                     f_gla.eq(Cat(first_byte, t.gla[3:])),
+                                     f_gpa.eq(Cat(first_byte, t.gpa[3:])),
                                      f_qual.eq(t.qualification), dstate.eq(_Data.RESPOND)]
             with m.Case(_Data.MEM):
                 p = mem.data_req.payload
@@ -245,7 +264,7 @@ class Soc(wiring.Component):
         # --- how the run ends ------------------------------------------------------------------
         exc = core.exception
         with m.If(running):
-            with m.If(su.exit_port):
+            with m.If(su.exit_port & core.halted):     # once the OUT has retired
                 m.d.sync += stop.eq(RunStop.EXIT_PORT)
             with m.Elif(core.halted & ~non_root):
                 m.d.sync += stop.eq(RunStop.HLT)

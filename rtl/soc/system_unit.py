@@ -161,6 +161,9 @@ class SystemUnit(wiring.Component):
         m.d.comb += self.state.eq(state)
 
         r = Signal(SYS_REQ_LAYOUT)          # the request
+        # The precheck decided the outcome before the memory operand: ask again without it, so
+        # the VMX unit carries the outcome out (a VMfailValid writes the error field).
+        precheck_final = Signal()
         resp = Signal(SYS_RESP_LAYOUT)      # the answer being built
         q = Signal(QUERY_LAYOUT)            # the exit-decision query
         dec = Signal(DECISION_LAYOUT)       # its decision
@@ -271,6 +274,21 @@ class SystemUnit(wiring.Component):
         out_val = Mux(r.opsize == OpSize.S8, rax[:8],
                       Mux(r.opsize == OpSize.S16, rax[:16], rax[:32]))
 
+        # --- the VMX instruction's operation and memory operand ---------------------------------
+        op = Signal(VmxOp)
+        with m.Switch(cls):
+            for c, o in VMX_OPS.items():
+                with m.Case(c):
+                    m.d.comb += op.eq(o)
+        mem_source = Signal()
+        mem_bytes = Signal(5)
+        with m.Switch(cls):
+            for c, n in _MEM_SOURCE.items():
+                with m.Case(c):
+                    m.d.comb += [mem_source.eq(r.mem), mem_bytes.eq(n)]
+        precheck = Signal()
+        m.d.comb += precheck.eq(mem_source & ~r.loaded & ~precheck_final)
+
         # --- the state machine ------------------------------------------------------------------
         m.d.comb += [self.sys_resp.payload.eq(resp)]
         with m.Switch(state):
@@ -278,7 +296,7 @@ class SystemUnit(wiring.Component):
                 m.d.comb += self.sys_req.ready.eq(1)
                 with m.If(self.sys_req.valid):
                     m.d.sync += [r.eq(self.sys_req.payload), resp.eq(0), dec.eq(0),
-                                 state.eq(SysState.DISPATCH)]
+                                 precheck_final.eq(0), state.eq(SysState.DISPATCH)]
 
             with m.Case(SysState.DISPATCH):
                 exc = self.core_exception
@@ -454,20 +472,9 @@ class SystemUnit(wiring.Component):
 
             with m.Case(SysState.VMX):
                 ins = self.vmx_instr.payload
-                op = Signal(VmxOp)
-                with m.Switch(cls):
-                    for c, o in VMX_OPS.items():
-                        with m.Case(c):
-                            m.d.comb += op.eq(o)
-                mem_source = Signal()
-                mem_bytes = Signal(5)
-                with m.Switch(cls):
-                    for c, n in _MEM_SOURCE.items():
-                        with m.Case(c):
-                            m.d.comb += [mem_source.eq(r.mem), mem_bytes.eq(n)]
                 m.d.comb += [
                     ins.op.eq(op),
-                    ins.precheck.eq(mem_source & ~r.loaded),
+                    ins.precheck.eq(precheck),
                     ins.register_operand.eq(~r.mem),
                     ins.mem.eq(r.mem_val),
                     ins.reg.eq(Mux(cls == InsnClass.VMFUNC, rax, reg_val)),
@@ -493,6 +500,8 @@ class SystemUnit(wiring.Component):
                     flags = (self.core_rflags & ~RFLAGS_ARITH & _U64) | res.flags
                     with m.If(res.proceed):
                         respond(SysAction.PROCEED)
+                    with m.Elif(precheck):
+                        m.d.sync += [precheck_final.eq(1), state.eq(SysState.VMX)]
                     with m.Else():
                         with m.Switch(res.kind):
                             with m.Case(VmxResult.SUCCEED, VmxResult.FAIL_INVALID,

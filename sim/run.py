@@ -1,0 +1,745 @@
+"""`vtx run PROGRAM`: run an x86-64 program on the whole system (`rtl.soc.Soc`).
+
+The program (a ``.S`` file assembled and linked with GNU binutils, or a flat binary) is loaded by
+`sim.system` at `PROGRAM_BASE` with the boot identity map, written into the SoC's RAM through its
+debug port, started with the boot state, and run until it stops: at the exit port, HLT in root
+operation, a fault, or ``--max-cycles``. docs/system.md, "vtx run", is the user's reference.
+
+Back ends:
+
+* ``--sim verilator`` (default): the Verilated SoC through `sim.flow` (the Verilog and the model
+  are built once and cached under ``build/``), driven by the cocotb module `tb.soc_run`. The job
+  goes in a JSON file (``$VTX_RUN_IN``), the results come back in another (``$VTX_RUN_OUT``), and
+  the console bytes, trace lines and VM entries/exits stream through an event file that a thread
+  here tails, so the console prints as the program writes it.
+* ``--sim amaranth``: the same top in Amaranth's simulator (`run_amaranth`), in this process;
+  much slower, for short programs.
+
+Both back ends return the same raw results (`RAW_KEYS`: the SoC's ports as integers) and report
+the same events to a `Printer`; `result_json` turns the raw results into the ``--json`` object.
+
+Output: the console goes to stdout as it comes (to stderr with ``--json``, whose stdout is the
+one JSON object only). ``--trace`` lines, progress and the final summary go to stderr; with
+``--trace`` the console is printed a line at a time, so the two do not cut into each other on a
+terminal (and with ``--json --trace`` it is only in the trace lines and the JSON). Exit
+status: 0 the simulation ran (how the program ended is in the summary / the JSON: exit port code,
+HLT, fault, cycle limit); 1 the build or the simulation failed; 2 bad input (a file that does not
+assemble, does not exist or does not fit in RAM, a --dump range outside RAM, bad options), with
+one error message on stderr and nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rtl.arch.system import PROGRAM_BASE, RAM_BYTES
+from rtl.arch.vmx import INVALID_VMCS_POINTER, ExitReason, VmxMode
+from sim import flow
+from sim.system import (
+    Program,
+    SystemImageError,
+    boot_image,
+    boot_state,
+    load_program,
+    parse_dump,
+)
+
+PROG = "vtx run"
+
+#: The Verilog top and how it is made. PARAMS stays {} for the default RAM size, so `vtx run`,
+#: the tests and `vtx lint` share one Verilog/Verilator cache entry.
+TOPLEVEL = "soc"
+FACTORY = "rtl.soc.soc:Soc"
+COCOTB_MODULE = "tb.soc_run"
+
+#: Verilator options of the SoC model: only the top-level ports are public (sim/soc_public.vlt)
+#: instead of every signal (cocotb's runner passes --public-flat-rw): 5x faster simulation.
+BUILD_ARGS = ("--no-public-flat-rw", str(Path(__file__).with_name("soc_public.vlt")))
+
+DEFAULT_MAX_CYCLES = 5_000_000
+#: Announce the Verilator build if generating and compiling take longer than this (seconds).
+BUILD_NOTICE_AFTER = 2.0
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: GPR names in x86 numbering (the order of the SoC's `gpr` port).
+GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+#: The raw results both back ends return (integers, from the SoC's ports after the run).
+RAW_KEYS = ("stop", "exit_code", "fault", "gpr", "rip", "rflags", "cr0", "cr3", "cr4", "efer",
+            "vmx_mode", "current_vmcs", "cycles", "instructions", "running", "cycle_limit",
+            "vm_exits", "vm_entries", "console", "memory")
+
+FAULT_FIELDS = ("vector", "has_error_code", "error_code", "rip", "addr")
+
+#: Exception mnemonics of the vectors a fault can report.
+VECTOR_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
+                10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC",
+                18: "#MC", 19: "#XM"}
+
+#: `vmx.mode` names of `VmxMode`.
+VMX_MODE_NAMES = {VmxMode.OUTSIDE: "off", VmxMode.ROOT: "root", VmxMode.NON_ROOT: "non_root"}
+
+#: GTKWave groups of the SoC's ports (by port-name pattern, see `sim.waves.write_gtkw`).
+GTKW_PORT_GROUPS = {
+    "clock/reset": ["clk", "rst"],
+    "loader (debug port)": ["dbg_*"],
+    "start / boot state": ["start", "init_*"],
+    "status": ["running", "stop", "exit_code", "fault", "fault__*"],
+    "console": ["console_*"],
+    "counters": ["cycles", "instructions"],
+    "retirement": ["retired*"],
+    "VMX": ["vm_entry", "vm_exit", "vm_exit_reason", "vmx_mode", "current_vmcs"],
+    "architectural state": ["rip", "rflags", "gpr", "cr0", "cr3", "cr4", "efer"],
+}
+
+DESCRIPTION = """\
+Run an x86-64 program on the system RTL (core + VMX unit + translation unit + RAM + ports).
+
+PROGRAM is a .S/.s/.asm file (assembled with GNU as --64 and linked at 0x100000; entry point
+_start, else the start of the image) or a flat binary (loaded at 0x100000 and entered there).
+The boot state: 64-bit mode, CPL 0, paging on over an identity map of the first 4 GiB, the stack
+below the program (docs/system.md). OUT to port 0xE9 prints a byte; OUT to port 0xF4 ends the run
+with the value written as exit code. The run also ends at HLT in root operation, at a fault
+(root operation has no IDT) and after --max-cycles.
+
+The console is printed as the program writes it (on stdout; on stderr with --json). A summary
+goes to stderr at the end."""
+
+EPILOG = """\
+--json prints one object on stdout at the end:
+  {"exit": {"kind": "exit_port", "code": 0} | {"kind": "hlt"} | {"kind": "cycle_limit"}
+           | {"kind": "fault", "vector": 14, "name": "#PF", "error_code": 2 (or null),
+              "rip": ..., "addr": ...},
+   "regs": {"rax": ..., ..., "r15": ..., "rip": ..., "rflags": ...},
+   "cr0": ..., "cr3": ..., "cr4": ..., "efer": ...,
+   "vmx": {"mode": "off"|"root"|"non_root", "current_vmcs": <address> or null},
+   "cycles": ..., "instructions": ..., "vm_entries": ...,
+   "vm_exits": {"CPUID": 2, ...}, "console": "...",
+   "memory": [{"addr": ..., "length": ..., "hex": "..." (null after cycle_limit)}, ...]
+              (with --dump)}
+All numbers are JSON integers.
+
+exit status:
+  0  the simulation ran (the program's end is in the summary / the JSON, exit code included)
+  1  the build or the simulation failed
+  2  bad input: PROGRAM missing, not assembling or not fitting in RAM, a --dump range outside
+     RAM, bad options; one message on stderr, nothing on stdout
+
+examples:
+  vtx run examples/programs/hello.S
+  vtx run --json --dump 0x100000:32 examples/programs/hello.S
+  vtx run --trace --max-cycles 20000 examples/programs/fault.S
+  vtx run --sim amaranth --waves build/hello.vcd examples/programs/hello.S   # + build/hello.gtkw"""
+
+
+class UsageError(Exception):
+    """Bad options: exit status 2."""
+
+
+class RunError(Exception):
+    """The build or the simulation failed: exit status 1."""
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return n
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "run",
+        help="run an x86-64 program (.S or flat binary) on the system RTL",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("program", metavar="PROGRAM", type=Path,
+                        help="a .S/.s/.asm file (GNU as syntax) or a flat binary")
+    parser.add_argument("--sim", choices=("verilator", "amaranth"), default="verilator",
+                        help="simulator: verilator (default; the model is built on first use "
+                             "and cached under build/) or amaranth (Amaranth's Python "
+                             "simulator: no build, much slower, for short programs)")
+    parser.add_argument("--max-cycles", metavar="N", type=_positive, default=DEFAULT_MAX_CYCLES,
+                        help=f"stop after N clock cycles (default {DEFAULT_MAX_CYCLES}); the "
+                             "run then ends with exit kind cycle_limit")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with the run's end, registers, counters, "
+                             "console and dumps on stdout (the console streams to stderr)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each retired instruction (cycle, RIP, bytes, disassembly), "
+                             "each console byte and each VM entry and exit on stderr; the "
+                             "console is then printed a line at a time (with --json: only in "
+                             "the trace and the JSON)")
+    parser.add_argument("--waves", metavar="FILE.vcd", type=Path,
+                        help="write a VCD of the run to FILE.vcd and a GTKWave save file "
+                             "FILE.gtkw beside it (Verilator builds a tracing model for this, "
+                             "cached like the other)")
+    parser.add_argument("--dump", metavar="ADDR:LEN", action="append", default=[],
+                        help="after the run, read LEN bytes of RAM from physical address ADDR "
+                             "(decimal or 0x hex); printed in hex (in the JSON: \"memory\"). "
+                             "May be repeated")
+    parser.add_argument("--ram-bytes", metavar="N", type=_positive, default=None,
+                        help=f"RAM size in bytes (default {RAM_BYTES:#x}); another size builds "
+                             "another model")
+    parser.set_defaults(func=run)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Live output
+
+
+class Printer:
+    """Prints the events of a run as they come: console bytes, trace lines, VM entries/exits.
+
+    Console bytes go to `console` (a binary stream, or None: not printed), flushed per byte so a
+    program's output shows as it is written, or per line with `line_buffered` (used with
+    ``--trace``, so console lines and trace lines do not cut into each other on a terminal).
+    With `trace`, trace lines go to `trace_out`, a console byte making one too. Thread-safe (the
+    Verilator back end feeds it from a thread tailing the event file).
+    """
+
+    def __init__(self, console, trace_out, *, trace: bool, disassembly: dict[int, str],
+                 line_buffered: bool = False):
+        self.console = console
+        self.trace_out = trace_out
+        self.trace = trace
+        self.disassembly = disassembly
+        self.line_buffered = line_buffered
+        self.console_bytes = bytearray()
+        self.pending = bytearray()          # the unfinished console line (line_buffered)
+        self.lock = threading.Lock()
+
+    def _write_console(self, data: bytes) -> None:
+        if self.console is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.console.write(data)
+            self.console.flush()
+
+    def _line(self, text: str) -> None:
+        if self.trace_out is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.trace_out.write(text + "\n")
+            self.trace_out.flush()
+
+    def console_byte(self, byte: int, cycle: int | None = None) -> None:
+        with self.lock:
+            self.console_bytes.append(byte)
+            if self.trace:
+                shown = repr(chr(byte)) if 0x20 <= byte < 0x7F or byte == 0x0A else ""
+                self._line(f"trace {cycle if cycle is not None else '':>10}  console "
+                           f"{byte:#04x} {shown}".rstrip())
+            if self.line_buffered:
+                self.pending.append(byte)
+                if byte == 0x0A:
+                    self._write_console(bytes(self.pending))
+                    self.pending.clear()
+            else:
+                self._write_console(bytes([byte]))
+
+    def finish(self) -> None:
+        """Print an unfinished console line (line_buffered)."""
+        with self.lock:
+            if self.pending:
+                self._write_console(bytes(self.pending))
+                self.pending.clear()
+
+    def retired(self, cycle: int, rip: int, raw: bytes) -> None:
+        if not self.trace:
+            return
+        with self.lock:
+            text = self.disassembly.get(rip, "")
+            self._line(f"trace {cycle:>10}  {rip:<#14x}  {raw.hex(' '):<44} {text}".rstrip())
+
+    def vm_entry(self, cycle: int) -> None:
+        if self.trace:
+            with self.lock:
+                self._line(f"trace {cycle:>10}  VM entry")
+
+    def vm_exit(self, cycle: int, reason: int) -> None:
+        if self.trace:
+            with self.lock:
+                self._line(f"trace {cycle:>10}  VM exit: {exit_reason_name(reason)} ({reason})")
+
+    def event_line(self, line: str) -> None:
+        """One line of `tb.soc_run`'s event stream."""
+        parts = line.split()
+        if not parts:
+            return
+        tag = parts[0]
+        if tag == "C":
+            self.console_byte(int(parts[1], 16), int(parts[2]) if len(parts) > 2 else None)
+        elif tag == "T":
+            self.retired(int(parts[1]), int(parts[2], 16), bytes.fromhex(parts[4]))
+        elif tag == "E":
+            self.vm_entry(int(parts[1]))
+        elif tag == "X":
+            self.vm_exit(int(parts[1]), int(parts[2]))
+
+
+@contextlib.contextmanager
+def _tail_events(path: Path, handle: Callable[[str], None], interval: float = 0.05):
+    """Feed every complete line appended to `path` to `handle` until the block ends (then the
+    rest of the file)."""
+    stop = threading.Event()
+    state = {"pos": 0, "partial": b""}
+
+    def drain() -> None:
+        try:
+            with open(path, "rb") as f:
+                f.seek(state["pos"])
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        if not chunk:
+            return
+        state["pos"] += len(chunk)
+        data = state["partial"] + chunk
+        *lines, state["partial"] = data.split(b"\n")
+        for line in lines:
+            handle(line.decode("ascii", "replace"))
+
+    def poll() -> None:
+        while not stop.wait(interval):
+            drain()
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        drain()
+
+
+@contextlib.contextmanager
+def _notice_if_slow(message: str, after: float = BUILD_NOTICE_AFTER):
+    timer = threading.Timer(after, _say, (message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# The SoC
+
+
+def soc_factory():
+    """The SoC class (`FACTORY`)."""
+    try:
+        return flow.resolve_factory(FACTORY)
+    except (ImportError, AttributeError) as e:
+        raise RunError(f"cannot load the SoC RTL {FACTORY}: {e}") from e
+
+
+def soc_params(ram_bytes: int) -> dict:
+    """Parameters of the SoC for `ram_bytes` of RAM ({} for the default: one shared model)."""
+    return {} if ram_bytes == RAM_BYTES else {"ram_bytes": ram_bytes}
+
+
+def run_stop_names() -> dict[int, str]:
+    """`stop` port value -> exit kind (from the SoC's `RunStop` enum)."""
+    module = sys.modules.get(soc_factory().__module__)
+    run_stop = getattr(module, "RunStop", None)
+    names = {"EXIT_PORT": "exit_port", "HLT": "hlt", "FAULT": "fault", "SHUTDOWN": "shutdown"}
+    if run_stop is None:   # pragma: no cover - the SoC always defines it
+        return {1: "exit_port", 2: "hlt", 3: "fault", 4: "shutdown"}
+    return {m.value: names.get(m.name, m.name.lower()) for m in run_stop if m.value != 0}
+
+
+def fault_fields(component) -> dict[str, list[int]] | None:
+    """{field: [bit offset, width]} of the `fault` port if it is one packed signal (a data
+    layout), None if its fields are ports of their own (``fault__vector``, ...)."""
+    from amaranth.lib import data
+
+    member = component.signature.members["fault"]
+    if not member.is_port:
+        return None
+    layout = data.Layout.cast(member.shape)
+    return {name: [fld.offset, fld.width] for name, fld in layout}
+
+
+def exit_reason_name(reason: int) -> str:
+    try:
+        return ExitReason(reason).name
+    except ValueError:
+        return f"UNKNOWN_{reason}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Back ends
+
+
+def verilator_job(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
+                  fault_layout, events: Path) -> dict:
+    return {
+        "words": sorted(boot_image(program, ram_bytes).items()),
+        "boot": boot_state(program),
+        "max_cycles": max_cycles,
+        "dumps": [list(d) for d in dumps],
+        "trace": trace,
+        "fault_fields": fault_layout,
+        "events": str(events),
+    }
+
+
+def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
+                  waves: Path | None, printer: Printer, run_name: str) -> tuple[dict, Path]:
+    """The run on the Verilated SoC: (raw results, the Verilog the model was built from)."""
+    params = soc_params(ram_bytes)
+    factory = soc_factory()
+    want_waves = waves is not None
+    try:
+        with _notice_if_slow(f"building the Verilator model of the SoC"
+                             f"{' with tracing' if want_waves else ''} (minutes; cached under "
+                             "build/ until the RTL changes)"):
+            verilog = flow.generate_verilog(FACTORY, TOPLEVEL, params)
+            build_dir = flow.build_verilator(verilog, TOPLEVEL, waves=want_waves,
+                                             build_args=BUILD_ARGS)
+    except flow.FlowError as e:
+        raise RunError(str(e)) from e
+    component = factory(**params)
+    component._MustUse__silence = True    # built only to read its signature
+    fault_layout = fault_fields(component)
+
+    with tempfile.TemporaryDirectory(prefix="vtx-run-") as tmp:
+        tmp = Path(tmp)
+        job_path, out_path, events = tmp / "in.json", tmp / "out.json", tmp / "events"
+        events.touch()
+        job_path.write_text(json.dumps(
+            verilator_job(program, ram_bytes, max_cycles, dumps, trace, fault_layout, events)))
+        env = {"VTX_RUN_IN": str(job_path), "VTX_RUN_OUT": str(out_path)}
+        sim_result = None
+        try:
+            with _tail_events(events, printer.event_line):
+                sim_result = flow.run_cocotb(COCOTB_MODULE, TOPLEVEL, build_dir,
+                                             testcase="run_program", extra_env=env,
+                                             waves=want_waves, name=run_name,
+                                             gtkw_groups=GTKW_PORT_GROUPS)
+        except (flow.FlowError, flow.SimulationFailed) as e:
+            raise RunError(f"the Verilator simulation failed: {e}") from e
+        if not out_path.is_file():
+            raise RunError(f"the Verilator simulation left no results; log {sim_result.log}")
+        raw = json.loads(out_path.read_text())
+
+    if want_waves:
+        if sim_result.vcd is None:
+            raise RunError(f"the Verilator run wrote no VCD (in {sim_result.test_dir})")
+        shutil.move(str(sim_result.vcd), str(waves))
+    if not os.environ.get("VTX_KEEP_RUN"):
+        shutil.rmtree(sim_result.test_dir, ignore_errors=True)
+    raw["vm_exits"] = {int(k): v for k, v in raw["vm_exits"].items()}
+    return raw, verilog
+
+
+def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
+                 waves: Path | None, printer: Printer) -> dict:
+    """The same run in Amaranth's simulator (per-cycle Python: for short programs)."""
+    from amaranth.sim import Simulator
+
+    factory = soc_factory()
+    dut = factory(**soc_params(ram_bytes))
+    words = boot_image(program, ram_bytes)
+    boot = boot_state(program)
+    raw: dict = {}
+
+    def as_int(value) -> int:
+        """An integer from what `ctx.get` returns (an int, or an enum member)."""
+        return int(getattr(value, "value", value))
+
+    async def testbench(ctx):
+        for index, value in sorted(words.items()):
+            if value:
+                ctx.set(dut.dbg_addr, index)
+                ctx.set(dut.dbg_wdata, value)
+                ctx.set(dut.dbg_we, 1)
+                await ctx.tick()
+        ctx.set(dut.dbg_we, 0)
+        for name, value in boot.items():
+            ctx.set(getattr(dut, name), value)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        vm_exits: dict[int, int] = {}
+        vm_entries = 0
+        cycle_limit = True
+        for _ in range(max_cycles):
+            await ctx.tick()
+            if ctx.get(dut.console_valid):
+                printer.console_byte(ctx.get(dut.console_data), ctx.get(dut.cycles))
+            if trace and ctx.get(dut.retired):
+                n = ctx.get(dut.retired_len)
+                raw_bytes = ctx.get(dut.retired_bytes).to_bytes(15, "little")[:n]
+                printer.retired(ctx.get(dut.cycles), ctx.get(dut.retired_rip), raw_bytes)
+            if ctx.get(dut.vm_entry):
+                vm_entries += 1
+                printer.vm_entry(ctx.get(dut.cycles))
+            if ctx.get(dut.vm_exit):
+                reason = ctx.get(dut.vm_exit_reason)
+                vm_exits[reason] = vm_exits.get(reason, 0) + 1
+                printer.vm_exit(ctx.get(dut.cycles), reason)
+            if not ctx.get(dut.running):
+                cycle_limit = False
+                break
+        for name in ("rip", "rflags", "cr0", "cr3", "cr4", "efer", "current_vmcs", "exit_code",
+                     "cycles", "instructions", "running"):
+            raw[name] = ctx.get(getattr(dut, name))
+        raw["stop"] = as_int(ctx.get(dut.stop))
+        raw["vmx_mode"] = as_int(ctx.get(dut.vmx_mode))
+        gpr = ctx.get(dut.gpr)
+        raw["gpr"] = [int(gpr[i]) for i in range(16)]
+        fault = ctx.get(dut.fault)
+        raw["fault"] = {name: as_int(getattr(fault, name)) for name in FAULT_FIELDS}
+        memory = []
+        for addr, length in dumps:
+            if cycle_limit:     # still running: RAM is the core's, not the debug port's
+                memory.append([addr, length, None])
+                continue
+            first, last = addr // 8, (addr + length - 1) // 8
+            blob = b""
+            for q in range(first, last + 1):
+                ctx.set(dut.dbg_addr, q)
+                await ctx.tick()
+                blob += ctx.get(dut.dbg_rdata).to_bytes(8, "little")
+            start = addr - first * 8
+            memory.append([addr, length, blob[start:start + length].hex()])
+        raw.update(cycle_limit=cycle_limit, vm_exits=vm_exits, vm_entries=vm_entries,
+                   memory=memory)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    if waves is not None:
+        with sim.write_vcd(str(waves)):
+            sim.run()
+    else:
+        sim.run()
+    raw["console"] = bytes(printer.console_bytes).hex()
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def exit_info(raw: dict) -> dict:
+    """The ``exit`` object of the JSON."""
+    stop = raw["stop"]
+    kind = run_stop_names().get(stop)
+    if kind is None:
+        kind = "cycle_limit" if raw.get("cycle_limit") else "unknown"
+    info: dict = {"kind": kind}
+    if kind == "exit_port":
+        info["code"] = raw["exit_code"]
+    elif kind == "fault":
+        f = raw["fault"]
+        info.update(vector=f["vector"], name=VECTOR_NAMES.get(f["vector"], f"#{f['vector']}"),
+                    error_code=f["error_code"] if f["has_error_code"] else None,
+                    rip=f["rip"], addr=f["addr"])
+    return info
+
+
+def decode_console(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def result_json(raw: dict) -> dict:
+    """The ``--json`` object from a back end's raw results."""
+    regs = {name: raw["gpr"][i] for i, name in enumerate(GPR_NAMES)}
+    regs.update(rip=raw["rip"], rflags=raw["rflags"])
+    try:
+        mode = VMX_MODE_NAMES[VmxMode(raw["vmx_mode"])]
+    except ValueError:
+        mode = f"unknown_{raw['vmx_mode']}"
+    current = raw["current_vmcs"]
+    out = {
+        "exit": exit_info(raw),
+        "regs": regs,
+        "cr0": raw["cr0"], "cr3": raw["cr3"], "cr4": raw["cr4"], "efer": raw["efer"],
+        "vmx": {"mode": mode, "current_vmcs": None if current == INVALID_VMCS_POINTER else current},
+        "cycles": raw["cycles"],
+        "instructions": raw["instructions"],
+        "vm_entries": raw["vm_entries"],
+        "vm_exits": {exit_reason_name(r): n for r, n in sorted(raw["vm_exits"].items())},
+        "console": decode_console(bytes.fromhex(raw["console"])),
+    }
+    if raw.get("memory"):
+        out["memory"] = [{"addr": a, "length": n, "hex": h} for a, n, h in raw["memory"]]
+    return out
+
+
+def summary(result: dict, elapsed: float) -> str:
+    e = result["exit"]
+    if e["kind"] == "exit_port":
+        how = f"exit port, code {e['code']}"
+    elif e["kind"] == "hlt":
+        how = "HLT in root operation"
+    elif e["kind"] == "fault":
+        ec = "" if e["error_code"] is None else f" error code {e['error_code']:#x}"
+        how = f"fault {e['name']} (vector {e['vector']}){ec} at rip {e['rip']:#x}" + \
+            (f", address {e['addr']:#x}" if e["vector"] == 14 else "")
+    elif e["kind"] == "cycle_limit":
+        how = "cycle limit reached (--max-cycles)"
+    else:
+        how = e["kind"]
+    exits = sum(result["vm_exits"].values())
+    extra = f", {result['vm_entries']} VM entries, {exits} VM exits" if exits or \
+        result["vm_entries"] else ""
+    n = result["instructions"]
+    return (f"stopped: {how}; {n} instruction{'' if n == 1 else 's'}, {result['cycles']} "
+            f"cycles{extra} ({elapsed:.1f} s)")
+
+
+def register_lines(result: dict) -> list[str]:
+    regs = result["regs"]
+    names = [*GPR_NAMES, "rip", "rflags"]
+    lines = []
+    for i in range(0, len(names), 4):
+        lines.append("  ".join(f"{n:>6}={regs[n]:016x}" for n in names[i:i + 4]))
+    lines.append("  ".join(f"{n:>6}={result[n]:016x}" for n in ("cr0", "cr3", "cr4", "efer")))
+    cur = result["vmx"]["current_vmcs"]
+    lines.append(f"   vmx={result['vmx']['mode']}  current_vmcs="
+                 f"{'none' if cur is None else f'{cur:#x}'}")
+    return lines
+
+
+def dump_lines(memory: list[dict]) -> list[str]:
+    lines = []
+    for m in memory:
+        span = f"{m['addr']:#x}..{m['addr'] + m['length'] - 1:#x}"
+        if m["hex"] is None:
+            lines.append(f"memory {span}: not read (the run did not stop: cycle limit)")
+            continue
+        data = bytes.fromhex(m["hex"])
+        lines.append(f"memory {span}:")
+        for off in range(0, len(data), 16):
+            chunk = data[off:off + 16]
+            lines.append(f"  {m['addr'] + off:#012x}  {chunk.hex(' ')}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (UsageError, SystemImageError) as e:
+        _say(f"error: {e}")
+        return EXIT_USAGE
+    except (RunError, OSError) as e:
+        _say(f"error: {e}")
+        return EXIT_FAILED
+
+
+def _check_options(args: argparse.Namespace) -> tuple[int, list[tuple[int, int]], Path | None]:
+    ram_bytes = RAM_BYTES if args.ram_bytes is None else args.ram_bytes
+    if ram_bytes % 8 or ram_bytes <= PROGRAM_BASE:
+        raise UsageError(f"--ram-bytes {ram_bytes}: must be a multiple of 8 above the program "
+                         f"base {PROGRAM_BASE:#x}")
+    if ram_bytes > 8 << 32:
+        raise UsageError(f"--ram-bytes {ram_bytes}: the debug port addresses at most 32 GiB")
+    dumps = [parse_dump(text, ram_bytes) for text in args.dump]
+    waves = args.waves
+    if waves is not None:
+        if waves.suffix == ".gtkw":
+            raise UsageError(f"--waves: {waves} would be overwritten by the GTKWave save file; "
+                             "name the VCD (FILE.vcd)")
+        try:
+            waves.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--waves: cannot create the directory of {waves}: {e}") from None
+    return ram_bytes, dumps, waves
+
+
+def _run(args: argparse.Namespace) -> int:
+    ram_bytes, dumps, waves = _check_options(args)
+    program = load_program(args.program, ram_bytes, disassemble=args.trace)
+    soc_factory()   # fail early (status 1) when the RTL cannot be imported
+    stdout_bin = sys.stdout.buffer
+    # The console: on stdout, or on stderr with --json (stdout is the JSON's); with --trace it is
+    # line-buffered (trace lines show each byte), and with both it is only in the trace and JSON.
+    if args.json:
+        console = None if args.trace else sys.stderr.buffer
+    else:
+        console = stdout_bin
+    printer = Printer(console, sys.stderr, trace=args.trace, disassembly=program.disassembly,
+                      line_buffered=args.trace)
+
+    started = time.monotonic()
+    verilog = None
+    if args.sim == "amaranth":
+        raw = run_amaranth(program, ram_bytes, args.max_cycles, dumps, args.trace, waves,
+                           printer)
+    else:
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.program.stem)
+        raw, verilog = run_verilator(program, ram_bytes, args.max_cycles, dumps, args.trace,
+                                     waves, printer, run_name=f"vtx-run-{stem}-{os.getpid()}")
+    elapsed = time.monotonic() - started
+    printer.finish()
+    result = result_json(raw)
+
+    # On a terminal, the summary starts on a fresh line (piped output stays byte for byte).
+    if (printer.console_bytes and not printer.console_bytes.endswith(b"\n") and not args.json
+            and sys.stdout.isatty()):
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stdout_bin.write(b"\n")
+            stdout_bin.flush()
+    if waves is not None:
+        from sim.waves import record_last, write_gtkw
+
+        # The Verilog's enum attributes pick GTKWave translate filters for the Verilator dump
+        # (Amaranth's own VCD already shows enums by name).
+        gtkw = write_gtkw(waves, waves.with_suffix(".gtkw"), GTKW_PORT_GROUPS,
+                          toplevel=TOPLEVEL if args.sim == "verilator" else None,
+                          verilog=verilog)
+        record_last(waves)      # `make waves` opens it
+        _say(f"waves: {waves} (GTKWave: gtkwave {gtkw})")
+    _say(summary(result, elapsed))
+    if dumps and result["exit"]["kind"] == "cycle_limit":
+        _say("--dump: memory not read: at the cycle limit the SoC is still running and its RAM "
+             "is not the debug port's (\"hex\": null in the JSON)")
+    if args.json:
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+    else:
+        for line in register_lines(result):
+            print(line, file=sys.stderr)
+        if dumps:
+            with contextlib.suppress(BrokenPipeError):
+                sys.stdout.write("\n".join(dump_lines(result["memory"])) + "\n")
+                sys.stdout.flush()
+    return EXIT_OK

@@ -1,0 +1,105 @@
+"""VMX conformance programs (examples/conformance/, expectations in examples/conformance/cases.py).
+
+Self-checking programs (instructions.S, vmentry.S) provoke each case and check it as software
+would (flags, VMREAD of the VM-instruction error, exit reason and qualification), printing
+"PASS name" / "FAIL name: ..." and ending with exit code = failures; the test also requires
+every case of the source to have printed PASS, in order (a case that stops running is a
+failure too). Fault programs (faults/*.S) end in the #UD / #GP they provoke, with that vector
+at `fault_here`.
+
+Each program runs on the reference models (examples/hypervisor/emulate.py: Unicorn +
+`VmxModel` + the translation model) and, once rtl/soc and `vtx run` exist, on the system RTL
+(`vtx run --json`, the default Soc configuration, so one Verilator model serves every run).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "examples" / "conformance"
+HV = ROOT / "examples" / "hypervisor"
+for p in (str(ROOT), str(CONF), str(HV)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import cases  # noqa: E402
+import emulate  # noqa: E402
+import system_run  # noqa: E402
+
+from rtl.arch import VmInstructionError  # noqa: E402
+
+
+def check_run(program: str, exit_: dict, console: str, symbols: dict[str, int],
+              regs: dict[str, int]) -> None:
+    expected = cases.PROGRAMS[program]
+    for key, value in expected.items():
+        if key == "rflags":
+            got = regs["rflags"]
+        elif key == "code":
+            got = system_run.exit_code(exit_)
+        else:
+            got = exit_.get(key)
+        if key == "rip":
+            value = symbols[value]
+        assert got == value, f"{program}: exit {key} = {got!r}, expected {value!r} " \
+                             f"(exit {exit_}, console:\n{console})"
+    if program in cases.SELF_CHECKING:
+        lines = console.splitlines()
+        failed = [line for line in lines if line.startswith("FAIL")]
+        assert not failed, "\n".join(failed)
+        passed = [line.split()[1] for line in lines if line.startswith("PASS ")]
+        assert passed == cases.case_names(program)
+
+
+def test_case_tables_cover_every_program_and_error():
+    on_disk = {str(p.relative_to(CONF)) for p in CONF.rglob("*.S")}
+    assert on_disk == set(cases.PROGRAMS)
+    for program in cases.SELF_CHECKING:
+        names = cases.case_names(program)
+        assert len(names) == len(set(names)) > 20, program
+    # Every VM-instruction error the design produces is provoked, or said to be unreachable.
+    assert cases.DESIGN_ERRORS <= {e.value for e in VmInstructionError}
+    provoked = cases.errors_provoked()
+    assert provoked | set(cases.NOT_PROVOKABLE) == cases.DESIGN_ERRORS
+    assert not provoked & set(cases.NOT_PROVOKABLE)
+    # Each fault program names its case and expected vector in its header.
+    for program, exit_ in cases.FAULTS.items():
+        text = cases.source(program)
+        assert f'"vector": {exit_["vector"]}}}' in text and "fault_here:" in text, program
+
+
+def test_vmentry_resets_every_field_a_case_changes():
+    """valid_vmcs rewrites the fields listed in valid_fields (plus control registers and RIPs
+    at run time); every field a case writes must be among them, or cases would leak."""
+    text = cases.source("vmentry.S")
+    table = text[text.index("valid_fields:"):]
+    reset = set(re.findall(r"\.quad (VMCS_[A-Z0-9_]+),", table))
+    for seg in ("ES", "SS", "DS", "FS", "GS"):
+        reset |= {f"VMCS_GUEST_{seg}_{part}" for part in ("SELECTOR", "LIMIT", "AR_BYTES")}
+    at_run_time = {f"VMCS_{w}_{r}" for w in ("HOST", "GUEST") for r in ("CR0", "CR3", "CR4", "RIP")}
+    at_run_time.add("VMCS_HOST_RSP")
+    written = set(re.findall(r"(?:WRITE|BAD_CONTROL|BAD_HOST|BAD_GUEST)\s+(?:[a-z0-9_]+,\s*)?"
+                             r"(VMCS_[A-Z0-9_]+)", text))
+    written |= set(re.findall(r"mov \$(VMCS_[A-Z0-9_]+), %r11d\n\s+vmwrite", text))
+    assert written - reset - at_run_time == set()
+
+
+@pytest.mark.parametrize("program", sorted(cases.PROGRAMS))
+def test_on_the_model(program):
+    image, symbols = emulate.build(CONF / program)
+    result = emulate.Emulator(image).run()
+    check_run(program, result.exit, result.console, symbols, result.regs)
+
+
+@pytest.mark.skipif(not system_run.available(),
+                    reason="the system (rtl/soc/soc.py) and `vtx run` (sim/run.py) are not there")
+@pytest.mark.parametrize("program", sorted(cases.PROGRAMS))
+def test_on_the_system(program):
+    _, symbols = emulate.build(CONF / program)
+    out = system_run.run(CONF / program)
+    check_run(program, out["exit"], out["console"], symbols, out["regs"])

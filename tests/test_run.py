@@ -1,0 +1,531 @@
+"""Tests of `vtx run` (sim/run.py, tb/soc_run.py) and its loader (sim/system.py).
+
+* the loader, without simulation: assembly and linking (entry point, sections, .bss), flat
+  binaries, the boot page tables and RAM image (hand-written expected words), the boot state,
+  --dump ranges, and every bad input as `SystemImageError`;
+* the JSON and the live output of `vtx run`, from hand-made raw results (`result_json`,
+  `Printer`);
+* the command line: bad input exits 2 with one message on stderr and nothing on stdout, before
+  anything is built;
+* the example programs of examples/programs/ on the Verilated SoC (`rtl.soc.Soc`, default
+  parameters: ONE Verilator model for every test here, built once by sim.flow and shared with
+  `vtx lint`): console, exit kinds and codes, registers the programs compute, counters, --dump
+  against the assembled image, --trace, --max-cycles, the console streaming while the
+  simulation runs;
+* the smallest program on Amaranth's simulator (``--sim amaranth``, with ``--waves``).
+
+The Verilator ``--waves`` test needs a second (tracing) model: it runs with ``WAVES=1`` or
+``VTX_TEST_VERILATOR_WAVES=1`` in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rtl.arch.paging import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_RW
+from rtl.arch.system import (
+    BOOT_PDPT,
+    BOOT_PML4,
+    BOOT_RFLAGS,
+    BOOT_STACK_TOP,
+    PROGRAM_BASE,
+    RAM_BYTES,
+)
+from rtl.arch.vmx import INVALID_VMCS_POINTER, ExitReason, VmxMode
+from sim import run as vtx_run
+from sim.system import (
+    SystemImageError,
+    assemble,
+    boot_image,
+    boot_state,
+    load_program,
+    page_tables,
+    parse_dump,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = REPO_ROOT / "examples" / "programs"
+HELLO, HALT, FAULT, EXIT_CODE = (PROGRAMS / f"{n}.S" for n in ("hello", "halt", "fault",
+                                                                "exit_code"))
+
+
+def vtx(*args: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """`vtx` as a user runs it (the console script's code, in a fresh interpreter)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_json(*args: str) -> dict:
+    proc = vtx("run", "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader
+
+
+def test_assemble_hello():
+    image, entry = assemble(HELLO)
+    program = load_program(HELLO)
+    assert (image, entry) == (program.image, program.entry)
+    assert entry == program.symbols["_start"] == PROGRAM_BASE
+    # lea message(%rip), %rsi: 48 8d 35 disp32, then call rel32
+    assert image[:3] == bytes.fromhex("488d35")
+    assert program.image.endswith(b"Hello, world!\n\0")       # .rodata follows .text
+    assert program.disassembly[PROGRAM_BASE].startswith("lea")
+    assert program.kind == "assembly"
+
+
+def test_entry_point_is_start_else_base(tmp_path):
+    with_start = write(tmp_path, "a.S", ".text\nnop\nnop\n.globl _start\n_start: hlt\n")
+    local_start = write(tmp_path, "b.S", ".text\nnop\n_start: hlt\n")
+    without = write(tmp_path, "c.S", ".text\nnop\nhlt\n")
+    assert load_program(with_start).entry == PROGRAM_BASE + 2
+    assert load_program(local_start).entry == PROGRAM_BASE + 1
+    assert load_program(without).entry == PROGRAM_BASE
+
+
+def test_sections_are_laid_out_from_the_base(tmp_path):
+    src = write(tmp_path, "s.S", """
+        .text
+        .globl _start
+    _start: mov value(%rip), %rax
+        hlt
+        .data
+    value: .quad 0x1122334455667788
+        .bss
+    buf: .skip 4096
+    """)
+    program = load_program(src)
+    value = program.symbols["value"]
+    assert program.image[value - PROGRAM_BASE:][:8] == (0x1122334455667788).to_bytes(8, "little")
+    assert program.symbols["buf"] >= value + 8
+    # .bss is not in the image but counts for the extent
+    assert program.end >= program.symbols["buf"] + 4096 > PROGRAM_BASE + len(program.image)
+
+
+def test_include_from_the_program_directory(tmp_path):
+    write(tmp_path, "consts.inc", ".set ANSWER, 42\n")
+    src = write(tmp_path, "inc.S", '.include "consts.inc"\n.text\nmov $ANSWER, %eax\nhlt\n')
+    assert load_program(src).image == bytes.fromhex("b82a000000f4")
+
+
+def test_flat_binary(tmp_path):
+    raw = bytes.fromhex("b803000000e7f4")          # mov $3,%eax; out %eax,$0xf4
+    path = tmp_path / "prog.bin"
+    path.write_bytes(raw)
+    program = load_program(path)
+    assert (program.image, program.entry, program.kind) == (raw, PROGRAM_BASE, "binary")
+    assert program.end == PROGRAM_BASE + len(raw)
+    assert program.disassembly[PROGRAM_BASE] == "mov $0x3,%eax"
+
+
+def test_page_tables_identity_map_4g():
+    one_g = 1 << 30
+    assert page_tables() == {
+        0x1000 // 8: 0x2000 | 0x3,               # PML4[0] -> PDPT, P|RW
+        0x2000 // 8: 0 * one_g | 0x83,           # PDPT[0..3]: 1 GiB pages, P|RW|PS
+        0x2000 // 8 + 1: 1 * one_g | 0x83,
+        0x2000 // 8 + 2: 2 * one_g | 0x83,
+        0x2000 // 8 + 3: 3 * one_g | 0x83,
+    }
+    # the same from the constants
+    assert page_tables()[BOOT_PML4 // 8] == BOOT_PDPT | PTE_P | PTE_RW
+    assert page_tables()[BOOT_PDPT // 8 + 3] == (3 << 30) | PTE_P | PTE_RW | PTE_PS
+
+
+def test_boot_image_words():
+    image = bytes(range(1, 12))                   # 11 bytes: one full qword and a partial one
+    words = boot_image(image)
+    assert {k: v for k, v in words.items() if k in page_tables()} == page_tables()
+    assert words[PROGRAM_BASE // 8] == 0x0807060504030201
+    assert words[PROGRAM_BASE // 8 + 1] == 0x0B0A09
+    assert len(words) == len(page_tables()) + 2
+
+
+def test_boot_state():
+    program = load_program(HALT)
+    assert boot_state(program) == {"init_rip": PROGRAM_BASE, "init_rsp": BOOT_STACK_TOP,
+                                   "init_cr3": BOOT_PML4}
+
+
+def test_parse_dump():
+    assert parse_dump("0x100000:16") == (0x100000, 16)
+    assert parse_dump("4096:0x10") == (4096, 16)
+    assert parse_dump(f"{RAM_BYTES - 8}:8") == (RAM_BYTES - 8, 8)
+    for bad, words in [(f"{RAM_BYTES - 8}:9", "outside RAM"), (f"{RAM_BYTES:#x}:1", "outside RAM"),
+                       ("0x100000", "ADDR:LEN"), ("zz:4", "not an integer"),
+                       ("0x10:0", "LEN > 0"), ("-8:8", ">= 0")]:
+        with pytest.raises(SystemImageError, match=words):
+            parse_dump(bad)
+    assert parse_dump("0x1000:8", ram_bytes=0x2000) == (0x1000, 8)
+    with pytest.raises(SystemImageError, match="outside RAM"):
+        parse_dump("0x2000:8", ram_bytes=0x2000)
+
+
+def test_bad_programs(tmp_path):
+    with pytest.raises(SystemImageError, match="no such file"):
+        load_program(tmp_path / "missing.S")
+    bad = write(tmp_path, "bad.S", ".text\nmov %rax\nfrobnicate %rbx\n")
+    with pytest.raises(SystemImageError) as info:
+        load_program(bad)
+    message = str(info.value)
+    assert "does not assemble" in message
+    assert "bad.S:2: Error:" in message and "frobnicate" in message     # the assembler's words
+    big_bss = write(tmp_path, "bss.S", f".text\nhlt\n.bss\n.skip {RAM_BYTES}\n")
+    with pytest.raises(SystemImageError, match="does not fit in RAM"):
+        load_program(big_bss)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x90" * (RAM_BYTES - PROGRAM_BASE + 1))
+    with pytest.raises(SystemImageError, match="does not fit in RAM"):
+        load_program(big, disassemble=False)
+    assert load_program(big, ram_bytes=RAM_BYTES + 8, disassemble=False).end == RAM_BYTES + 1
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    with pytest.raises(SystemImageError, match="empty"):
+        load_program(empty)
+    undefined = write(tmp_path, "undef.S", ".text\ncall nowhere\n")
+    with pytest.raises(SystemImageError, match="does not link"):
+        load_program(undefined)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and live output (no simulation)
+
+
+def raw_results(**over) -> dict:
+    raw = {
+        "stop": 0, "exit_code": 0,
+        "fault": {"vector": 0, "has_error_code": 0, "error_code": 0, "rip": 0, "addr": 0},
+        "gpr": list(range(100, 116)), "rip": 0x100010, "rflags": 0x46, "cr0": 1, "cr3": 0x1000,
+        "cr4": 0x20, "efer": 0x500, "vmx_mode": 0, "current_vmcs": INVALID_VMCS_POINTER,
+        "cycles": 1000, "instructions": 50, "running": 0, "cycle_limit": False,
+        "vm_exits": {}, "vm_entries": 0, "console": b"hi\n".hex(), "memory": [],
+    }
+    raw.update(over)
+    return raw
+
+
+def test_result_json_exit_kinds():
+    out = vtx_run.result_json(raw_results(stop=1, exit_code=7))
+    assert out["exit"] == {"kind": "exit_port", "code": 7}
+    assert vtx_run.result_json(raw_results(stop=2))["exit"] == {"kind": "hlt"}
+    fault = {"vector": 14, "has_error_code": 1, "error_code": 2, "rip": 0x100005, "addr": 0x1234}
+    assert vtx_run.result_json(raw_results(stop=3, fault=fault))["exit"] == {
+        "kind": "fault", "vector": 14, "name": "#PF", "error_code": 2, "rip": 0x100005,
+        "addr": 0x1234}
+    fault = {"vector": 6, "has_error_code": 0, "error_code": 0, "rip": 0x100000, "addr": 0}
+    assert vtx_run.result_json(raw_results(stop=3, fault=fault))["exit"]["error_code"] is None
+    assert vtx_run.result_json(raw_results(cycle_limit=True, running=1))["exit"] == {
+        "kind": "cycle_limit"}
+
+
+def test_result_json_fields():
+    out = vtx_run.result_json(raw_results(
+        vmx_mode=VmxMode.NON_ROOT.value, current_vmcs=0x5000, vm_entries=3,
+        vm_exits={ExitReason.CPUID.value: 2, ExitReason.VMCALL.value: 1, 1000: 1},
+        memory=[[0x100000, 2, "b803"]], console=b"ok\xff".hex()))
+    assert out["regs"]["rax"] == 100 and out["regs"]["rcx"] == 101
+    assert out["regs"]["rsp"] == 104 and out["regs"]["r15"] == 115
+    assert (out["regs"]["rip"], out["regs"]["rflags"]) == (0x100010, 0x46)
+    assert list(out["regs"]) == [*vtx_run.GPR_NAMES, "rip", "rflags"]
+    assert (out["cr0"], out["cr3"], out["cr4"], out["efer"]) == (1, 0x1000, 0x20, 0x500)
+    assert out["vmx"] == {"mode": "non_root", "current_vmcs": 0x5000}
+    assert out["vm_exits"] == {"CPUID": 2, "VMCALL": 1, "UNKNOWN_1000": 1}
+    assert out["vm_entries"] == 3
+    assert out["console"] == "ok\\xff"
+    assert out["memory"] == [{"addr": 0x100000, "length": 2, "hex": "b803"}]
+    assert (out["cycles"], out["instructions"]) == (1000, 50)
+    off = vtx_run.result_json(raw_results())
+    assert off["vmx"] == {"mode": "off", "current_vmcs": None}
+    assert "memory" not in off
+    json.dumps(off)
+
+
+class _Sink:
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, data):
+        self.data += data.encode() if isinstance(data, str) else data
+
+    def flush(self):
+        pass
+
+
+def test_printer_events():
+    console, trace = _Sink(), _Sink()
+    printer = vtx_run.Printer(console, trace, trace=True, disassembly={0x100000: "nop"})
+    for line in ["C 48 5", "T 12 100000 1 90", "C 69 15", "E 20", "X 30 10",
+                 "T 40 100001 2 0f0b", "C 0a 45", "C 21 50"]:
+        printer.event_line(line)
+    assert bytes(printer.console_bytes) == b"Hi\n!"
+    assert bytes(console.data) == b"Hi\n!"            # not line-buffered: every byte at once
+    lines = trace.data.decode().splitlines()
+    assert len(lines) == 8
+    assert lines[0].split()[1:] == ["5", "console", "0x48", "'H'"]
+    assert "0x100000" in lines[1] and " 90 " in lines[1] + " " and lines[1].endswith("nop")
+    assert lines[3].split()[1:] == ["20", "VM", "entry"]
+    assert "VM exit: CPUID (10)" in lines[4]
+    assert "0x100001" in lines[5] and "0f 0b" in lines[5]
+    quiet = vtx_run.Printer(console, trace, trace=False, disassembly={})
+    quiet.event_line("T 1 100000 1 90")
+    quiet.event_line("X 2 10")
+    quiet.event_line("C 41 3")
+    assert len(trace.data.decode().splitlines()) == 8
+    assert bytes(console.data) == b"Hi\n!A"
+
+
+def test_printer_line_buffered():
+    console = _Sink()
+    printer = vtx_run.Printer(console, None, trace=False, disassembly={}, line_buffered=True)
+    for byte in b"ab\ncd":
+        printer.console_byte(byte)
+    assert bytes(console.data) == b"ab\n"
+    printer.finish()
+    assert bytes(console.data) == b"ab\ncd"
+    silent = vtx_run.Printer(None, None, trace=False, disassembly={})
+    silent.console_byte(0x41)
+    assert bytes(silent.console_bytes) == b"A"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input on the command line: exit 2, one message, nothing on stdout, nothing built
+
+
+def _assert_usage_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert "vtx run" in proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_program_does_not_assemble(tmp_path):
+    bad = write(tmp_path, "bad.S", ".text\n_start: movq %rax, %rbx, %rcx\n")
+    _assert_usage_error(vtx("run", "--json", str(bad)), "does not assemble", "bad.S:2: Error:")
+
+
+def test_cli_missing_file(tmp_path):
+    _assert_usage_error(vtx("run", str(tmp_path / "nothing.S")), "no such file")
+
+
+def test_cli_dump_outside_ram():
+    _assert_usage_error(vtx("run", "--dump", f"{RAM_BYTES - 4:#x}:8", str(HELLO)),
+                        "--dump", "outside RAM")
+    _assert_usage_error(vtx("run", "--dump", "0x100000", str(HELLO)), "ADDR:LEN")
+
+
+def test_cli_program_too_big(tmp_path):
+    big = write(tmp_path, "big.S", f".text\nhlt\n.bss\n.skip {RAM_BYTES}\n")
+    _assert_usage_error(vtx("run", str(big)), "does not fit in RAM")
+
+
+def test_cli_bad_options(tmp_path):
+    for args in (["--max-cycles", "0"], ["--max-cycles", "x"], ["--sim", "iverilog"],
+                 ["--ram-bytes", "12"]):
+        proc = vtx("run", *args, str(HELLO))
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stdout == ""
+    _assert_usage_error(vtx("run", "--waves", str(tmp_path / "w.gtkw"), str(HELLO)), "--waves")
+
+
+def test_cli_registered():
+    proc = vtx("--help")
+    assert proc.returncode == 0 and " run " in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The example programs on the Verilated SoC (one model)
+
+
+def test_hello_json():
+    program = load_program(HELLO)
+    out = run_json("--dump", f"{PROGRAM_BASE:#x}:{len(program.image)}", str(HELLO))
+    assert out["exit"] == {"kind": "exit_port", "code": 0}
+    assert out["console"] == "Hello, world!\n"
+    assert out["regs"]["rbx"] == 55                     # 1 + ... + 10
+    assert out["regs"]["rax"] == 0 and out["regs"]["rcx"] == 0
+    assert out["regs"]["rsp"] == BOOT_STACK_TOP         # CALL/RET and PUSH/POP balanced
+    # the loaded image reads back through the debug port, byte for byte
+    assert out["memory"] == [{"addr": PROGRAM_BASE, "length": len(program.image),
+                              "hex": program.image.hex()}]
+    # the boot state: paging over the boot tables, long mode, VMX off
+    from rtl.core.core import RESET_CR0, RESET_CR4, RESET_EFER
+
+    assert (out["cr0"], out["cr3"], out["cr4"], out["efer"]) == (
+        RESET_CR0, BOOT_PML4, RESET_CR4, RESET_EFER)
+    assert out["vmx"] == {"mode": "off", "current_vmcs": None}
+    assert out["vm_exits"] == {} and out["vm_entries"] == 0
+    # the loop runs 10 times, the string has 14 characters: well over 100 instructions
+    assert 100 < out["instructions"] < out["cycles"]
+
+
+def test_hello_plain_output():
+    proc = vtx("run", str(HELLO))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Hello, world!\n"
+    assert "stopped: exit port, code 0" in proc.stderr
+    assert "rbx=0000000000000037" in proc.stderr
+
+
+def test_halt_and_dump():
+    program = load_program(HALT)
+    result = program.symbols["result"]
+    out = run_json("--dump", f"{result:#x}:8", "--dump", f"{BOOT_PML4:#x}:8",
+                   "--dump", f"{BOOT_PDPT:#x}:16", str(HALT))
+    assert out["exit"] == {"kind": "hlt"}
+    assert out["regs"]["rax"] == 0x2A
+    assert out["regs"]["rflags"] == BOOT_RFLAGS
+    assert out["instructions"] == 3
+    assert out["memory"][0] == {"addr": result, "length": 8,
+                                "hex": (0x2A).to_bytes(8, "little").hex()}
+    # The walker set the accessed flags of the entries it used (PML4[0], PDPT[0]) and the dirty
+    # flag of the 1 GiB page the program wrote; PDPT[1] was never used.
+    pml4e = int.from_bytes(bytes.fromhex(out["memory"][1]["hex"]), "little")
+    assert pml4e == page_tables()[BOOT_PML4 // 8] | PTE_A
+    pdpt = bytes.fromhex(out["memory"][2]["hex"])
+    assert int.from_bytes(pdpt[:8], "little") == page_tables()[BOOT_PDPT // 8] | PTE_A | PTE_D
+    assert int.from_bytes(pdpt[8:], "little") == page_tables()[BOOT_PDPT // 8 + 1]
+
+
+def test_fault():
+    program = load_program(FAULT)
+    faulting = next(a for a, text in program.disassembly.items() if text == "mov (%rbx),%rax")
+    out = run_json(str(FAULT))
+    assert out["exit"] == {"kind": "fault", "vector": 14, "name": "#PF", "error_code": 0,
+                           "rip": faulting, "addr": 1 << 32}
+    assert out["regs"]["rip"] == faulting               # the faulting instruction did not retire
+    assert out["regs"]["rcx"] == 7 and out["regs"]["rbx"] == 1 << 32
+    assert out["regs"]["rax"] == 0
+    assert out["instructions"] == 2
+
+
+def test_exit_code_and_status():
+    proc = vtx("run", str(EXIT_CODE))
+    assert proc.returncode == 0                          # the simulation ran
+    assert "exit port, code 3" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_trace_lists_the_rips():
+    program = load_program(HELLO)
+    proc = vtx("run", "--trace", str(HELLO))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Hello, world!\n"
+    lines = [line.split() for line in proc.stderr.splitlines() if line.startswith("trace ")]
+    trace = [line for line in proc.stderr.splitlines()
+             if line.startswith("trace ") and line.split()[2].startswith("0x")]
+    rips = [int(line.split()[2], 16) for line in trace]
+    # each console byte has a trace line of its own
+    assert [int(w[3], 16) for w in lines if w[2] == "console"] == list(b"Hello, world!\n")
+    # every instruction of the program runs but the final HLT (the OUT to the exit port before
+    # it ends the run, whether or not the SoC counts it as retired)
+    executed = {a for a, text in program.disassembly.items() if not text.startswith("hlt")}
+    exit_out = next(a for a, text in program.disassembly.items() if text == "out %eax,$0xf4")
+    assert executed - set(rips) <= {exit_out}
+    assert set(rips) <= executed
+    assert rips[0] == program.entry
+    # the loop body (add/dec/jne) retires once per iteration, the string loop once per character
+    add = next(a for a, text in program.disassembly.items() if text == "add %rcx,%rbx")
+    out = next(a for a, text in program.disassembly.items() if text == "out %al,$0xe9")
+    assert rips.count(add) == 10 and rips.count(out) == len("Hello, world!\n")
+    first = trace[0]
+    assert program.image[:7].hex(" ") in first and "lea" in first
+
+
+def test_cycle_limit():
+    spin = PROGRAMS / "hello.S"
+    out = run_json("--max-cycles", "60", "--dump", "0x100000:8", str(spin))
+    assert out["exit"] == {"kind": "cycle_limit"}
+    assert 59 <= out["cycles"] <= 61
+    # still running: the debug port does not own RAM, nothing is read
+    assert out["memory"] == [{"addr": 0x100000, "length": 8, "hex": None}]
+    assert out["instructions"] < 10
+
+
+def test_console_streams_while_running(tmp_path):
+    """The first console line is printed while the simulation is still running."""
+    src = write(tmp_path, "stream.S", """
+        .text
+        .globl _start
+    _start: mov $'A', %al
+        out %al, $0xe9
+        mov $10, %al
+        out %al, $0xe9
+    1:  jmp 1b
+    """)
+    env = {**os.environ}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    # make sure the model exists, so the timing below is the simulation's
+    assert vtx("run", "--max-cycles", "100", str(src)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "run", "--max-cycles",
+                             str(STREAM_CYCLES), str(src)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline()
+        got_line_at = time.monotonic()
+        assert first == b"A\n"
+        assert proc.poll() is None, "the console line came only at the end of the run"
+        _, err = proc.communicate(timeout=600)
+        finished_at = time.monotonic()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert b"cycle limit" in err
+    assert finished_at - got_line_at > 0.5
+
+
+#: Cycles of the streaming test: several seconds under Verilator (~10k cycles/s on a loaded CI
+#: machine; the SoC model is large).
+STREAM_CYCLES = 100_000
+
+
+@pytest.mark.skipif(not (os.environ.get("VTX_TEST_VERILATOR_WAVES") or
+                         os.environ.get("WAVES", "").lower() in ("1", "yes", "true", "on")),
+                    reason="builds a second (tracing) Verilator model: set "
+                           "VTX_TEST_VERILATOR_WAVES=1 or WAVES=1")
+def test_waves_verilator(tmp_path):
+    vcd = tmp_path / "exit.vcd"
+    out = run_json("--waves", str(vcd), str(EXIT_CODE))
+    assert out["exit"] == {"kind": "exit_port", "code": 3}
+    from sim.waves import read_vcd_vars
+
+    assert "console_valid" in {v.name for v in read_vcd_vars(vcd)}
+    gtkw = vcd.with_suffix(".gtkw").read_text()
+    assert "console_valid" in gtkw and "vm_exit_reason" in gtkw
+
+
+# ---------------------------------------------------------------------------------------------
+# Amaranth's simulator
+
+
+def test_amaranth_backend_with_waves(tmp_path):
+    vcd = tmp_path / "exit_code.vcd"
+    # Amaranth's VCD has a variable per RAM row: a small RAM keeps it quick (no build needed)
+    out = run_json("--sim", "amaranth", "--waves", str(vcd), "--max-cycles", "5000",
+                   "--ram-bytes", f"{PROGRAM_BASE + 0x10000:#x}", str(EXIT_CODE))
+    assert out["exit"] == {"kind": "exit_port", "code": 3}
+    assert out["regs"]["rax"] == 3
+    assert out["instructions"] == 2 and out["cycles"] > 1      # MOV and the OUT
+    assert vcd.is_file()
+    gtkw = vcd.with_suffix(".gtkw")
+    assert gtkw.is_file() and "console_valid" in gtkw.read_text()

@@ -27,7 +27,7 @@ Timing: an access takes 3 cycles from acceptance to response (accept, read, capt
 atomic bit-set 3 cycles; simple over fast (docs/system.md, "Performance").
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -27,7 +27,7 @@ from ..arch.paging import MAXPHYADDR, Access, Outcome
 from ..arch.system import BOOT_RFLAGS, RAM_BYTES
 from ..arch.vmx import VmxMode
 from ..core.core import Core
-from ..core.core_layouts import CoreState, StopKind
+from ..core.core_layouts import CoreState
 from ..core.layouts import MAX_INSN_BYTES
 from ..translation.unit import TranslationUnit
 from ..vmx.exit_decisions import ExitDecisions

@@ -26,29 +26,27 @@ response; an invalidation of the translation unit (MOV CR3, INVLPG, CR0/CR4/EFER
 sent and accepted before the response, so the next fetch already sees it.
 """
 
-from amaranth.hdl import C, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arch.paging import CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, Invalidation
+from ..arch.paging import EFER_LMA, EFER_LME, EFER_NXE, Invalidation
 from ..arch.system import (CONSOLE_PORT, CPUID_LEAVES, CPUID_MAX_LEAF, EXIT_PORT,
                            FEATURE_CONTROL_RESET, IO_OPEN_BUS, MSR_EFER, MSR_TSC)
-from ..arch.vmx import (CR4_VMXE, EFER_SCE, IA32_FEATURE_CONTROL, PROC_MONITOR_TRAP_FLAG,
+from ..arch.vmx import (EFER_SCE, IA32_FEATURE_CONTROL, PROC_MONITOR_TRAP_FLAG,
                         PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1,
                         VMX_CR4_FIXED0, VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxMode,
                         VmxOp, VmxResult)
-from ..core.core_layouts import SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, SysAction, SysKind, VECTOR_GP
-from ..core.core_layouts import EXCEPTION_LAYOUT, NeedsUnit
+from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
+                                 VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
 from ..core.layouts import InsnClass, OpSize
 from ..translation.layouts import invalidation_layout
 from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, ExitQueryKind
-from ..vmx.layouts import GUEST_STATE_LAYOUT, VMCS_LAYOUT
+from ..vmx.layouts import VMCS_LAYOUT
 from ..vmx.ports import ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, INSTR_LAYOUT, RESULT_LAYOUT
 
 __all__ = ["SystemUnit", "SysState", "VMX_OPS"]
 
-VECTOR_UD = 6
-VECTOR_PF = 14
 
 #: InsnClass of each VMX instruction -> VmxOp.
 VMX_OPS = {

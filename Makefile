@@ -1,7 +1,8 @@
 # Thin wrappers around Python: the work is done by sim/ (see README.md).
 #
 #   make test    create/refresh .venv if needed, run the test suite (parallel, pytest-xdist)
-#   make demo    the hypervisor demo on the system RTL (vtx run examples/hypervisor/hypervisor.S)
+#   make demo    the hypervisor demo on the system RTL (vtx run examples/hypervisor/hypervisor.S),
+#                with its waveform (build/waves/demo/hypervisor.vcd + .gtkw)
 #   make bench   run the benchmarks (python -m sim.bench)
 #   make lint    Verilator lint of the generated Verilog (vtx lint)
 #   make formal  every formal proof and cover, with a results table (python -m sim.formal)
@@ -38,8 +39,11 @@ $(STAMP): pyproject.toml | $(VPY)
 test: $(STAMP)
 	$(VPY) -m pytest $(PYTEST_ARGS) tests
 
+# The demo's waveform: the SoC's ports only (registers, RIP, VM entries/exits, console; ~90 MB
+# for its 1.1 M cycles), build/waves/demo/hypervisor.vcd + .gtkw; `make waves` opens it.
 demo: $(STAMP)
-	$(VENV)/bin/vtx run examples/hypervisor/hypervisor.S
+	$(VENV)/bin/vtx run --waves build/waves/demo/hypervisor.vcd --waves-ports \
+	    examples/hypervisor/hypervisor.S
 
 bench: $(STAMP)
 	$(VPY) -m sim.bench

@@ -62,6 +62,8 @@ __all__ = [
     "generate_verilog",
     "build_verilator",
     "run_cocotb",
+    "run_cocotb_job",
+    "notice_if_slow",
     "simulate",
     "current_test_name",
 ]
@@ -625,6 +627,64 @@ def run_cocotb(
     if crashed:
         raise FlowError(f"simulation of {toplevel}: {crashed}; log {log}:\n{_tail(log)}")
     return result
+
+
+def run_cocotb_job(
+    test_module: str,
+    toplevel: str,
+    build_dir: str | os.PathLike[str],
+    *,
+    testcase: str,
+    make_job: Callable[[Path], Mapping[str, Any]],
+    in_var: str,
+    out_var: str,
+    watch: Callable[[Path], contextlib.AbstractContextManager] | None = None,
+    waves: Path | None = None,
+    name: str | None = None,
+    gtkw_groups: Mapping[str, Sequence[str]] | None = None,
+) -> dict:
+    """One cocotb test that reads a JSON job and writes JSON results (the `vtx` commands).
+
+    `make_job(tmp)` returns the job; it may place side files (a progress or event file) in the
+    temporary directory `tmp`, which `watch(tmp)`, a context manager around the simulation, can
+    follow. The test finds the job's path in the environment variable `in_var` and writes its
+    results to the path in `out_var`; they are returned. With `waves` (a path) the model must be
+    built with tracing; its VCD is moved there. The run directory is removed afterwards unless
+    ``VTX_KEEP_RUN`` is set. Raises `FlowError` or `SimulationFailed`.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"vtx-{_safe_name(toplevel)}-") as tmp:
+        tmp = Path(tmp)
+        job_path, out_path = tmp / "in.json", tmp / "out.json"
+        job_path.write_text(json.dumps(make_job(tmp)))
+        with watch(tmp) if watch is not None else contextlib.nullcontext():
+            result = run_cocotb(test_module, toplevel, build_dir, testcase=testcase,
+                                extra_env={in_var: str(job_path), out_var: str(out_path)},
+                                waves=waves is not None, name=name, gtkw_groups=gtkw_groups)
+        if not out_path.is_file():
+            raise FlowError(f"the simulation of {toplevel} left no results; log {result.log}")
+        out = json.loads(out_path.read_text())
+    if waves is not None:
+        if result.vcd is None:
+            raise FlowError(f"the run of {toplevel} wrote no VCD (in {result.test_dir})")
+        shutil.move(str(result.vcd), str(waves))
+    if not os.environ.get("VTX_KEEP_RUN"):
+        shutil.rmtree(result.test_dir, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def notice_if_slow(say: Callable[[str], None], message: str, after: float) -> Iterator[None]:
+    """Call `say(message)` if the block is still running after `after` seconds (a Verilator
+    build the user would otherwise wait for in silence)."""
+    import threading
+
+    timer = threading.Timer(after, say, (message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def simulate(

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
-import shutil
+import re
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -94,14 +94,14 @@ VMX_MODE_NAMES = {VmxMode.OUTSIDE: "off", VmxMode.ROOT: "root", VmxMode.NON_ROOT
 #: GTKWave groups of the SoC's ports (by port-name pattern, see `sim.waves.write_gtkw`).
 GTKW_PORT_GROUPS = {
     "clock/reset": ["clk", "rst"],
-    "loader (debug port)": ["dbg_*"],
-    "start / boot state": ["start", "init_*"],
     "status": ["running", "stop", "exit_code", "fault", "fault__*"],
+    "VMX": ["vm_entry", "vm_exit", "vm_exit_reason", "vmx_mode", "current_vmcs"],
+    "retirement": ["retired*"],
+    "architectural state": ["rip", "rflags", "gpr", "cr0", "cr3", "cr4", "efer"],
     "console": ["console_*"],
     "counters": ["cycles", "instructions"],
-    "retirement": ["retired*"],
-    "VMX": ["vm_entry", "vm_exit", "vm_exit_reason", "vmx_mode", "current_vmcs"],
-    "architectural state": ["rip", "rflags", "gpr", "cr0", "cr3", "cr4", "efer"],
+    "start / boot state": ["start", "init_*"],
+    "loader (debug port)": ["dbg_*"],
 }
 
 DESCRIPTION = """\
@@ -199,6 +199,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="write a VCD of the run to FILE.vcd and a GTKWave save file "
                              "FILE.gtkw beside it (Verilator builds a tracing model for this, "
                              "cached like the other)")
+    parser.add_argument("--waves-ports", action="store_true",
+                        help="with --waves on Verilator: trace only the SoC's ports (registers, "
+                             "RIP, CRs, retired instructions, VM entries/exits, console; not "
+                             "the cycle counter, which is the time axis): ~90 bytes per cycle "
+                             "instead of ~14 kB, for long runs such as the demo")
     parser.add_argument("--dump", metavar="ADDR:LEN", action="append", default=[],
                         help="after the run, read LEN bytes of RAM from physical address ADDR "
                              "(decimal or 0x hex); printed in hex (in the JSON: \"memory\"). "
@@ -340,17 +345,6 @@ def _tail_events(path: Path, handle: Callable[[str], None], interval: float = 0.
         drain()
 
 
-@contextlib.contextmanager
-def _notice_if_slow(message: str, after: float = BUILD_NOTICE_AFTER):
-    timer = threading.Timer(after, _say, (message,))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 # ---------------------------------------------------------------------------------------------
 # The SoC
 
@@ -414,51 +408,70 @@ def verilator_job(program: Program, ram_bytes: int, max_cycles: int, dumps, trac
     }
 
 
+#: Ports left out of a ports-only trace: the cycle counter (the VCD's time axis already; ~70
+#: bytes every cycle) and the loader's read port (it follows RAM while the program runs).
+UNTRACED_PORTS = ("cycles", "dbg_rdata")
+
+
+def ports_only_tracing(verilog: Path) -> Path:
+    """A Verilator configuration file, beside `verilog`, that traces only the top's ports
+    except `UNTRACED_PORTS`: the SoC's scope is off, and so are those ports' declaration lines.
+    Its name carries a hash of its text, which keys the model it builds."""
+    verilog = Path(verilog).resolve()
+    wanted = "|".join(map(re.escape, UNTRACED_PORTS))
+    decl = re.compile(rf"\s*(?:input|output|wire|reg)\b[^;]*?\b(?:{wanted})\b\s*(?:=[^;]*)?;")
+    text = "`verilator_config\n" + f'tracing_off -scope "{TOPLEVEL}"\n'
+    in_top = False
+    for number, line in enumerate(verilog.read_text().splitlines(), 1):
+        if line.startswith("module "):
+            in_top = line.startswith(f"module {TOPLEVEL}(")
+        elif in_top and decl.fullmatch(line):
+            text += f'tracing_off -file "{verilog}" -lines {number}\n'
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = verilog.with_name(f"trace-ports-{digest}.vlt")
+    if not path.is_file():
+        path.write_text(text)
+    return path
+
+
 def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
-                  waves: Path | None, printer: Printer, run_name: str) -> tuple[dict, Path]:
-    """The run on the Verilated SoC: (raw results, the Verilog the model was built from)."""
+                  waves: Path | None, printer: Printer, run_name: str,
+                  waves_ports: bool = False) -> tuple[dict, Path]:
+    """The run on the Verilated SoC: (raw results, the Verilog the model was built from).
+
+    `waves_ports`: trace only the top's ports (`ports_only_tracing`; another model)."""
     params = soc_params(ram_bytes)
     factory = soc_factory()
     want_waves = waves is not None
     try:
-        with _notice_if_slow(f"building the Verilator model of the SoC"
-                             f"{' with tracing' if want_waves else ''} (minutes; cached under "
-                             "build/ until the RTL changes)"):
+        with flow.notice_if_slow(_say, f"building the Verilator model of the SoC"
+                                 f"{' with tracing' if want_waves else ''} (minutes; cached "
+                                 "under build/ until the RTL changes)", BUILD_NOTICE_AFTER):
             verilog = flow.generate_verilog(FACTORY, TOPLEVEL, params)
+            build_args = BUILD_ARGS
+            if want_waves and waves_ports:
+                build_args += (str(ports_only_tracing(verilog)),)
             build_dir = flow.build_verilator(verilog, TOPLEVEL, waves=want_waves,
-                                             build_args=BUILD_ARGS)
+                                             build_args=build_args)
     except flow.FlowError as e:
         raise RunError(str(e)) from e
     component = factory(**params)
     component._MustUse__silence = True    # built only to read its signature
     fault_layout = fault_fields(component)
 
-    with tempfile.TemporaryDirectory(prefix="vtx-run-") as tmp:
-        tmp = Path(tmp)
-        job_path, out_path, events = tmp / "in.json", tmp / "out.json", tmp / "events"
+    def make_job(tmp: Path) -> dict:
+        events = tmp / "events"
         events.touch()
-        job_path.write_text(json.dumps(
-            verilator_job(program, ram_bytes, max_cycles, dumps, trace, fault_layout, events)))
-        env = {"VTX_RUN_IN": str(job_path), "VTX_RUN_OUT": str(out_path)}
-        sim_result = None
-        try:
-            with _tail_events(events, printer.event_line):
-                sim_result = flow.run_cocotb(COCOTB_MODULE, TOPLEVEL, build_dir,
-                                             testcase="run_program", extra_env=env,
-                                             waves=want_waves, name=run_name,
-                                             gtkw_groups=GTKW_PORT_GROUPS)
-        except (flow.FlowError, flow.SimulationFailed) as e:
-            raise RunError(f"the Verilator simulation failed: {e}") from e
-        if not out_path.is_file():
-            raise RunError(f"the Verilator simulation left no results; log {sim_result.log}")
-        raw = json.loads(out_path.read_text())
+        return verilator_job(program, ram_bytes, max_cycles, dumps, trace, fault_layout, events)
 
-    if want_waves:
-        if sim_result.vcd is None:
-            raise RunError(f"the Verilator run wrote no VCD (in {sim_result.test_dir})")
-        shutil.move(str(sim_result.vcd), str(waves))
-    if not os.environ.get("VTX_KEEP_RUN"):
-        shutil.rmtree(sim_result.test_dir, ignore_errors=True)
+    try:
+        raw = flow.run_cocotb_job(
+            COCOTB_MODULE, TOPLEVEL, build_dir, testcase="run_program", make_job=make_job,
+            in_var="VTX_RUN_IN", out_var="VTX_RUN_OUT",
+            watch=lambda tmp: _tail_events(tmp / "events", printer.event_line),
+            waves=waves, name=run_name, gtkw_groups=GTKW_PORT_GROUPS)
+    except (flow.FlowError, flow.SimulationFailed) as e:
+        raise RunError(f"the Verilator simulation failed: {e}") from e
     raw["vm_exits"] = {int(k): v for k, v in raw["vm_exits"].items()}
     return raw, verilog
 
@@ -673,6 +686,9 @@ def _check_options(args: argparse.Namespace) -> tuple[int, list[tuple[int, int]]
         raise UsageError(f"--ram-bytes {ram_bytes}: the debug port addresses at most 32 GiB")
     dumps = [parse_dump(text, ram_bytes) for text in args.dump]
     waves = args.waves
+    if args.waves_ports and (waves is None or args.sim != "verilator"):
+        raise UsageError("--waves-ports: needs --waves and the Verilator back end (the "
+                         "Amaranth simulator writes every signal)")
     if waves is not None:
         if waves.suffix == ".gtkw":
             raise UsageError(f"--waves: {waves} would be overwritten by the GTKWave save file; "
@@ -706,7 +722,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.program.stem)
         raw, verilog = run_verilator(program, ram_bytes, args.max_cycles, dumps, args.trace,
-                                     waves, printer, run_name=f"vtx-run-{stem}-{os.getpid()}")
+                                     waves, printer, run_name=f"vtx-run-{stem}-{os.getpid()}",
+                                     waves_ports=args.waves_ports)
     elapsed = time.monotonic() - started
     printer.finish()
     result = result_json(raw)

@@ -31,11 +31,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -197,18 +194,6 @@ class Progress:
 
 
 @contextlib.contextmanager
-def _notice_if_slow(message: str, after: float = BUILD_NOTICE_AFTER):
-    """Print `message` on stderr if the block is still running after `after` seconds."""
-    timer = threading.Timer(after, _say, (message,))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
-@contextlib.contextmanager
 def _watch_progress_file(path: Path, progress: Progress):
     """Poll `path` (a count written by the cocotb run) and report it, until the block ends."""
     stop = threading.Event()
@@ -288,45 +273,33 @@ def run_verilator_backend(scenario: Scenario, latency: int, waves: Path | None,
     params = _unit_parameters()
     want_waves = waves is not None
     try:
-        with _notice_if_slow(f"building the Verilator model of {TOPLEVEL}"
-                             f"{' with tracing' if want_waves else ''} "
-                             "(cached under build/ until the RTL changes)"):
+        with flow.notice_if_slow(_say, f"building the Verilator model of {TOPLEVEL}"
+                                 f"{' with tracing' if want_waves else ''} "
+                                 "(cached under build/ until the RTL changes)",
+                                 BUILD_NOTICE_AFTER):
             build_dir = _build_model(want_waves)
     except flow.FlowError as e:
         raise RunError(str(e)) from e
 
-    with tempfile.TemporaryDirectory(prefix="vtx-translate-") as tmp:
-        tmp = Path(tmp)
-        job_path, out_path, progress_path = tmp / "in.json", tmp / "out.json", tmp / "progress"
-        job = {
+    def make_job(tmp: Path) -> dict:
+        return {
             **params,
             "context": _context_fields(scenario),
             "memory": [[a, v] for a, v in scenario.memory.items()],
             "requests": [[r.gla, r.access.value, r.cpl] for r in scenario.requests],
             "latency": latency,
-            "progress_path": str(progress_path),
+            "progress_path": str(tmp / "progress"),
             "progress_every": PROGRESS_EVERY,
         }
-        job_path.write_text(json.dumps(job))
-        env = {"VTX_TRANSLATE_IN": str(job_path), "VTX_TRANSLATE_OUT": str(out_path)}
-        sim_result = None
-        try:
-            with _watch_progress_file(progress_path, progress):
-                sim_result = flow.run_cocotb(COCOTB_MODULE, TOPLEVEL, build_dir,
-                                             testcase="translate_scenario", extra_env=env,
-                                             waves=want_waves, name=run_name)
-        except (flow.FlowError, flow.SimulationFailed) as e:
-            raise RunError(f"the Verilator simulation failed: {e}") from e
-        if not out_path.is_file():
-            raise RunError(f"the Verilator simulation left no results; log {sim_result.log}")
-        out = json.loads(out_path.read_text())
 
-    if want_waves:
-        if sim_result.vcd is None:
-            raise RunError(f"the Verilator run wrote no VCD (in {sim_result.test_dir})")
-        shutil.move(str(sim_result.vcd), str(waves))
-    if not os.environ.get("VTX_KEEP_RUN"):
-        shutil.rmtree(sim_result.test_dir, ignore_errors=True)
+    try:
+        out = flow.run_cocotb_job(
+            COCOTB_MODULE, TOPLEVEL, build_dir, testcase="translate_scenario",
+            make_job=make_job, in_var="VTX_TRANSLATE_IN", out_var="VTX_TRANSLATE_OUT",
+            watch=lambda tmp: _watch_progress_file(tmp / "progress", progress),
+            waves=waves, name=run_name)
+    except (flow.FlowError, flow.SimulationFailed) as e:
+        raise RunError(f"the Verilator simulation failed: {e}") from e
     return out["results"], Memory((a, v) for a, v in out["memory"])
 
 

@@ -345,6 +345,37 @@ def test_cli_bad_options(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stdout == ""
     _assert_usage_error(vtx("run", "--waves", str(tmp_path / "w.gtkw"), str(HELLO)), "--waves")
+    _assert_usage_error(vtx("run", "--waves-ports", str(HELLO)), "--waves-ports")
+    _assert_usage_error(vtx("run", "--sim", "amaranth", "--waves", str(tmp_path / "w.vcd"),
+                            "--waves-ports", str(HELLO)), "--waves-ports", "Verilator")
+
+
+def test_ports_only_tracing_config():
+    """The ports-only trace (`make demo`): the SoC's scope off, and the declaration lines of the
+    untraced ports, found in the top module of the generated Verilog."""
+    from sim import flow
+    from sim.run import FACTORY, TOPLEVEL, UNTRACED_PORTS, ports_only_tracing, soc_params
+
+    verilog = flow.generate_verilog(FACTORY, TOPLEVEL, soc_params(RAM_BYTES))
+    vlt = ports_only_tracing(verilog)
+    assert vlt.parent == verilog.parent and vlt.suffix == ".vlt"
+    lines = vlt.read_text().splitlines()
+    assert lines[:2] == ["`verilator_config", f'tracing_off -scope "{TOPLEVEL}"']
+    source = verilog.read_text().splitlines()
+    off = []
+    for rule in lines[2:]:
+        words = rule.split()
+        assert words[:3] == ["tracing_off", "-file", f'"{verilog.resolve()}"'] and \
+            words[3] == "-lines", rule
+        off.append(source[int(words[4]) - 1])
+    # Each untraced port: its `output` declaration and the net or register that drives it.
+    for port in UNTRACED_PORTS:
+        mine = [text for text in off if text.rstrip(";").split()[-1] == port or
+                text.split("=")[0].split()[-1] == port]
+        assert any(text.strip().startswith("output") for text in mine), (port, off)
+        assert len(mine) == 2, (port, mine)
+    assert len(off) == 2 * len(UNTRACED_PORTS)
+    assert ports_only_tracing(verilog) == vlt      # the same text: the same file (and model)
 
 
 def test_cli_registered():
@@ -512,6 +543,24 @@ def test_waves_verilator(tmp_path):
     assert "console_valid" in {v.name for v in read_vcd_vars(vcd)}
     gtkw = vcd.with_suffix(".gtkw").read_text()
     assert "console_valid" in gtkw and "vm_exit_reason" in gtkw
+
+
+@pytest.mark.skipif(not (os.environ.get("VTX_TEST_VERILATOR_WAVES") or
+                         os.environ.get("WAVES", "").lower() in ("1", "yes", "true", "on")),
+                    reason="builds another (tracing) Verilator model: set "
+                           "VTX_TEST_VERILATOR_WAVES=1 or WAVES=1")
+def test_waves_ports_verilator(tmp_path):
+    vcd = tmp_path / "exit.vcd"
+    out = run_json("--waves", str(vcd), "--waves-ports", str(EXIT_CODE))
+    assert out["exit"] == {"kind": "exit_port", "code": 3}
+    from sim.run import UNTRACED_PORTS
+    from sim.waves import read_vcd_vars
+
+    variables = read_vcd_vars(vcd)
+    names = {v.name for v in variables}
+    assert {"gpr", "rip", "vm_exit_reason", "console_valid", "retired_rip"} <= names
+    assert not names & set(UNTRACED_PORTS)
+    assert len({v.scope for v in variables}) == 1           # the top's ports, nothing inside
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ it ended are compared with values written down from the SDM and docs/system.md:
 * non-root operation: one exit of each kind the system decides (exception bitmap, triple fault,
   CR3-load exiting, RDMSR without MSR bitmaps, HLT exiting, unconditional I/O exiting, EPT
   violation, EPT misconfiguration, MTF, VMCALL) with reason, qualification, interruption
-  information, instruction length, guest RIP and guest-physical address as stored in the VMCS.
+  information, instruction length, guest RIP and guest-physical address as stored in the VMCS;
+  the VM-exit instruction information and qualification of every operand form of the VMX
+  instructions (SDM 28.2.5, tables 28-13 to 28-15), and 0 for the other exits.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from rtl.arch.system import (CPUID_LEAVES, CPUID_MAX_LEAF, FEATURE_CONTROL_RESET
 from rtl.arch.vmx import (IA32_FEATURE_CONTROL, PROC_CR3_LOAD_EXITING, PROC_HLT_EXITING,
                           PROC_MONITOR_TRAP_FLAG, PROC_TRUE_DEFAULT1,
                           PROC_UNCONDITIONAL_IO_EXITING, PROC_ACTIVATE_SECONDARY, VMX_MSRS,
-                          ExitReason)
+                          FIELD_BY_NAME, ExitReason, VmxInstrInfoLayout)
 from rtl.core.core import RESET_CR0, RESET_CR4, RESET_EFER
 from tb.x86.vmx_asm import EPT_PDPT, hypervisor
 
@@ -231,3 +233,105 @@ def test_monitor_trap_flag(tmp_path):
     # NOP's; the handler resumed at R14 = the VMCALL, one byte further.
     assert t[EXIT_RECORD + 4] - t[4] == 1
     assert t[3] == 0, "an MTF exit has no instruction length"
+
+
+# --- non-root operation: VM-exit instruction information of the VMX instructions ----------------
+
+_U64 = (1 << 64) - 1
+DS, SS, FS, GS = 3, 2, 4, 5         # the field's segment-register encoding (SDM table 28-14)
+RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = range(8)
+R8, R9, R10, R11, R12, R13, R14, R15 = range(8, 16)
+
+
+def reg_info(reg1: int, reg2: int) -> int:
+    """VMREAD/VMWRITE with a register operand (table 28-15): bit 10 set, Reg1 = the r/m register,
+    Reg2 = ModRM.reg; scaling, address size, segment, index and base are undefined (0)."""
+    return VmxInstrInfoLayout.const({"register_operand": 1, "reg1": reg1,
+                                     "reg2": reg2}).as_bits()
+
+
+def mem_info(seg: int, base: int | None = None, index: int | None = None, scale: int = 0,
+             reg2: int = 0) -> int:
+    """A memory operand (tables 28-13..28-15): address size 2 (64-bit), bit 10 clear; a missing
+    base or index is reported invalid (its number and, without an index, the scaling are
+    undefined: 0)."""
+    return VmxInstrInfoLayout.const({
+        "scaling": scale, "address_size": 2, "segment": seg,
+        "index": index or 0, "index_invalid": index is None,
+        "base": base or 0, "base_invalid": base is None, "reg2": reg2}).as_bits()
+
+
+# (instruction, exit reason, instruction information, exit qualification, length); the
+# qualification None means RIP-relative: next RIP + displacement. Lengths are those of the
+# encodings GNU as emits (prefixes, REX, 0F [38] opcode, ModRM, SIB, displacement).
+_R = ExitReason
+INFO_CASES = [
+    ("vmread rbx, rcx", _R.VMREAD, reg_info(RBX, RCX), 0, 3),
+    ("vmread r9, r12", _R.VMREAD, reg_info(R9, R12), 0, 4),
+    ("vmwrite rdx, rbx", _R.VMWRITE, reg_info(RBX, RDX), 0, 3),
+    ("vmread [rax + rcx*4 + 0x10], rdx", _R.VMREAD, mem_info(DS, RAX, RCX, 2, RDX), 0x10, 5),
+    ("vmwrite r11, [r13 + r10*8 - 8]", _R.VMWRITE, mem_info(DS, R13, R10, 3, R11), _U64 - 7, 6),
+    ("vmread [r13], r14", _R.VMREAD, mem_info(DS, R13, reg2=R14), 0, 5),
+    ("vmwrite r15, [rsp + rax*2 + 0x12345678]", _R.VMWRITE, mem_info(SS, RSP, RAX, 1, R15),
+     0x12345678, 9),
+    ("vmptrld [rbx]", _R.VMPTRLD, mem_info(DS, RBX), 0, 3),
+    ("vmptrld [r12]", _R.VMPTRLD, mem_info(DS, R12), 0, 5),
+    ("vmclear [rsp + 8]", _R.VMCLEAR, mem_info(SS, RSP), 8, 6),
+    ("vmptrst [rbp - 0x20]", _R.VMPTRST, mem_info(SS, RBP), _U64 - 0x1F, 4),
+    ("vmxon [rip + 0x1234]", _R.VMXON, mem_info(DS), None, 8),
+    ("vmclear [r12*2 + 0x100]", _R.VMCLEAR, mem_info(DS, index=R12, scale=1), 0x100, 10),
+    # Segment overrides: FS and GS are reported; 64-bit mode ignores DS (SS for RBP stays).
+    ("vmptrld fs:[rax]", _R.VMPTRLD, mem_info(FS, RAX), 0, 4),
+    ("vmptrst gs:[rsp]", _R.VMPTRST, mem_info(GS, RSP), 0, 5),
+    ("vmptrld ds:[rbp + 8]", _R.VMPTRLD, mem_info(SS, RBP), 8, 5),
+    ("invept r8, [rsi + rdi*1 + 0x7f]", _R.INVEPT, mem_info(DS, RSI, RDI, 0, R8), 0x7F, 8),
+    ("invvpid rdx, [rbp + r15*8]", _R.INVVPID, mem_info(SS, RBP, R15, 3, RDX), 0, 8),
+    # Exits without instruction information (undefined: 0), also right after one with it.
+    ("cpuid", _R.CPUID, 0, 0, 2),
+    ("vmlaunch", _R.VMLAUNCH, 0, 0, 3),
+    ("vmptrst [rax]", _R.VMPTRST, mem_info(DS, RAX), 0, 3),
+    ("vmresume", _R.VMRESUME, 0, 0, 3),
+    ("vmxoff", _R.VMXOFF, 0, 0, 3),
+    ("vmcall", _R.VMCALL, 0, 0, 3),
+]
+
+_INFO_FIELDS = ("VM_EXIT_REASON", "EXIT_QUALIFICATION", "VMX_INSTRUCTION_INFO",
+                "VM_EXIT_INSTRUCTION_LEN", "GUEST_RIP")
+INFO_RECORD = len(_INFO_FIELDS)
+_INFO_HANDLER = [
+    *[line for i, name in enumerate(_INFO_FIELDS)
+      for line in (f"  mov rdx, {FIELD_BY_NAME[name].encoding:#x}", "  vmread rbx, rdx",
+                   f"  mov [rdi + {8 * i}], rbx")],
+    f"  add rdi, {8 * INFO_RECORD}",
+    f"  mov rdx, {FIELD_BY_NAME['VM_EXIT_REASON'].encoding:#x}", "  vmread rax, rdx",
+    f"  cmp eax, {ExitReason.VMCALL.value}", "  je 1f",
+    f"  mov rdx, {FIELD_BY_NAME['GUEST_RIP'].encoding:#x}", "  vmwrite rdx, r14", "  vmresume",
+    "  jmp vmfail",
+    "1: vmxoff", "  xor eax, eax", "  out 0xf4, eax",
+]
+
+
+def test_vmx_instruction_information(tmp_path):
+    # Each guest instruction exits (non-root VMX instructions exit unconditionally); the handler
+    # stores the exit's record and resumes the guest at R14, the next instruction.
+    guest = []
+    for i, (insn, *_) in enumerate(INFO_CASES):
+        guest += [f"i{i}: lea r14, [rip + i{i + 1}]", f"  {insn}"]
+    guest += [f"i{len(INFO_CASES)}: jmp vmfail"]
+    src = hypervisor(guest, _INFO_HANDLER, prologue=[f"  mov rdi, {TABLE:#x}"])
+    n = len(INFO_CASES)
+    r = vtx_run(tmp_path, "instr_info", src, dump=n * INFO_RECORD)
+    assert r["exit"] == {"kind": "exit_port", "code": 0}, (r["exit"], r["console"])
+    t = r["table"]
+    # Two values worked out bit by bit from table 28-15, to pin the layout's bit positions.
+    assert reg_info(RBX, RCX) == (1 << 28) | (1 << 10) | (3 << 3)
+    assert mem_info(DS, R13, R10, 3, R11) == \
+        (11 << 28) | (13 << 23) | (10 << 18) | (3 << 15) | (2 << 7) | 3
+    for i, (insn, reason, info, qual, length) in enumerate(INFO_CASES):
+        got_reason, got_qual, got_info, got_len, rip = t[i * INFO_RECORD:(i + 1) * INFO_RECORD]
+        if qual is None:
+            qual = rip + length + 0x1234
+        assert (got_reason, got_len) == (reason.value, length), insn
+        assert got_info == info, f"{insn}: instruction information {got_info:#x}, " \
+                                 f"expected {info:#x}"
+        assert got_qual == qual, f"{insn}: qualification {got_qual:#x}, expected {qual:#x}"

@@ -103,7 +103,12 @@ def demo_run(tests_dir):
     from sim import flow
 
     result = flow.simulate(WavesDemo, TOPLEVEL, {}, "test_waves", testcase="run_demo",
-                           waves=True, run_name="test_waves-demo", test_dirs=[tests_dir])
+                           waves=True, test_dirs=[tests_dir],
+                           # One run directory per pytest-xdist worker: each worker sets up this
+                           # module fixture itself, and a shared directory is wiped under the
+                           # other's running simulation.
+                           run_name="test_waves-demo-"
+                                    + os.environ.get("PYTEST_XDIST_WORKER", "main"))
     verilog = flow.generate_verilog(WavesDemo, TOPLEVEL, {})
     return result, verilog
 

@@ -58,7 +58,7 @@ from .core_layouts import (
     SysKind,
 )
 from .decode import Decoder
-from .layouts import MAX_INSN_BYTES, AluOp, InsnClass, OpSize
+from .layouts import MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp, InsnClass, OpSize
 
 __all__ = ["Core", "RESET_CR0", "RESET_CR4", "RESET_EFER", "POPF_MASK"]
 
@@ -443,7 +443,13 @@ class Core(wiring.Component):
         m.d.comb += [sp.kind.eq(sys_kind), sp.loaded.eq(sys_loaded), sp.cls.eq(insn.cls),
                      sp.opsize.eq(insn.opsize), sp.reg.eq(insn.reg), sp.rm.eq(insn.rm),
                      sp.mem.eq(insn.mem), sp.ea.eq(ea), sp.disp.eq(insn.disp),
-                     sp.imm.eq(insn.imm), sp.mem_val.eq(sys_mem), sp.length.eq(insn.length)]
+                     sp.imm.eq(insn.imm), sp.mem_val.eq(sys_mem), sp.length.eq(insn.length),
+                     sp.scale.eq(insn.scale), sp.index.eq(insn.index),
+                     sp.index_valid.eq(insn.index_valid), sp.base.eq(insn.base),
+                     sp.base_valid.eq(insn.base_valid), sp.rip_rel.eq(insn.rip_rel),
+                     # 64-bit mode: only FS/GS overrides count (SDM Vol. 2A 2.2.1).
+                     sp.seg.eq(Mux((insn.seg == SEG_FS) | (insn.seg == SEG_GS), insn.seg,
+                                   Mux(ss_ref, SEG_SS, SEG_DS)))]
 
         with m.Switch(fsm):
             with m.Case(CoreState.IDLE, CoreState.STOPPED):

@@ -115,7 +115,13 @@ SYS_REQ_LAYOUT = data.StructLayout({
     "rm": 4,            # ModRM.rm (with REX.B); a register operand when `mem` = 0
     "mem": 1,           # the r/m operand is memory
     "ea": 64,           # its linear address
-    "disp": 32,         # its displacement (VMX instruction exit qualification)
+    "disp": 32,         # its displacement (VMX instruction exit qualification, see `rip_rel`)
+    # How the EA was formed (the VM-exit instruction-information field, SDM 28.2.5): the
+    # decoder's SIB scale, index and base (0 when not valid; RIP-relative: neither valid) and
+    # the segment register used (Sreg number: FS/GS when overridden, else SS for an RSP/RBP
+    # base, else DS; 64-bit mode ignores ES/CS/SS/DS overrides).
+    "scale": 2, "index": 4, "index_valid": 1, "base": 4, "base_valid": 1, "seg": 3,
+    "rip_rel": 1,       # RIP-relative: `ea` = `disp` + next RIP (the exit qualification)
     "imm": 64,          # immediate (the port of IN/OUT imm8)
     "mem_val": 128,     # the loaded memory operand (with `loaded`)
     "length": 4,        # instruction length (VM-exit instruction length)

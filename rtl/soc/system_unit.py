@@ -13,7 +13,9 @@ and takes the VM exits of VMX non-root operation:
   VMX-preemption timer (52) and the monitor trap flag (37) exit;
 * the VMX instructions go to the VMX unit's instruction port (`rtl.vmx.unit`): a memory operand
   is first checked with ``precheck`` and then loaded by the core (`SysAction.PROCEED`); the
-  answer becomes RFLAGS, a register or memory write, a fault, a VM exit or a VM entry.
+  answer becomes RFLAGS, a register or memory write, a fault, a VM exit or a VM entry; the VM
+  exit of VMCLEAR, VMPTRLD, VMPTRST, VMXON, VMREAD, VMWRITE, INVEPT or INVVPID carries the
+  instruction information (SDM 28.2.5; every other exit writes 0 there).
 
 A VM exit hands the VMX unit the guest state: what the last VM entry loaded (``entry.guest``)
 with the state the core changes (RIP, RSP, RFLAGS, CR0, CR3, CR4, EFER) and the remaining timer
@@ -36,7 +38,7 @@ from ..arch.system import (CONSOLE_PORT, CPUID_LEAVES, CPUID_MAX_LEAF, EXIT_PORT
 from ..arch.vmx import (EFER_SCE, IA32_FEATURE_CONTROL, PROC_MONITOR_TRAP_FLAG,
                         PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1,
                         VMX_CR4_FIXED0, VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxMode,
-                        VmxOp, VmxResult)
+                        VmxInstrInfoLayout, VmxOp, VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
 from ..core.layouts import InsnClass, OpSize
@@ -61,6 +63,12 @@ VMX_OPS = {
 # VMX instructions whose memory operand is a source the core loads first (bytes).
 _MEM_SOURCE = {InsnClass.VMXON: 8, InsnClass.VMCLEAR: 8, InsnClass.VMPTRLD: 8,
                InsnClass.INVEPT: 16, InsnClass.INVVPID: 16, InsnClass.VMWRITE: 8}
+# VMX instructions whose VM exit reports instruction information (SDM 28.2.5, tables 28-13 to
+# 28-15), and those of them with a Reg2 (ModRM.reg); the other exits leave the field 0.
+_INSTR_INFO = (InsnClass.VMCLEAR, InsnClass.VMPTRLD, InsnClass.VMPTRST, InsnClass.VMXON,
+               InsnClass.VMREAD, InsnClass.VMWRITE, InsnClass.INVEPT, InsnClass.INVVPID)
+_INSTR_INFO_REG2 = (InsnClass.VMREAD, InsnClass.VMWRITE, InsnClass.INVEPT, InsnClass.INVVPID)
+_ADDRESS_SIZE_64 = 2    # the field's address-size encoding: 0 16-bit, 1 32-bit, 2 64-bit
 
 # EFER bits WRMSR may write (LME only with the value it has: paging is on; LMA is read-only).
 _EFER_WRITABLE = EFER_SCE | EFER_NXE
@@ -142,6 +150,7 @@ class SystemUnit(wiring.Component):
     # System outputs.
     console_valid: Out(1)
     console_data: Out(8)
+    console_ready: In(1, init=1)    # 0: an OUT to the console port waits (a slow UART)
     exit_port: Out(1)           # sticky: the program wrote the exit port
     exit_code: Out(32)
     vm_entry: Out(1)            # pulses
@@ -172,6 +181,7 @@ class SystemUnit(wiring.Component):
         exit_intr_info = Signal(32)
         exit_intr_error = Signal(32)
         exit_len = Signal(32)
+        exit_info = Signal(VmxInstrInfoLayout)
         inv = Signal(invalidation_layout())
         non_root = self.vmx_mode == VmxMode.NON_ROOT
         cls = r.cls
@@ -210,12 +220,19 @@ class SystemUnit(wiring.Component):
                 m.d.sync += getattr(resp, k).eq(v)
             m.d.sync += state.eq(SysState.RESPOND)
 
+        def load_state(count, rip, rsp, rflags, cr0, cr3, cr4, efer):
+            """RETIRE with the whole state a VM entry, a VM exit or a failed VM entry loads."""
+            respond(SysAction.RETIRE, count=count, rip_we=1, rip=rip, rsp_we=1, rsp=rsp,
+                    rflags_we=1, rflags=rflags, cr0_we=1, cr0=cr0, cr3_we=1, cr3=cr3,
+                    cr4_we=1, cr4=cr4, efer_we=1, efer=efer)
+
         def fault(vector, error_code=None):
             respond(SysAction.FAULT, vector=vector, has_error_code=error_code is not None,
                     error_code=0 if error_code is None else error_code)
 
         def take_exit(reason, qual=0, gla=0, gpa=0, intr_info=0, intr_error=0):
             m.d.sync += [exit_reason.eq(reason), exit_qual.eq(qual), exit_gla.eq(gla),
+                         exit_info.eq(0),
                          exit_gpa.eq(gpa), exit_intr_info.eq(intr_info),
                          exit_intr_error.eq(intr_error),
                          exit_len.eq(Mux(r.kind == SysKind.INSN, r.length, 0)),
@@ -286,6 +303,23 @@ class SystemUnit(wiring.Component):
                     m.d.comb += [mem_source.eq(r.mem), mem_bytes.eq(n)]
         precheck = Signal()
         m.d.comb += precheck.eq(mem_source & ~r.loaded & ~precheck_final)
+
+        def exit_instr_info():
+            """After `take_exit` (which clears `exit_info`: bits a table leaves undefined stay
+            0): the VMX instruction's VM-exit instruction information."""
+            x = exit_info
+            with m.If(_is(cls, *_INSTR_INFO)):
+                with m.If(r.mem):
+                    m.d.sync += [x.scaling.eq(Mux(r.index_valid, r.scale, 0)),
+                                 x.address_size.eq(_ADDRESS_SIZE_64), x.segment.eq(r.seg),
+                                 x.index.eq(Mux(r.index_valid, r.index, 0)),
+                                 x.index_invalid.eq(~r.index_valid),
+                                 x.base.eq(Mux(r.base_valid, r.base, 0)),
+                                 x.base_invalid.eq(~r.base_valid)]
+                with m.Else():      # VMREAD/VMWRITE r/m register (the others #UD in decode)
+                    m.d.sync += [x.register_operand.eq(1), x.reg1.eq(r.rm)]
+                with m.If(_is(cls, *_INSTR_INFO_REG2)):
+                    m.d.sync += x.reg2.eq(r.reg)
 
         # --- the state machine ------------------------------------------------------------------
         m.d.comb += [self.sys_resp.payload.eq(resp)]
@@ -462,9 +496,13 @@ class SystemUnit(wiring.Component):
                             respond(SysAction.HALT)
                         with m.Else():
                             with m.If(port == CONSOLE_PORT):
-                                m.d.sync += [self.console_valid.eq(1),
-                                             self.console_data.eq(rax[:8])]
-                            respond(SysAction.RETIRE, count=1)
+                                # The OUT stays in EXEC until the console takes the byte.
+                                with m.If(self.console_ready):
+                                    m.d.sync += [self.console_valid.eq(1),
+                                                 self.console_data.eq(rax[:8])]
+                                    respond(SysAction.RETIRE, count=1)
+                            with m.Else():
+                                respond(SysAction.RETIRE, count=1)
                     with m.Default():
                         fault(VECTOR_UD)
 
@@ -478,7 +516,9 @@ class SystemUnit(wiring.Component):
                     ins.reg.eq(Mux(cls == InsnClass.VMFUNC, rax, reg_val)),
                     ins.value.eq(Mux(cls == InsnClass.VMFUNC, rcx,
                                      Mux(r.mem, r.mem_val[:64], rm_val))),
-                    ins.qualification.eq(Mux(r.mem, r.disp.as_signed(), 0)),
+                    # The displacement; RIP-relative: plus the next RIP, i.e. the EA (SDM 28.2.1).
+                    ins.qualification.eq(Mux(r.mem, Mux(r.rip_rel, r.ea, r.disp.as_signed()),
+                                             0)),
                     ins.cpu.cpl.eq(0), ins.cpu.cr0.eq(self.core_cr0), ins.cpu.cr4.eq(self.core_cr4),
                     ins.cpu.efer.eq(self.core_efer), ins.cpu.cs_l.eq(1),
                     ins.cpu.rflags.eq(self.core_rflags),
@@ -519,20 +559,15 @@ class SystemUnit(wiring.Component):
                             with m.Case(VmxResult.VM_EXIT):
                                 with m.If(non_root):
                                     take_exit(res.exit_reason, res.qualification)
+                                    exit_instr_info()
                                 with m.Else():
                                     # A VM-entry failure: the VMX unit loaded the host state.
-                                    respond(SysAction.RETIRE, count=1, rip_we=1, rip=host.rip,
-                                            rsp_we=1, rsp=host.rsp, rflags_we=1,
-                                            rflags=host.rflags, cr0_we=1, cr0=host.cr0,
-                                            cr3_we=1, cr3=host.cr3, cr4_we=1, cr4=host.cr4,
-                                            efer_we=1, efer=host.efer)
+                                    load_state(1, host.rip, host.rsp, host.rflags, host.cr0,
+                                               host.cr3, host.cr4, host.efer)
                             with m.Case(VmxResult.VM_ENTRY):
-                                respond(SysAction.RETIRE, count=1, rip_we=1, rip=guest.guest_rip,
-                                        rsp_we=1, rsp=guest.guest_rsp, rflags_we=1,
-                                        rflags=guest.guest_rflags, cr0_we=1, cr0=guest.guest_cr0,
-                                        cr3_we=1, cr3=guest.guest_cr3, cr4_we=1,
-                                        cr4=guest.guest_cr4, efer_we=1,
-                                        efer=guest.guest_ia32_efer)
+                                load_state(1, guest.guest_rip, guest.guest_rsp,
+                                           guest.guest_rflags, guest.guest_cr0, guest.guest_cr3,
+                                           guest.guest_cr4, guest.guest_ia32_efer)
                                 m.d.sync += [self.vm_entry.eq(1), entry_retire.eq(1),
                                              self.timer_load.eq(1)]
                             with m.Default():       # COMPLETE: VMFUNC switched the EPTP
@@ -543,7 +578,7 @@ class SystemUnit(wiring.Component):
                 g = x.guest
                 m.d.comb += [
                     x.reason.eq(exit_reason), x.qualification.eq(exit_qual), x.gla.eq(exit_gla),
-                    x.gpa.eq(exit_gpa), x.instr_len.eq(exit_len), x.instr_info.eq(0),
+                    x.gpa.eq(exit_gpa), x.instr_len.eq(exit_len), x.instr_info.eq(exit_info),
                     x.intr_info.eq(exit_intr_info), x.intr_error.eq(exit_intr_error),
                     x.idt_vectoring_info.eq(0), x.idt_vectoring_error.eq(0),
                     g.eq(self.vmx_entry.guest),
@@ -563,9 +598,7 @@ class SystemUnit(wiring.Component):
                 h = self.vmx_exit_resp.payload
                 m.d.comb += self.vmx_exit_resp.ready.eq(1)
                 with m.If(self.vmx_exit_resp.valid):
-                    respond(SysAction.RETIRE, count=0, rip_we=1, rip=h.rip, rsp_we=1, rsp=h.rsp,
-                            rflags_we=1, rflags=h.rflags, cr0_we=1, cr0=h.cr0, cr3_we=1,
-                            cr3=h.cr3, cr4_we=1, cr4=h.cr4, efer_we=1, efer=h.efer)
+                    load_state(0, h.rip, h.rsp, h.rflags, h.cr0, h.cr3, h.cr4, h.efer)
 
             with m.Case(SysState.INVAL):
                 m.d.comb += [self.inval.valid.eq(1), self.inval.payload.eq(inv)]

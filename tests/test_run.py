@@ -530,10 +530,14 @@ def test_console_streams_while_running(tmp_path):
 STREAM_CYCLES = 100_000
 
 
-@pytest.mark.skipif(not (os.environ.get("VTX_TEST_VERILATOR_WAVES") or
-                         os.environ.get("WAVES", "").lower() in ("1", "yes", "true", "on")),
-                    reason="builds a second (tracing) Verilator model: set "
-                           "VTX_TEST_VERILATOR_WAVES=1 or WAVES=1")
+#: The tests that build another (tracing) Verilator model of the SoC: opt-in (minutes each).
+needs_tracing_model = pytest.mark.skipif(
+    not (os.environ.get("VTX_TEST_VERILATOR_WAVES") or
+         os.environ.get("WAVES", "").lower() in ("1", "yes", "true", "on")),
+    reason="builds another (tracing) Verilator model: set VTX_TEST_VERILATOR_WAVES=1 or WAVES=1")
+
+
+@needs_tracing_model
 def test_waves_verilator(tmp_path):
     vcd = tmp_path / "exit.vcd"
     out = run_json("--waves", str(vcd), str(EXIT_CODE))
@@ -545,10 +549,7 @@ def test_waves_verilator(tmp_path):
     assert "console_valid" in gtkw and "vm_exit_reason" in gtkw
 
 
-@pytest.mark.skipif(not (os.environ.get("VTX_TEST_VERILATOR_WAVES") or
-                         os.environ.get("WAVES", "").lower() in ("1", "yes", "true", "on")),
-                    reason="builds another (tracing) Verilator model: set "
-                           "VTX_TEST_VERILATOR_WAVES=1 or WAVES=1")
+@needs_tracing_model
 def test_waves_ports_verilator(tmp_path):
     vcd = tmp_path / "exit.vcd"
     out = run_json("--waves", str(vcd), "--waves-ports", str(EXIT_CODE))

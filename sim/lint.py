@@ -47,6 +47,13 @@ TOPS: list[Top] = [
     Top("system_memory", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1}),
     Top("soc", "rtl.soc.soc:Soc", {}),
+    Top("system_memory_sparse", "rtl.soc.memory:SystemMemory",
+        {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1, "pages": (3, 1, 6),
+         "init": {0x1008 // 8: 0x1111}}),
+    Top("system_top", "rtl.fpga.system_top:SystemTop",
+        {"pages": (1, 2, 0xFF, 0x100), "image": {0x100000 // 8: 0xF4E6}, "uart_divisor": 4,
+         "boot": {"init_rip": 0x100000, "init_rsp": 0x100000, "init_cr3": 0x1000},
+         "heartbeat_cycles": 1000}),
 ]
 
 

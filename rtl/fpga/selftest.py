@@ -42,11 +42,9 @@ from amaranth.utils import ceil_log2
 from .. import arch
 from ..translation import TranslationUnit
 from ..translation.layouts import mem_request_layout, mem_response_layout
-from .uart import LinePrinter, uart_divisor
+from .board import LED_COUNT, board_uart_divisor, drive_leds_and_tx
+from .uart import LinePrinter
 
-#: Number of the LEDs the self-test drives (ULX3S has 8).
-LED_COUNT = 8
-BAUD = 115200
 _U64 = (1 << 64) - 1
 
 
@@ -239,7 +237,7 @@ class SelfTest(wiring.Component):
         self.maxphyaddr = self.unit_params.get("maxphyaddr", arch.MAXPHYADDR)
         self.clock_hz = clock_hz
         self.uart_divisor = (uart_divisor if uart_divisor is not None
-                             else uart_divisor_for(clock_hz))
+                             else board_uart_divisor(clock_hz))
         self.repeat_cycles = int(clock_hz) if repeat_cycles is None else repeat_cycles
         self.heartbeat_cycles = (max(1, int(clock_hz) // 2) if heartbeat_cycles is None
                                  else heartbeat_cycles)
@@ -428,13 +426,6 @@ class SelfTest(wiring.Component):
         return m
 
 
-def uart_divisor_for(clock_hz, baud=BAUD):
-    divisor, error = uart_divisor(clock_hz, baud)
-    if error > 0.02:
-        raise ValueError(f"{clock_hz / 1e6} MHz cannot make {baud} baud within 2 %")
-    return divisor
-
-
 # --- on a board ------------------------------------------------------------------------------
 
 
@@ -452,12 +443,7 @@ class SelfTestBoard(Elaboratable):
         m.submodules.clocks = clocks = PLLClockDomain(platform, self.target_mhz)
         clock_hz = clocks.params.fout_mhz * 1e6
         m.submodules.selftest = selftest = SelfTest(clock_hz=clock_hz, **self.selftest_params)
-        for i in range(LED_COUNT):
-            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
-            m.d.comb += led.o.eq(selftest.leds[i])
-        uart = platform.request("uart", 0, dir="-")
-        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
-        m.d.comb += tx.o.eq(selftest.tx)
+        drive_leds_and_tx(m, platform, selftest.leds, selftest.tx)
         return m
 
 

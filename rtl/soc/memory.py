@@ -23,11 +23,21 @@ The debug port (``dbg_*``) owns the RAM while ``dbg_active`` = 1 (the loader bef
 dump after it): a write in the cycle ``dbg_we`` is set, a read answered on ``dbg_rdata`` one
 cycle after ``dbg_addr``.
 
+Sparse RAM (``pages``, for the FPGA board): a tuple of physical 4 KiB page numbers. Only those
+pages are backed, by consecutive pages of the one `Memory` in the order given (a constant page map,
+a comparator per page on the registered address); an access to any other page inside
+``ram_bytes`` reads as `OPEN_BUS` and a write to it is dropped, as outside RAM, and it raises the
+sticky ``unmapped`` output (``unmapped_addr`` keeps the first such address). The debug port maps
+its qword index the same way (unbacked words read `OPEN_BUS`, writes are dropped, without the
+flag). ``init`` ({physical qword index: value}) is the RAM's initial contents (block RAM
+initialised by the bitstream), on flat or sparse RAM. Without ``pages`` the RAM is the flat
+0 .. ``ram_bytes`` - 1 and the ports are exactly those of the table above.
+
 Timing: an access takes 3 cycles from acceptance to response (accept, read, capture), an
 atomic bit-set 3 cycles; simple over fast (docs/system.md, "Performance").
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -35,7 +45,24 @@ from amaranth.lib.wiring import In, Out
 from ..arch.system import OPEN_BUS, RAM_BYTES
 from ..translation.layouts import mem_request_layout, mem_response_layout
 
-__all__ = ["SystemMemory", "DATA_REQ_LAYOUT", "DATA_RESP_LAYOUT", "MemOwner"]
+__all__ = ["SystemMemory", "DATA_REQ_LAYOUT", "DATA_RESP_LAYOUT", "MemOwner", "PAGE_WORDS",
+           "check_pages"]
+
+#: Qwords per 4 KiB page (the unit of a sparse RAM's page map).
+PAGE_WORDS = 4096 // 8
+
+
+def check_pages(pages, ram_bytes=RAM_BYTES):
+    """`pages` as a tuple of distinct page numbers inside RAM (ValueError otherwise)."""
+    pages = tuple(int(p) for p in pages)
+    if not pages:
+        raise ValueError("the page set is empty")
+    if len(set(pages)) != len(pages):
+        raise ValueError("the page set names a page twice")
+    bad = [p for p in pages if not 0 <= p < ram_bytes // 4096]
+    if bad:
+        raise ValueError(f"page {bad[0]:#x} lies outside RAM (0 .. {ram_bytes - 1:#x})")
+    return pages
 
 
 def DATA_REQ_LAYOUT(maxphyaddr):  # noqa: N802
@@ -61,11 +88,25 @@ class _State(enum.Enum, shape=2):
 
 
 class SystemMemory(wiring.Component):
-    def __init__(self, *, ram_bytes=RAM_BYTES, maxphyaddr, walk_tag_width):
+    def __init__(self, *, ram_bytes=RAM_BYTES, maxphyaddr, walk_tag_width, pages=None,
+                 init=None):
         assert ram_bytes % 8 == 0 and ram_bytes > 0
         self.ram_bytes = ram_bytes
-        self.words = ram_bytes // 8
         self.maxphyaddr = maxphyaddr
+        try:
+            self.pages = None if pages is None else check_pages(pages, ram_bytes)
+            if self.pages is None:
+                self.words = ram_bytes // 8
+            else:
+                self.words = len(self.pages) * PAGE_WORDS
+                self._slot = {p: i for i, p in enumerate(self.pages)}
+            self.init = self._init_list(init)
+        except ValueError:
+            self._MustUse__silence = True       # never built: no "unused" warning on top
+            raise
+        extra = {}
+        if self.pages is not None:
+            extra = {"unmapped": Out(1), "unmapped_addr": Out(maxphyaddr)}
         from ..vmx.exit_decisions import MEM_REQUEST_LAYOUT, MEM_RESPONSE_LAYOUT
         from ..vmx.ports import MEM_REQ_LAYOUT as VMX_REQ, MEM_RESP_LAYOUT as VMX_RESP
         super().__init__({
@@ -82,14 +123,49 @@ class SystemMemory(wiring.Component):
             "dbg_we": In(1),
             "dbg_wdata": In(64),
             "dbg_rdata": Out(64),
+            **extra,
         })
+
+    def ram_index(self, qword):
+        """The RAM word that holds physical qword `qword`, None if it is not backed."""
+        if self.pages is None:
+            return qword if 0 <= qword < self.words else None
+        slot = self._slot.get(qword // PAGE_WORDS)
+        return None if slot is None else slot * PAGE_WORDS + qword % PAGE_WORDS
+
+    def _init_list(self, init):
+        if not init:
+            return []
+        out = [0] * self.words
+        for qword, value in init.items():
+            index = self.ram_index(qword)
+            if index is None:
+                if value:
+                    raise ValueError(f"initial word at {8 * qword:#x} lies outside the "
+                                     f"backed RAM")
+                continue
+            out[index] = value
+        while out and not out[-1]:
+            out.pop()
+        return out
+
+    def _lookup(self, m, page, name):
+        """(hit, slot) of the physical page number `page` in the page map (comb)."""
+        hit = Signal(name=f"{name}_hit")
+        slot = Signal(range(len(self.pages)), name=f"{name}_slot")
+        with m.Switch(page):
+            for i, p in enumerate(self.pages):
+                with m.Case(p):
+                    m.d.comb += [hit.eq(1), slot.eq(i)]
+        return hit, slot
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.ram = ram = Memory(shape=64, depth=self.words, init=[])
+        m.submodules.ram = ram = Memory(shape=64, depth=self.words, init=self.init)
         rd = ram.read_port()
         wr = ram.write_port(granularity=8)
         aw = max(1, (self.words - 1).bit_length())
+        sparse = self.pages is not None
 
         state = Signal(_State)
         owner = Signal(MemOwner)
@@ -100,10 +176,29 @@ class SystemMemory(wiring.Component):
         tag = Signal(len(self.walk_req.payload.tag))
         rdata = Signal(64)
         in_ram = Signal()
-        m.d.comb += in_ram.eq(addr[3:] < self.words)
+        ram_addr = Signal(aw)
+        dbg_in_ram = Signal()
+        dbg_ram_addr = Signal(aw)
+        if not sparse:
+            m.d.comb += [in_ram.eq(addr[3:] < self.words), ram_addr.eq(addr[3:3 + aw]),
+                         dbg_in_ram.eq(self.dbg_addr < self.words),
+                         dbg_ram_addr.eq(self.dbg_addr)]
+            m.d.comb += self.dbg_rdata.eq(rd.data)
+        else:
+            hit, slot = self._lookup(m, addr[12:], "page")
+            m.d.comb += [in_ram.eq(hit), ram_addr.eq(Cat(addr[3:12], slot))]
+            dbg_hit, dbg_slot = self._lookup(m, self.dbg_addr[9:], "dbg_page")
+            m.d.comb += [dbg_in_ram.eq(dbg_hit),
+                         dbg_ram_addr.eq(Cat(self.dbg_addr[:9], dbg_slot))]
+            dbg_read_hit = Signal()
+            m.d.sync += dbg_read_hit.eq(dbg_hit)
+            m.d.comb += self.dbg_rdata.eq(Mux(dbg_read_hit, rd.data, OPEN_BUS))
+            # An access to a page of RAM that is not backed: the program left the page set.
+            with m.If((state == _State.ACCESS) & ~hit & (addr[3:] < self.ram_bytes // 8)
+                      & ~self.unmapped):
+                m.d.sync += [self.unmapped.eq(1), self.unmapped_addr.eq(addr)]
 
-        m.d.comb += [rd.addr.eq(addr[3:3 + aw]), wr.addr.eq(addr[3:3 + aw]), wr.data.eq(wdata)]
-        m.d.comb += self.dbg_rdata.eq(rd.data)
+        m.d.comb += [rd.addr.eq(ram_addr), wr.addr.eq(ram_addr), wr.data.eq(wdata)]
 
         reqs = ((MemOwner.WALK, self.walk_req), (MemOwner.VMX, self.vmx_req),
                 (MemOwner.BITMAP, self.bitmap_req), (MemOwner.DATA, self.data_req))
@@ -111,10 +206,9 @@ class SystemMemory(wiring.Component):
         with m.Switch(state):
             with m.Case(_State.IDLE):
                 with m.If(self.dbg_active):
-                    m.d.comb += [rd.addr.eq(self.dbg_addr), wr.addr.eq(self.dbg_addr),
+                    m.d.comb += [rd.addr.eq(dbg_ram_addr), wr.addr.eq(dbg_ram_addr),
                                  wr.data.eq(self.dbg_wdata),
-                                 wr.en.eq(Mux(self.dbg_we & (self.dbg_addr < self.words),
-                                              0xFF, 0))]
+                                 wr.en.eq(Mux(self.dbg_we & dbg_in_ram, 0xFF, 0))]
                 with m.Else():
                     first = True
                     for who, req in reqs:

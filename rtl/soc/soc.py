@@ -14,6 +14,13 @@ Blocks and how they meet (docs/system.md has the picture):
 The translation context is the core's CR0/CR3/CR4/EFER, with the VMX unit's EPTP / EPT enable /
 VPID in non-root operation (none in root operation: VPID 0, no EPT).
 
+Board options (all off by default: the ports and the behaviour are then exactly as documented
+above): ``pages`` makes the RAM sparse (only those physical 4 KiB pages are backed, see
+`rtl.soc.memory.SystemMemory`) and adds the outputs ``unmapped`` / ``unmapped_addr``; ``init``
+({physical qword index: value}) preloads RAM (block RAM initialised by the bitstream, no loader);
+``console_backpressure`` adds the input ``console_ready``: an OUT to the console port waits
+until it is 1 (a slow UART behind a FIFO). Without it the console never waits.
+
 A run: reset, load RAM through the debug port, pulse `start` once (the boot state of
 `rtl.arch.system`), then the run ends at the exit port, at HLT in root operation, or at a fault
 in root operation (`stop`).
@@ -69,9 +76,18 @@ class _Data(enum.Enum, shape=3):
 
 
 class Soc(wiring.Component):
-    def __init__(self, *, ram_bytes=RAM_BYTES, maxphyaddr=MAXPHYADDR):
+    def __init__(self, *, ram_bytes=RAM_BYTES, maxphyaddr=MAXPHYADDR, pages=None, init=None,
+                 console_backpressure=False):
         self.ram_bytes = ram_bytes
         self.maxphyaddr = maxphyaddr
+        self.pages = None if pages is None else tuple(pages)
+        self.init = init
+        self.console_backpressure = console_backpressure
+        extra = {}
+        if self.pages is not None:
+            extra.update(unmapped=Out(1), unmapped_addr=Out(maxphyaddr))
+        if console_backpressure:
+            extra.update(console_ready=In(1))
         super().__init__({
             "dbg_addr": In(32),
             "dbg_we": In(1),
@@ -105,6 +121,7 @@ class Soc(wiring.Component):
             "efer": Out(64),
             "vmx_mode": Out(VmxMode),
             "current_vmcs": Out(64),
+            **extra,
         })
 
     def elaborate(self, platform):
@@ -117,7 +134,11 @@ class Soc(wiring.Component):
         m.submodules.timer = timer = PreemptionTimer()
         m.submodules.system = su = SystemUnit(maxphyaddr=M)
         m.submodules.memory = mem = SystemMemory(ram_bytes=self.ram_bytes, maxphyaddr=M,
-                                                 walk_tag_width=tu.mem_tag_width)
+                                                 walk_tag_width=tu.mem_tag_width,
+                                                 pages=self.pages, init=self.init)
+        if self.pages is not None:
+            m.d.comb += [self.unmapped.eq(mem.unmapped), self.unmapped_addr.eq(mem.unmapped_addr)]
+        m.d.comb += su.console_ready.eq(self.console_ready if self.console_backpressure else 1)
 
         started = Signal()
         stop = Signal(RunStop)

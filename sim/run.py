@@ -127,7 +127,7 @@ EPILOG = """\
    "vmx": {"mode": "off"|"root"|"non_root", "current_vmcs": <address> or null},
    "cycles": ..., "instructions": ..., "vm_entries": ...,
    "vm_exits": {"CPUID": 2, ...}, "console": "...",
-   "memory": [{"addr": ..., "length": ..., "hex": "..." (null after cycle_limit)}, ...]
+   "memory": [{"addr": ..., "length": ..., "hex": "..."}, ...]
               (with --dump)}
 All numbers are JSON integers.
 
@@ -535,10 +535,15 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
         fault = ctx.get(dut.fault)
         raw["fault"] = {name: as_int(getattr(fault, name)) for name in FAULT_FIELDS}
         memory = []
+        if cycle_limit and dumps:       # still running: pause, so RAM is the debug port's
+            ctx.set(dut.pause, 1)
+            for _ in range(16):
+                await ctx.tick()
+                if ctx.get(dut.paused):
+                    break
+            else:
+                raise RunError("the SoC did not pause for the dump within 16 cycles")
         for addr, length in dumps:
-            if cycle_limit:     # still running: RAM is the core's, not the debug port's
-                memory.append([addr, length, None])
-                continue
             first, last = addr // 8, (addr + length - 1) // 8
             blob = b""
             for q in range(first, last + 1):
@@ -651,9 +656,6 @@ def dump_lines(memory: list[dict]) -> list[str]:
     lines = []
     for m in memory:
         span = f"{m['addr']:#x}..{m['addr'] + m['length'] - 1:#x}"
-        if m["hex"] is None:
-            lines.append(f"memory {span}: not read (the run did not stop: cycle limit)")
-            continue
         data = bytes.fromhex(m["hex"])
         lines.append(f"memory {span}:")
         for off in range(0, len(data), 16):
@@ -745,9 +747,6 @@ def _run(args: argparse.Namespace) -> int:
         record_last(waves)      # `make waves` opens it
         _say(f"waves: {waves} (GTKWave: gtkwave {gtkw})")
     _say(summary(result, elapsed))
-    if dumps and result["exit"]["kind"] == "cycle_limit":
-        _say("--dump: memory not read: at the cycle limit the SoC is still running and its RAM "
-             "is not the debug port's (\"hex\": null in the JSON)")
     if args.json:
         with contextlib.suppress(BrokenPipeError):
             sys.stdout.write(json.dumps(result) + "\n")

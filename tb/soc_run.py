@@ -15,8 +15,8 @@ named by environment variables:
     ``events``       path of the event stream (below)
 ``VTX_RUN_OUT`` (written) the raw results: the SoC's status and state ports as integers (see
     `sim.run.RAW_KEYS`), ``cycle_limit``, ``vm_exits`` {reason number: count}, ``vm_entries``,
-    ``console`` (hex of every byte), ``memory`` [[addr, length, hex], ...] (hex null after a
-    cycle-limit end: the SoC still runs and the debug port does not own RAM).
+    ``console`` (hex of every byte), ``memory`` [[addr, length, hex], ...] (after a
+    cycle-limit end the SoC is paused first: its `pause` input gives the debug port the RAM).
 
 Event stream (one line each, flushed at once, so the parent prints the console as it comes):
 ``C <byte hex> <cycle>`` console byte; ``T <cycle> <rip hex> <len> <bytes hex>`` retired instruction
@@ -45,6 +45,8 @@ CLOCK_NS = 10
 RESET_CYCLES = 3
 #: `running` must rise within this many cycles of the `start` pulse.
 START_CYCLES = 8
+#: `paused` must rise within this many cycles of `pause` (an access in flight takes 3).
+PAUSE_CYCLES = 16
 FAULT_FIELDS = ("vector", "has_error_code", "error_code", "rip", "addr")
 STATE_PORTS = ("rip", "rflags", "cr0", "cr3", "cr4", "efer", "vmx_mode", "current_vmcs",
                "stop", "exit_code", "cycles", "instructions", "running")
@@ -219,11 +221,18 @@ async def run_program(dut):
 
     state = _read_state(dut, fault_fields)
     memory = []
+    if cycle_limit and job.get("dumps"):
+        # The SoC is still running: pause it, so that the RAM becomes the debug port's.
+        await RisingEdge(dut.clk)
+        dut.pause.value = 1
+        for _ in range(PAUSE_CYCLES):
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            if _int(dut.paused):
+                break
+        else:
+            raise AssertionError(f"the SoC did not pause within {PAUSE_CYCLES} cycles")
     for addr, length in job.get("dumps", []):
-        if cycle_limit:
-            # The SoC is still running: RAM belongs to the core, not to the debug port.
-            memory.append([addr, length, None])
-            continue
         first, last = addr // 8, (addr + length - 1) // 8
         await RisingEdge(dut.clk)       # leave ReadOnly before driving the debug port
         qwords = await _read_qwords(dut, list(range(first, last + 1)))

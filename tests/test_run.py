@@ -487,9 +487,38 @@ def test_cycle_limit():
     out = run_json("--max-cycles", "60", "--dump", "0x100000:8", str(spin))
     assert out["exit"] == {"kind": "cycle_limit"}
     assert 59 <= out["cycles"] <= 61
-    # still running: the debug port does not own RAM, nothing is read
-    assert out["memory"] == [{"addr": 0x100000, "length": 8, "hex": None}]
     assert out["instructions"] < 10
+    # The SoC is paused for the dump (its `pause` input): RAM is read while the run is on.
+    assert out["memory"] == [{"addr": 0x100000, "length": 8,
+                              "hex": load_program(spin).image[:8].hex()}]
+
+
+#: Stores a value, then spins: a run that only a cycle limit ends, with a store to dump.
+SPIN_AFTER_STORE = """\
+        .text
+        .globl  _start
+_start: mov     $0x5eed, %eax
+        mov     %rax, result(%rip)
+spin:   jmp     spin
+        .data
+        .balign 8
+result: .quad   0
+"""
+
+
+@pytest.mark.parametrize("backend", ["verilator", "amaranth"])
+def test_dump_at_the_cycle_limit(tmp_path, backend):
+    program = write(tmp_path, "spin.S", SPIN_AFTER_STORE)
+    result = load_program(program).symbols["result"]
+    args = ["--sim", backend, "--ram-bytes", f"{PROGRAM_BASE + 0x10000:#x}"] \
+        if backend == "amaranth" else []
+    out = run_json(*args, "--max-cycles", "600", "--dump", f"{result:#x}:8",
+                   "--dump", f"{BOOT_PML4:#x}:8", str(program))
+    assert out["exit"] == {"kind": "cycle_limit"}
+    assert out["instructions"] > 3                       # it got to the loop
+    assert out["memory"][0]["hex"] == (0x5EED).to_bytes(8, "little").hex()
+    pml4e = int.from_bytes(bytes.fromhex(out["memory"][1]["hex"]), "little")
+    assert pml4e == page_tables()[BOOT_PML4 // 8] | PTE_A     # the walker's A flag landed
 
 
 def test_console_streams_while_running(tmp_path):

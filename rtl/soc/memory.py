@@ -108,7 +108,8 @@ class SystemMemory(wiring.Component):
         if self.pages is not None:
             extra = {"unmapped": Out(1), "unmapped_addr": Out(maxphyaddr)}
         from ..vmx.exit_decisions import MEM_REQUEST_LAYOUT, MEM_RESPONSE_LAYOUT
-        from ..vmx.ports import MEM_REQ_LAYOUT as VMX_REQ, MEM_RESP_LAYOUT as VMX_RESP
+        from ..vmx.ports import MEM_REQ_LAYOUT as VMX_REQ
+        from ..vmx.ports import MEM_RESP_LAYOUT as VMX_RESP
         super().__init__({
             "walk_req": In(stream.Signature(mem_request_layout(walk_tag_width, maxphyaddr))),
             "walk_resp": Out(stream.Signature(mem_response_layout(walk_tag_width))),
@@ -119,6 +120,7 @@ class SystemMemory(wiring.Component):
             "data_req": In(stream.Signature(DATA_REQ_LAYOUT(maxphyaddr))),
             "data_resp": Out(stream.Signature(DATA_RESP_LAYOUT)),
             "dbg_active": In(1),
+            "idle": Out(1),         # no access in flight (with `dbg_active`: the debug port's)
             "dbg_addr": In(32),
             "dbg_we": In(1),
             "dbg_wdata": In(64),
@@ -203,6 +205,7 @@ class SystemMemory(wiring.Component):
         reqs = ((MemOwner.WALK, self.walk_req), (MemOwner.VMX, self.vmx_req),
                 (MemOwner.BITMAP, self.bitmap_req), (MemOwner.DATA, self.data_req))
 
+        m.d.comb += self.idle.eq(state == _State.IDLE)
         with m.Switch(state):
             with m.Case(_State.IDLE):
                 with m.If(self.dbg_active):

@@ -23,7 +23,9 @@ until it is 1 (a slow UART behind a FIFO). Without it the console never waits.
 
 A run: reset, load RAM through the debug port, pulse `start` once (the boot state of
 `rtl.arch.system`), then the run ends at the exit port, at HLT in root operation, or at a fault
-in root operation (`stop`).
+in root operation (`stop`). `pause` freezes a run that has not ended (a cycle limit) for the
+debug port: the RAM takes no new access, so every block waits for its next one; once the access
+in flight has finished (a few cycles), `paused` rises and the debug port owns the RAM.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -94,10 +96,12 @@ class Soc(wiring.Component):
             "dbg_wdata": In(64),
             "dbg_rdata": Out(64),
             "start": In(1),
+            "pause": In(1),
             "init_rip": In(64),
             "init_rsp": In(64),
             "init_cr3": In(64),
             "running": Out(1),
+            "paused": Out(1),
             "stop": Out(RunStop),
             "exit_code": Out(32),
             "fault": Out(FAULT_LAYOUT),
@@ -155,7 +159,8 @@ class Soc(wiring.Component):
         init_rip = Signal(64)
         init_rsp = Signal(64)
         init_cr3 = Signal(64)
-        m.d.sync += [start.eq(self.start), init_rip.eq(self.init_rip),
+        pause = Signal()
+        m.d.sync += [start.eq(self.start), pause.eq(self.pause), init_rip.eq(self.init_rip),
                      init_rsp.eq(self.init_rsp), init_cr3.eq(self.init_cr3)]
         m.d.comb += [core.load.eq(start), core.init_rip.eq(init_rip),
                      core.init_rflags.eq(BOOT_RFLAGS), core.init_cr3.eq(init_cr3)]
@@ -168,7 +173,9 @@ class Soc(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         # --- memory and the debug port -----------------------------------------------------------
-        m.d.comb += [mem.dbg_active.eq(~running), mem.dbg_addr.eq(self.dbg_addr),
+        # Paused, the arbiter takes no new access once the one in flight (3 cycles) is done.
+        m.d.comb += [mem.dbg_active.eq(~running | pause), self.paused.eq(pause & mem.idle),
+                     mem.dbg_addr.eq(self.dbg_addr),
                      mem.dbg_we.eq(self.dbg_we), mem.dbg_wdata.eq(self.dbg_wdata),
                      self.dbg_rdata.eq(mem.dbg_rdata)]
         wiring.connect(m, tu.mem_req, mem.walk_req)

@@ -1,10 +1,11 @@
 """What the board tops share: the ULX3S's LEDs and FTDI UART, and the console's baud rate."""
 
+from amaranth import ClockDomain
 from amaranth.lib import io
 
 from .uart import uart_divisor
 
-__all__ = ["LED_COUNT", "BAUD", "board_uart_divisor", "drive_leds_and_tx"]
+__all__ = ["LED_COUNT", "BAUD", "board_uart_divisor", "drive_leds_and_tx", "pll_sync_domain"]
 
 #: LEDs the tops drive (the ULX3S has 8).
 LED_COUNT = 8
@@ -30,3 +31,12 @@ def drive_leds_and_tx(m, platform, leds, tx):
     uart = platform.request("uart", 0, dir="-")
     m.submodules.uart_tx = buffer = io.Buffer("o", uart.tx)
     m.d.comb += buffer.o.eq(tx)
+
+
+def pll_sync_domain(m, platform, target_mhz):
+    """The `sync` domain clocked by the ECP5 PLL at `target_mhz` from the board's oscillator
+    (held in reset until the PLL locks); returns the frequency the PLL makes, in Hz."""
+    from .pll import PLLClockDomain
+    m.domains.sync = ClockDomain("sync")
+    m.submodules.clocks = clocks = PLLClockDomain(platform, target_mhz)
+    return clocks.params.fout_mhz * 1e6

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, Mux, Signal
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib import data, io, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -42,7 +42,7 @@ from amaranth.utils import ceil_log2
 from .. import arch
 from ..translation import TranslationUnit
 from ..translation.layouts import mem_request_layout, mem_response_layout
-from .board import LED_COUNT, board_uart_divisor, drive_leds_and_tx
+from .board import LED_COUNT, board_uart_divisor, drive_leds_and_tx, pll_sync_domain
 from .uart import LinePrinter
 
 _U64 = (1 << 64) - 1
@@ -437,11 +437,8 @@ class SelfTestBoard(Elaboratable):
         self.selftest_params = selftest_params
 
     def elaborate(self, platform):
-        from .pll import PLLClockDomain
         m = Module()
-        m.domains.sync = ClockDomain("sync")
-        m.submodules.clocks = clocks = PLLClockDomain(platform, self.target_mhz)
-        clock_hz = clocks.params.fout_mhz * 1e6
+        clock_hz = pll_sync_domain(m, platform, self.target_mhz)
         m.submodules.selftest = selftest = SelfTest(clock_hz=clock_hz, **self.selftest_params)
         drive_leds_and_tx(m, platform, selftest.leds, selftest.tx)
         return m
@@ -486,10 +483,8 @@ class UnitBoard(Elaboratable):
         self.unit_params = unit_params
 
     def elaborate(self, platform):
-        from .pll import PLLClockDomain
         m = Module()
-        m.domains.sync = ClockDomain("sync")
-        m.submodules.clocks = PLLClockDomain(platform, self.target_mhz)
+        pll_sync_domain(m, platform, self.target_mhz)
         m.submodules.harness = harness = UnitHarness(self.unit_params)
         m.submodules.sin = sin = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
         m.submodules.load = load = io.Buffer("i", platform.request("button_fire", 1, dir="-"))

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from amaranth import ClockDomain, Elaboratable, Module, Mux, Signal
+from amaranth import Elaboratable, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import Out
 
 from ..arch.paging import MAXPHYADDR
 from ..soc.soc import RunStop, Soc
-from .board import LED_COUNT, board_uart_divisor, drive_leds_and_tx
+from .board import LED_COUNT, board_uart_divisor, drive_leds_and_tx, pll_sync_domain
 from .uart import UARTTx
 
 __all__ = ["SystemTop", "SystemBoard"]
@@ -128,11 +128,8 @@ class SystemBoard(Elaboratable):
         self.top_params = top_params
 
     def elaborate(self, platform):
-        from .pll import PLLClockDomain
         m = Module()
-        m.domains.sync = ClockDomain("sync")
-        m.submodules.clocks = clocks = PLLClockDomain(platform, self.target_mhz)
-        clock_hz = clocks.params.fout_mhz * 1e6
+        clock_hz = pll_sync_domain(m, platform, self.target_mhz)
         params = dict(self.top_params)
         params.setdefault("uart_divisor", board_uart_divisor(clock_hz))
         params.setdefault("heartbeat_cycles", max(1, round(clock_hz / 2)))

@@ -17,6 +17,23 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+
+class UsageError(Exception):
+    """Bad options or input: the subcommand prints one message and exits with status 2."""
+
+
+class RunError(Exception):
+    """The build or the simulation failed: exit status 1."""
+
+
+def int_option(text: str) -> int:
+    """An integer option value, decimal or 0x hex (argparse `type`)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
 #: Modules that provide subcommands, in the order of `vtx --help`.
 SUBCOMMANDS: list[str] = [
     "sim.translate_cmd",  # vtx translate: run guest translations through the RTL (examples/*.json)

@@ -45,6 +45,7 @@ from pathlib import Path
 from rtl.arch.system import PROGRAM_BASE, RAM_BYTES
 from rtl.arch.vmx import INVALID_VMCS_POINTER, ExitReason, VmxMode
 from sim import flow
+from sim.cli import RunError, UsageError, int_option
 from sim.system import (
     Program,
     SystemImageError,
@@ -144,14 +145,6 @@ examples:
   vtx run --sim amaranth --waves build/hello.vcd examples/programs/hello.S   # + build/hello.gtkw"""
 
 
-class UsageError(Exception):
-    """Bad options: exit status 2."""
-
-
-class RunError(Exception):
-    """The build or the simulation failed: exit status 1."""
-
-
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
@@ -161,10 +154,7 @@ def _say(message: str) -> None:
 
 
 def _positive(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    n = int_option(text)
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return n

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from rtl.arch import ACCESS_NAMES, MAXPHYADDR, OUTCOME_NAMES, Outcome, PageSize
 from sim import flow
+from sim.cli import RunError, UsageError, int_option
 from sim.scenario import Scenario, ScenarioError, format_output_lines, load_scenario
 from tb.model.translation import Memory, Request, Result, TranslationModel, hex_str
 
@@ -107,19 +108,8 @@ examples:
   vtx translate --waves build/t.vcd examples/ept_misconfig.json  # + build/t.gtkw"""
 
 
-class UsageError(Exception):
-    """Bad options: exit status 2."""
-
-
-class RunError(Exception):
-    """The build or the simulation failed: exit status 1."""
-
-
 def _latency(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    n = int_option(text)
     if not MIN_LATENCY <= n <= MAX_LATENCY:
         raise argparse.ArgumentTypeError(f"{n} is outside {MIN_LATENCY}..{MAX_LATENCY}")
     return n

@@ -81,6 +81,10 @@ NICE = 10
 #: nextpnr's router: router2 routes the default configuration in minutes where router1 (its
 #: default) was still converging after 25 minutes on this design's congested multiplexers.
 DEFAULT_ROUTER = "router2"
+#: nextpnr's placer: HeAP (analytic, then simulated annealing), nextpnr's default; ``static``
+#: (electrostatic) spreads a congested design more evenly (``--placer static``).
+DEFAULT_PLACER = "heap"
+PLACERS = ("heap", "static")
 
 #: Cell types of the mapped netlist, by report column.
 CELL_COLUMNS = {
@@ -449,7 +453,8 @@ def _run_step(step: str, argv: list[str], cwd: Path, env: Mapping[str, str],
 def build(*, top: str = "selftest", config: str = "default",
           target_mhz: float = DEFAULT_TARGET_MHZ, out_dir: str | os.PathLike | None = None,
           bitstream: bool = True, seed: int = 1, corrupt: int | None = None,
-          router: str = DEFAULT_ROUTER, say=None) -> BuildResult:
+          router: str = DEFAULT_ROUTER, placer: str = DEFAULT_PLACER,
+          say=None) -> BuildResult:
     """Synthesise, place and route `top` in `config` for `target_mhz`; write the report.
 
     The build happens in ``<out_dir>/<top>-<config>[-corrupt<N>]/`` (default out_dir:
@@ -460,6 +465,8 @@ def build(*, top: str = "selftest", config: str = "default",
         raise ValueError(f"top {top!r} is not one of {TOPS}")
     if config not in CONFIGS:
         raise ValueError(f"config {config!r} is not one of {tuple(CONFIGS)}")
+    if placer not in PLACERS:
+        raise ValueError(f"placer {placer!r} is not one of {PLACERS}")
     say = say or (lambda msg: None)
     out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
     if not out.is_absolute():
@@ -475,7 +482,8 @@ def build(*, top: str = "selftest", config: str = "default",
     platform = platform_class()()
     overrides = dict(yosys_overrides(name))
     overrides["add_preferences"] = lpf_preferences(target_mhz)
-    overrides["nextpnr_opts"] = (f"--seed {seed} --router {router} --timing-allow-fail "
+    overrides["nextpnr_opts"] = (f"--seed {seed} --placer {placer} --router {router} "
+                                 f"--timing-allow-fail "
                                  f"--report {name}_report.json --detailed-timing-report")
     say(f"elaborating {top} ({config}) for {platform.device}-{platform.speed} at "
         f"{_num(target_mhz)} MHz")
@@ -508,7 +516,8 @@ def build(*, top: str = "selftest", config: str = "default",
         "name": name, "top": top, "config": config,
         "unit_params": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in unit_params.items()},
-        "target_mhz": target_mhz, "seed": seed, "router": router, "bitstream": bitstream,
+        "target_mhz": target_mhz, "seed": seed, "router": router, "placer": placer,
+        "bitstream": bitstream,
         "device": f"{platform.device}-{platform.speed}{platform.package}",
         "times_s": {k: round(v, 1) for k, v in times.items()},
         "pll": {"fin_mhz": pll.fin_mhz, "fout_mhz": pll.fout_mhz, "fvco_mhz": pll.fvco_mhz,
@@ -562,20 +571,20 @@ def _module_name(raw: str) -> str:
     return raw[1:] if raw.startswith("\\") else raw
 
 
-def block_ports(rtlil: str, top: str = "top") -> dict[str, set[str]]:
-    """Instance path -> names of its ports, from the RTLIL."""
-    ports: dict[str, set[str]] = {}
+def block_ports(rtlil: str, top: str = "top") -> dict[str, dict[str, str]]:
+    """Instance path -> {port name: ``"input"``, ``"output"`` or ``"inout"``}, from the RTLIL."""
+    ports: dict[str, dict[str, str]] = {}
     current = None
     for line in rtlil.splitlines():
         if line.startswith("module \\"):
             name = line[len("module \\"):].strip()
             current = name[len(top) + 1:] if name.startswith(top + ".") else None
             if current is not None:
-                ports[current] = set()
+                ports[current] = {}
         elif current is not None:
-            mobj = re.match(r"\s*wire width \d+ (?:input|output|inout) \d+\s+\\(\S+)$", line)
+            mobj = re.match(r"\s*wire width \d+ (input|output|inout) \d+\s+\\(\S+)$", line)
             if mobj:
-                ports[current].add(mobj.group(1))
+                ports[current][mobj.group(2)] = mobj.group(1)
     return ports
 
 
@@ -583,21 +592,39 @@ class BlockIndex:
     """Finds the block a cell of the flat netlist came from, by its name.
 
     After ``flatten`` a cell's name starts with the instance path of the block whose net it
-    is named after. Nets that connect a block's ports to its parent carry the parent's path
-    and the port's name (``selftest.resp__payload...`` for the unit's ``resp`` port), so a
-    name whose next component is a port name of exactly one child block is charged to that
-    child.
+    is named after, and the net that connects a port of a block to its parent carries either
+    name. So the name alone can point at the wrong side of a port; the port's direction
+    decides:
+
+    * a name whose next component is an *output* port of exactly one child block
+      (``selftest.resp__payload...`` for the unit's ``resp`` port) is charged to that child,
+      which drives it;
+    * a name inside a block whose next component is one of that block's *input* ports
+      (``soc.vmx.checks.vmcs...``: the VMX unit's working copy, seen through the entry checks'
+      ``vmcs`` input) is charged to the parent, which drives it.
+
+    `ports` maps each instance path to its ports and their directions (`block_ports`); a plain
+    set of names counts as outputs.
     """
 
-    def __init__(self, ports: Mapping[str, set[str]], top: str = "top"):
+    def __init__(self, ports: Mapping[str, Mapping[str, str] | set[str]], top: str = "top"):
         self.top = top
         self.paths = set(ports)
+        self.inputs: dict[str, list[str]] = {}
         self.child_ports: dict[str, dict[str, str | None]] = {}
         for path, names in ports.items():
+            dirs = names if isinstance(names, Mapping) else dict.fromkeys(names, "output")
+            self.inputs[path] = sorted((n for n, d in dirs.items() if d == "input"),
+                                       key=len, reverse=True)
             parent = path.rsplit(".", 1)[0] if "." in path else top
             table = self.child_ports.setdefault(parent, {})
-            for port in names:
-                table[port] = path if port not in table else None    # None: ambiguous
+            for port, direction in dirs.items():
+                if direction == "output":
+                    table[port] = path if port not in table else None    # None: ambiguous
+
+    @staticmethod
+    def _starts_with_port(rest: str, port: str) -> bool:
+        return rest.startswith(port) and (len(rest) == len(port) or rest[len(port)] in "._[$")
 
     def __call__(self, cell_name: str) -> str:
         parts = cell_name.split(".")
@@ -609,22 +636,25 @@ class BlockIndex:
                 block = candidate
                 rest = cell_name[len(candidate) + 1:]
                 break
+        if block != self.top and any(self._starts_with_port(rest, port)
+                                     for port in self.inputs.get(block, ())):
+            return block.rsplit(".", 1)[0] if "." in block else self.top
         ports = self.child_ports.get(block, {})
         for port in sorted(ports, key=len, reverse=True):
             child = ports[port]
-            if child is not None and rest.startswith(port) and (
-                    len(rest) == len(port) or rest[len(port)] in "._[$"):
+            if child is not None and self._starts_with_port(rest, port):
                 return child
         return block
 
 
-def per_module_stats(netlist: Mapping, ports: Mapping[str, set[str]], top: str = "top") -> dict:
+def per_module_stats(netlist: Mapping, ports: Mapping[str, Mapping[str, str] | set[str]],
+                     top: str = "top") -> dict:
     """LUT4/FF/EBR/DSP per block of the flat mapped netlist (Yosys ``write_json``).
 
     Each cell is charged to the block its name says (`BlockIndex`); figures per block include
     its sub-blocks, ``own`` excludes them. The sum over the blocks is exactly the flat netlist
-    that nextpnr places. A LUT is named after one of its nets, so logic at a block boundary
-    may be charged to either side.
+    that nextpnr places. A LUT is named after one of its nets; at a block boundary the port's
+    direction decides which side drives that net (`BlockIndex`).
     """
     cells = netlist["modules"][top]["cells"]
     paths = sorted(ports)
@@ -779,6 +809,7 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
         "system": meta.get("system"),
         "seed": meta["seed"],
         "router": meta.get("router", "router1"),
+        "placer": meta.get("placer", DEFAULT_PLACER),
         "bitstream": (name + ".bit") if meta["bitstream"] else None,
         "times_s": meta["times_s"],
         "tools": {tool: flow._version(dist) for tool, dist in
@@ -848,7 +879,8 @@ def render_markdown(r: Mapping) -> str:
     lines += ["", "## Build", "",
               "Times (s, wall, under `nice`): " + ", ".join(f"{k} {v}" for k, v in t.items()),
               "", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()),
-              f"; nextpnr seed {r['seed']}, {r.get('router')}.", ""]
+              f"; nextpnr seed {r['seed']}, {r.get('placer', DEFAULT_PLACER)} placer, "
+              f"{r.get('router')}.", ""]
     return "\n".join(lines)
 
 
@@ -879,6 +911,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                         help=f"nextpnr router (default {DEFAULT_ROUTER})")
+    parser.add_argument("--placer", choices=PLACERS, default=DEFAULT_PLACER,
+                        help=f"nextpnr placer (default {DEFAULT_PLACER}; static spreads a "
+                             f"congested design more evenly)")
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,
@@ -896,7 +931,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = build(top=args.top, config=args.config, target_mhz=args.target_mhz,
                        out_dir=args.out, bitstream=not args.no_bitstream, seed=args.seed,
-                       corrupt=args.corrupt, router=args.router, say=_say)
+                       corrupt=args.corrupt, router=args.router,
+                       placer=args.placer, say=_say)
     except (SynthError, ValueError) as e:
         _say(f"error: {e}")
         return 2

@@ -19,6 +19,7 @@ from rtl.arch.vmx import (
     CR0_PE,
     CR4_VMXE,
     EFER_LMA,
+    EXIT_SAVED_GUEST_FIELDS,
     FIELD_BY_NAME,
     FIELDS,
     INVALID_VMCS_POINTER,
@@ -428,10 +429,11 @@ def random_example(rng: random.Random) -> dict:
 
 
 def random_guest(tb, rng: random.Random) -> dict:
-    """The guest state at a VM exit: what the entry loaded, with a few fields changed."""
+    """The guest state at a VM exit: what the entry loaded, with a few of the fields a VM exit
+    saves changed (the others cannot change in this core: `EXIT_SAVED_GUEST_FIELDS`)."""
     g = all_guest_state(tb)
     for _ in range(rng.choice([0, 1, 3, 10])):
-        name = rng.choice(list(g))
+        name = rng.choice(EXIT_SAVED_GUEST_FIELDS)
         g[name] = rng.getrandbits(FIELD_BY_NAME[name].bits)
     return g
 

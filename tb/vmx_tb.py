@@ -20,7 +20,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from rtl.arch.vmx import FIELDS, VmxMode, VmxOp, VmxResult
-from rtl.arch.vmx import FieldType
+from rtl.arch.vmx import EXIT_SAVED_GUEST_FIELDS, FieldType
 from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.layouts import VMCS_LAYOUT, member_name
 from rtl.vmx.ports import (ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS,
@@ -312,8 +312,9 @@ class VmxTB:
                       intr_info: int = 0, intr_error: int = 0, idt_vectoring_info: int = 0,
                       idt_vectoring_error: int = 0, what: str = "") -> tuple[object, int]:
         """A VM exit from the core: the model's `vm_exit` and the unit's exit port, compared
-        (host state, invalidation, working copy). `guest`: every guest-state field's value
-        (default: the values the entry loaded). Returns (model result, cycles from the accepting
+        (host state, invalidation, working copy). `guest`: guest-state field values (default:
+        the values the entry loaded); only those of `EXIT_SAVED_GUEST_FIELDS` are sent, to
+        the unit and to the model. Returns (model result, cycles from the accepting
         edge to the answer's edge)."""
         dut = self.dut
         what = what or f"VM exit {reason} (op #{self.ops})"
@@ -323,6 +324,12 @@ class VmxTB:
             guest = {f.name: m.current.fields[f.name] for f in FIELDS
                      if f.type is FieldType.GUEST}
             guest.update(m.guest.guest)
+        # The exit port carries only the fields a VM exit saves; the model keeps the others
+        # at their VMCS values, as the unit does.
+        unknown = set(guest) - {f.name for f in FIELDS if f.type is FieldType.GUEST}
+        if unknown:
+            raise ValueError(f"not guest-state fields: {sorted(unknown)}")
+        guest = {k: v for k, v in guest.items() if k in EXIT_SAVED_GUEST_FIELDS}
         n_inval = len(self.invals)
         exp = m.vm_exit(reason, qualification, gla, gpa, instr_len, instr_info, guest,
                         intr_info=intr_info, intr_error=intr_error,

@@ -115,8 +115,25 @@ def test_block_ports_from_rtlil():
     rtlil = "\n".join([
         "module \\top", "  wire width 1 input 0  \\clk", "end",
         "module \\top.a.b", "  wire width 8 output 1  \\out__payload",
-        "  wire width 1 \\inner", "end"])
-    assert synth.block_ports(rtlil) == {"a.b": {"out__payload"}}
+        "  wire width 4 input 2  \\cfg", "  wire width 1 \\inner", "end"])
+    assert synth.block_ports(rtlil) == {"a.b": {"out__payload": "output", "cfg": "input"}}
+
+
+def test_per_module_attribution_by_port_direction():
+    # The parent's register seen through a child's input port is the parent's; a net named
+    # after a child's input port in the parent is the parent's too, only outputs go to the child.
+    netlist = {"modules": {"top": {"cells": {
+        "a.b.cfg_TRELLIS_FF_Q": {"type": "TRELLIS_FF"},         # a drives b's input
+        "a.b.cfg_TRELLIS_FF_Q_DI_LUT4_Z": {"type": "LUT4"},
+        "a.cfg_TRELLIS_FF_Q_1": {"type": "TRELLIS_FF"},          # same register, parent's name
+        "a.b.y_TRELLIS_FF_Q": {"type": "TRELLIS_FF"},            # b's own
+        "a.out_TRELLIS_FF_Q": {"type": "TRELLIS_FF"},            # b's output
+    }}}}
+    ports = {"a": {"clk": "input"}, "a.b": {"cfg": "input", "out": "output"}}
+    stats = synth.per_module_stats(netlist, ports)
+    assert stats["a.b"]["ff"] == 2 and stats["a.b"]["lut4"] == 0
+    assert stats["a"]["own"] == {"lut4": 1, "carry": 0, "lutram": 0, "ff": 2, "ebr": 0,
+                                 "dsp": 0}
 
 
 def _yosys_with_checks(tmp_path, verilog):

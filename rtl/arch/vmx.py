@@ -738,6 +738,20 @@ EXIT_CTL_SAVE_PREEMPTION_TIMER = 1 << 22
 EXIT_CTL_DEFAULT1 = 0x00036DFF
 EXIT_CTL_TRUE_DEFAULT1 = 0x00036DFB
 
+#: The guest-state fields a VM exit saves from the processor (SDM 28.3: the others are saved
+#: too on silicon, but this core has no instruction that changes them: no segment or
+#: descriptor-table loads, no STI/MOV SS blocking, no SYSENTER MSRs, no SMM, no activity states
+#: other than the one entered with; so they keep the values the VM entry loaded, which are
+#: their VMCS values). DR7, DEBUGCTL, PAT and EFER only with their "save" exit controls, the
+#: PDPTEs only with EPT, the preemption timer with its own control (VMCS link pointer: never).
+#: The VMX unit's exit port carries these and nothing else (`rtl.vmx.ports.EXIT_GUEST_LAYOUT`).
+EXIT_SAVED_GUEST_FIELDS = (
+    "GUEST_RIP", "GUEST_RSP", "GUEST_RFLAGS", "GUEST_CR0", "GUEST_CR3", "GUEST_CR4",
+    "GUEST_DR7", "GUEST_IA32_DEBUGCTL", "GUEST_IA32_PAT", "GUEST_IA32_EFER",
+    "GUEST_PDPTR0", "GUEST_PDPTR1", "GUEST_PDPTR2", "GUEST_PDPTR3",
+    "VMX_PREEMPTION_TIMER_VALUE",
+)
+
 # VM-entry controls (0x4012).
 ENTRY_CTL_LOAD_DEBUG_CONTROLS = 1 << 2
 ENTRY_CTL_IA32E_MODE_GUEST = 1 << 9

@@ -17,9 +17,10 @@ and takes the VM exits of VMX non-root operation:
   exit of VMCLEAR, VMPTRLD, VMPTRST, VMXON, VMREAD, VMWRITE, INVEPT or INVVPID carries the
   instruction information (SDM 28.2.5; every other exit writes 0 there).
 
-A VM exit hands the VMX unit the guest state: what the last VM entry loaded (``entry.guest``)
-with the state the core changes (RIP, RSP, RFLAGS, CR0, CR3, CR4, EFER) and the remaining timer
-count; the VMX unit answers with the host state, which the core loads. A VM entry loads the
+A VM exit hands the VMX unit the guest state it saves (`EXIT_GUEST_LAYOUT`): the state the core
+changes (RIP, RSP, RFLAGS, CR0, CR3, CR4, EFER), the remaining timer count, and DR7, DEBUGCTL,
+PAT and the PDPTEs as the last VM entry loaded them (``entry.guest``: the core does not hold
+them); the VMX unit answers with the host state, which the core loads. A VM entry loads the
 guest's RIP, RSP, RFLAGS, CR0, CR3, CR4 and EFER into the core. The general-purpose registers
 stay as they are across both, as on silicon.
 
@@ -45,7 +46,8 @@ from ..core.layouts import InsnClass, OpSize
 from ..translation.layouts import invalidation_layout
 from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, ExitQueryKind
 from ..vmx.layouts import VMCS_LAYOUT
-from ..vmx.ports import ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, INSTR_LAYOUT, RESULT_LAYOUT
+from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
+                         INSTR_LAYOUT, RESULT_LAYOUT)
 
 __all__ = ["SystemUnit", "SysState", "VMX_OPS"]
 
@@ -581,7 +583,8 @@ class SystemUnit(wiring.Component):
                     x.gpa.eq(exit_gpa), x.instr_len.eq(exit_len), x.instr_info.eq(exit_info),
                     x.intr_info.eq(exit_intr_info), x.intr_error.eq(exit_intr_error),
                     x.idt_vectoring_info.eq(0), x.idt_vectoring_error.eq(0),
-                    g.eq(self.vmx_entry.guest),
+                    # What the core does not hold (DR7, DEBUGCTL, PAT, PDPTEs): as entered.
+                    *(g[n].eq(self.vmx_entry.guest[n]) for n in EXIT_GUEST_LAYOUT.members),
                     g.guest_rip.eq(self.core_rip), g.guest_rsp.eq(gpr[4]),
                     g.guest_rflags.eq(self.core_rflags), g.guest_cr0.eq(self.core_cr0),
                     g.guest_cr3.eq(self.core_cr3), g.guest_cr4.eq(self.core_cr4),

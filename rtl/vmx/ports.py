@@ -9,20 +9,23 @@
   (``flags_valid`` = 0 when RFLAGS is unchanged), the new EPTP of a VMFUNC.
 * `MEM_REQ_LAYOUT` / `MEM_RESP_LAYOUT`: the unit's memory port, 64-bit qwords; writes get no
   response; responses come in request order.
-* `EXIT_LAYOUT`: a VM exit the core reports (`VmxModel.vm_exit` arguments + the guest state).
+* `EXIT_LAYOUT`: a VM exit the core reports (`VmxModel.vm_exit` arguments + the guest state it
+  can change, `EXIT_GUEST_LAYOUT`).
 * `HOST_LOAD_LAYOUT`: what a VM exit or a VM-entry failure loads (`tb.model.vmx.HostState`).
 * `ENTRY_LAYOUT`: what a successful VM entry establishes (`tb.model.vmx.EntryEffects`).
 """
 
 from __future__ import annotations
 
+from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-from rtl.arch.vmx import MAXPHYADDR, VmInstructionError, VmxOp, VmxResult
-from rtl.vmx.layouts import CPU_STATE_LAYOUT, GUEST_STATE_LAYOUT
+from rtl.arch.vmx import (EXIT_SAVED_GUEST_FIELDS, FIELD_BY_NAME, MAXPHYADDR, VmInstructionError,
+                          VmxOp, VmxResult)
+from rtl.vmx.layouts import CPU_STATE_LAYOUT, GUEST_STATE_LAYOUT, member_name
 
 __all__ = ["INSTR_LAYOUT", "RESULT_LAYOUT", "MEM_REQ_LAYOUT", "MEM_RESP_LAYOUT", "EXIT_LAYOUT",
-           "HOST_LOAD_LAYOUT", "ENTRY_LAYOUT", "HOST_SEGMENTS"]
+           "EXIT_GUEST_LAYOUT", "HOST_LOAD_LAYOUT", "ENTRY_LAYOUT", "HOST_SEGMENTS"]
 
 INSTR_LAYOUT = data.StructLayout({
     "op": VmxOp,
@@ -50,6 +53,13 @@ RESULT_LAYOUT = data.StructLayout({
 MEM_REQ_LAYOUT = data.StructLayout({"addr": MAXPHYADDR, "write": 1, "data": 64})
 MEM_RESP_LAYOUT = data.StructLayout({"data": 64})
 
+#: The guest state a VM exit saves (`rtl.arch.vmx.EXIT_SAVED_GUEST_FIELDS`): RIP, RSP, RFLAGS,
+#: CR0/CR3/CR4, DR7, DEBUGCTL, PAT, EFER, the PDPTEs and vmx_preemption_timer_value (the
+#: remaining timer count, saved with "save VMX-preemption timer value"). The other guest-state
+#: fields keep their values: nothing in this core changes them between entry and exit.
+EXIT_GUEST_LAYOUT = data.StructLayout(
+    {member_name(name): unsigned(FIELD_BY_NAME[name].bits) for name in EXIT_SAVED_GUEST_FIELDS})
+
 EXIT_LAYOUT = data.StructLayout({
     "reason": 16,
     "qualification": 64,
@@ -61,9 +71,8 @@ EXIT_LAYOUT = data.StructLayout({
     "intr_error": 32,
     "idt_vectoring_info": 32,
     "idt_vectoring_error": 32,
-    # The guest state at the exit (vmx_preemption_timer_value: the remaining timer count, saved
-    # with "save VMX-preemption timer value"; vmcs_link_pointer is ignored).
-    "guest": GUEST_STATE_LAYOUT,
+    # The guest state at the exit, the fields the core can change (EXIT_GUEST_LAYOUT).
+    "guest": EXIT_GUEST_LAYOUT,
 })
 
 HOST_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "tr")

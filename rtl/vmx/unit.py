@@ -67,6 +67,7 @@ from rtl.arch.vmx import (
     EXIT_CTL_SAVE_EFER,
     EXIT_CTL_SAVE_PAT,
     EXIT_CTL_SAVE_PREEMPTION_TIMER,
+    EXIT_SAVED_GUEST_FIELDS,
     EXIT_REASON_INVALID_GUEST_STATE,
     INTR_INFO_DELIVER_ERROR_CODE,
     INTR_INFO_TYPE_SHIFT,
@@ -675,11 +676,11 @@ class VmxUnit(wiring.Component):
                                             entry_ctls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32))),
             ]
             conds = []
-            for f in FIELDS:
-                if f.type is not FieldType.GUEST:
-                    continue
-                n = member_name(f)
-                if n in ("vmcs_link_pointer", "vmx_preemption_timer_value"):
+            # Only the fields the core can change come with the exit; every other guest field
+            # keeps the value the entry loaded, which is still its working-copy value.
+            for name in EXIT_SAVED_GUEST_FIELDS:
+                n = member_name(name)
+                if n == "vmx_preemption_timer_value":
                     continue
                 if n in save:
                     conds.append((exit_ctls[save[n].bit_length() - 1], wc[n].eq(ex.guest[n])))

@@ -62,6 +62,16 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     assert modules["selftest.memory"]["ebr"] == data["ebr_used"]
     md = result.report_md.read_text()
     assert "Fmax" in md and "walker" in md and "Critical path" in md
+    assert data["placer"] == synth.DEFAULT_PLACER and "heap placer" in md
+    # The options the flow gave nextpnr (the platform's build script).
+    script = (result.build_dir / "build_top.sh").read_text()
+    assert f"--placer {synth.DEFAULT_PLACER} --router {synth.DEFAULT_ROUTER}" in script
+
+
+def test_unknown_placer_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="placer 'annealing'"):
+        synth.build(out_dir=tmp_path, placer="annealing")
+    assert not any(tmp_path.iterdir())          # refused before anything was written
 
 
 def test_pll_dividers_match_ecppll(tmp_path):

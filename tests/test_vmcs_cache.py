@@ -81,11 +81,30 @@ def test_metadata_and_data():
         assert not ctx.get(dut.b_valid) and not ctx.get(dut.a_lbv)
         # Data: a write, then the read port shows the row one cycle after its address.
         for slot, field, value in ((0, 0, 0x1111), (3, 129, 0x2222_3333_4444_5555), (1, 7, 9)):
-            await pulse(ctx, a=(dut.wr_en, 1), b=(dut.wr_slot, slot), c=(dut.wr_field, field),
+            await pulse(ctx, a=(dut.wr_en, 0b11), b=(dut.wr_slot, slot), c=(dut.wr_field, field),
                         d=(dut.wr_data, value))
         for slot, field, value in ((0, 0, 0x1111), (3, 129, 0x2222_3333_4444_5555), (1, 7, 9)):
             ctx.set(dut.rd_slot, slot)
             ctx.set(dut.rd_field, field)
             await ctx.tick()
             assert ctx.get(dut.rd_data) == value
+        # One half at a time: bit 1 writes bits 63:32 only, bit 0 bits 31:0 only.
+        await pulse(ctx, a=(dut.wr_en, 0b10), b=(dut.wr_slot, 3), c=(dut.wr_field, 129),
+                    d=(dut.wr_data, 0xAAAA_AAAA_BBBB_BBBB))
+        await pulse(ctx, a=(dut.wr_en, 0b01), b=(dut.wr_slot, 1), c=(dut.wr_field, 7),
+                    d=(dut.wr_data, 0xCCCC_CCCC_0000_0042))
+        for slot, field, value in ((3, 129, 0xAAAA_AAAA_4444_5555), (1, 7, 0x42)):
+            ctx.set(dut.rd_slot, slot)
+            ctx.set(dut.rd_field, field)
+            await ctx.tick()
+            assert ctx.get(dut.rd_data) == value
+        # With rd_en low the read data holds while the address moves.
+        ctx.set(dut.rd_en, 0)
+        ctx.set(dut.rd_slot, 0)
+        ctx.set(dut.rd_field, 0)
+        await ctx.tick()
+        assert ctx.get(dut.rd_data) == 0x42
+        ctx.set(dut.rd_en, 1)
+        await ctx.tick()
+        assert ctx.get(dut.rd_data) == 0x1111
     run(bench)

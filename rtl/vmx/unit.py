@@ -6,14 +6,22 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   (every #UD/#GP/VM-exit/VMfail check, VMREAD, VMWRITE, VMPTRST, VMXOFF, VMCALL) are answered
   one cycle after the instruction is accepted, and the next instruction is accepted in that same
   cycle: VMREAD/VMWRITE of the current VMCS run back to back at one per cycle.
-* The current VMCS lives in ``vmcs`` (the working copy, a register bank of `VMCS_LAYOUT`), which
-  the exit-decision and entry-check blocks read directly. Its data belongs to cache slot
-  ``wc_slot`` while ``wc_live``; the slot's row in the cache memory is stale meanwhile and is
-  refreshed when another VMCS needs the working copy (states FLUSH and SWAP).
+* The current VMCS lives twice: in ``vmcs`` (the working copy, a register bank of
+  `VMCS_LAYOUT`), which the exit-decision and entry-check blocks read directly, and in its cache
+  slot ``wc_slot``'s rows of the cache memory (``wc_live``: the working copy is that slot's).
+  Both are kept equal (write-through): VMWRITE writes both in the same cycle (each 32-bit half
+  has its own write enable, so the high access of a 64-bit field needs no read), a VMfail
+  writes the error field into both, VMFUNC the EPTP. A VM exit or VM-entry failure writes the
+  working copy in one cycle and then copies the fields it wrote (`_EXIT_WRITTEN`, 27) into the
+  row in the background, one per cycle whenever no other write needs the port; until that is
+  done, VMREAD, VMPTRLD and VMCLEAR wait (a VMRESUME does not). So VMREAD reads the cache
+  memory (the read port's address is the offered field, its data the answer), a VMCS leaving
+  the working copy needs no write-back, and region write-back reads only the memory: nothing
+  reads the working copy by field index (two 130-way 64-bit multiplexers fewer).
 * ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
   write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
-* VMPTRLD of a cached VMCS swaps it into the working copy (one field per cycle, the old one
-  written back to its slot in the same cycles); a miss reads the region, evicting the least
+* VMPTRLD of a cached VMCS copies it from its rows into the working copy (one field per cycle);
+  a miss reads the region into the working copy and the victim slot's rows, evicting the least
   recently used slot (written back to its region first if dirty). VMPTRLD always reads the
   revision dword first (error 11), hit or miss, as the model does.
 * VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then the
@@ -102,6 +110,7 @@ from rtl.arch.vmx import (
     VMX_MSRS,
     ExitReason,
     FieldType,
+    FieldWidth,
     InterruptionType,
 
     VmInstructionError,
@@ -120,6 +129,17 @@ from rtl.vmx.vmcs_cache import VmcsCache
 __all__ = ["VmxUnit"]
 
 NF = len(FIELDS)
+#: Field slot (row in the cache memory) of each working-copy member.
+_SLOT = {member_name(f): f.slot for f in FIELDS}
+#: Every field a VM exit or a VM-entry failure writes into the working copy (`vm_exit_writes`,
+#: state ENTRY_FAIL); the background write-back (`side_wb`) then copies them into the current
+#: VMCS's memory row.
+_EXIT_WRITTEN = (
+    "vm_exit_reason", "exit_qualification", "guest_linear_address", "guest_physical_address",
+    "vm_exit_instruction_len", "vmx_instruction_info", "vm_exit_intr_info",
+    "vm_exit_intr_error_code", "idt_vectoring_info_field", "idt_vectoring_error_code",
+    "vm_entry_intr_info_field", "vm_entry_controls",
+) + tuple(member_name(n) for n in EXIT_SAVED_GUEST_FIELDS)
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _VMX_CR0_BAD = ~VMX_CR0_FIXED1 & _U64
@@ -211,23 +231,21 @@ class VmxUnit(wiring.Component):
                 with m.Case(addr):
                     m.d.comb += [self.msr_value.eq(value), self.msr_valid.eq(1)]
 
-        # --- working copy: indexed read ports and one indexed write port ------------------------
-        def wc_read(idx, name):
-            out = Signal(64, name=name)
-            with m.Switch(idx):
-                for f in FIELDS:
-                    with m.Case(f.slot):
-                        m.d.comb += out.eq(wc[member_name(f)])
-            return out
-
-        wc_we = Signal()
+        # --- working copy: one indexed write port (a write enable per 32-bit half) ----------
+        # Nothing reads the working copy by index: VMREAD and region write-back read the cache
+        # memory, which every write keeps up to date (module doc, "write-through").
+        wc_we = Signal(2)
         wc_widx = Signal(range(NF))
         wc_wdata = Signal(64)
-        with m.If(wc_we):
-            with m.Switch(wc_widx):
-                for f in FIELDS:
-                    with m.Case(f.slot):
-                        m.d.sync += wc[member_name(f)].eq(wc_wdata)
+        with m.Switch(wc_widx):
+            for f in FIELDS:
+                with m.Case(f.slot):
+                    field = wc[member_name(f)]
+                    with m.If(wc_we[0]):
+                        m.d.sync += field[0:min(32, f.bits)].eq(wc_wdata[0:min(32, f.bits)])
+                    if f.bits > 32:
+                        with m.If(wc_we[1]):
+                            m.d.sync += field[32:].eq(wc_wdata[32:f.bits])
         wc_dirty = Signal()     # the working copy changes this cycle: its slot becomes dirty
         m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
 
@@ -271,12 +289,20 @@ class VmxUnit(wiring.Component):
                         with m.Case(f.encoding | 1):
                             m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot), f_high.eq(1),
                                          f_ro.eq(f.read_only)]
-        f_val = wc_read(f_idx, "f_val")
-        vmread_value = Signal(64)
-        m.d.comb += vmread_value.eq(Mux(f_high, f_val[32:64], f_val) & opmask)
+        # VMWRITE: the value for both halves; the high access writes only bits 63:32 (the
+        # write enables), the field's width (`FieldWidth`, encoding bits 14:13) cuts the rest,
+        # so that the cache memory holds the field zero-extended, as the working copy does.
+        src = Signal(64)
+        m.d.comb += src.eq(d.value & opmask)
+        f_width = enc[13:15]
         vmwrite_value = Signal(64)
-        src = d.value & opmask
-        m.d.comb += vmwrite_value.eq(Mux(f_high, Cat(f_val[0:32], src[0:32]), src))
+        vmwrite_halves = Signal(2)
+        m.d.comb += [
+            vmwrite_value.eq(Mux(f_high, Cat(src[0:32], src[0:32]),
+                                 Mux(f_width == FieldWidth.BITS16.value, src[0:16],
+                                     Mux(f_width == FieldWidth.BITS32.value, src[0:32], src)))),
+            vmwrite_halves.eq(Mux(f_high, 0b10, 0b11)),
+        ]
 
         # Secondary controls in effect ("activate secondary controls"), the bits the unit uses.
         sec_on = wc.cpu_based_vm_exec_control[bit(PROC_ACTIVATE_SECONDARY)]
@@ -395,7 +421,7 @@ class VmxUnit(wiring.Component):
                 rules(root_checks(VmxOp.VMREAD, 0) + [
                     (~cur_valid, FI),
                     (~f_ok, FV(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT)),
-                    (None, outcome(VmxResult.SUCCEED, val=vmread_value))], pre=9)
+                    (None, outcome(VmxResult.SUCCEED))], pre=9)
             with m.Case(VmxOp.VMWRITE):
                 rules(root_checks(VmxOp.VMWRITE, 0) + [
                     (~cur_valid, FI),
@@ -468,7 +494,17 @@ class VmxUnit(wiring.Component):
         # --- result register -----------------------------------------------------------------
         res = Signal(RESULT_LAYOUT)
         res_valid = Signal()
+        # A VMREAD's value comes from the cache memory's read port, whose address the accepting
+        # cycle presents (the current VMCS's row of the field) and whose data then holds until
+        # the next instruction is accepted: `res_mem` selects it, `res_high`/`res_long` shape it.
+        res_mem = Signal()
+        res_high = Signal()
+        res_long = Signal()
+        rdd = cache.rd_data
         m.d.comb += [self.result.payload.eq(res), self.result.valid.eq(res_valid)]
+        with m.If(res_mem):
+            m.d.comb += self.result.payload.value.eq(
+                Mux(res_high, rdd[32:64], Mux(res_long, rdd, rdd[0:32])))
         with m.If(self.result.ready):
             m.d.sync += res_valid.eq(0)
 
@@ -483,11 +519,43 @@ class VmxUnit(wiring.Component):
                     res.proceed.eq(proceed),
                     res.flags.eq(Mux(proceed, 0, flags)),
                     res.flags_valid.eq(flags_valid & ~proceed),
-                    res_valid.eq(1)]
+                    res_valid.eq(1), res_mem.eq(0)]
+
+        port_taken = Signal()   # a state writes the cache memory this cycle (`mem_write`)
+
+        def mem_write(slot, field, value, halves=0b11):
+            """Statements (comb) that write `value` into row `field` of cache slot `slot`."""
+            return [cache.wr_en.eq(halves), cache.wr_slot.eq(slot), cache.wr_field.eq(field),
+                    cache.wr_data.eq(value), port_taken.eq(1)]
+
+        # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
+        # (`_EXIT_WRITTEN`), one per cycle into the current VMCS's memory row, in the background
+        # in every cycle no state writes the memory (those assignments come later and win).
+        # Meanwhile the guest may be resumed; what reads the rows waits (VMREAD, VMPTRLD,
+        # VMCLEAR: see `needs_rows`). A new exit starts it again from the first field.
+        side_wb = Signal()
+        side_cnt = Signal(range(len(_EXIT_WRITTEN)))
+        side_field = Signal(range(NF))
+        side_data = Signal(64)
+        with m.Switch(side_cnt):
+            for i, n in enumerate(_EXIT_WRITTEN):
+                # (The last also for the counter values no sequence reaches: every value of
+                # the counter copies a field, so none can write a wrong value into a row.)
+                with (m.Case(i) if i < len(_EXIT_WRITTEN) - 1 else m.Default()):
+                    m.d.comb += [side_field.eq(_SLOT[n]), side_data.eq(wc[n])]
+        with m.If(side_wb):
+            m.d.comb += [cache.wr_en.eq(0b11), cache.wr_slot.eq(wc_slot),
+                         cache.wr_field.eq(side_field), cache.wr_data.eq(side_data)]
+            with m.If(~port_taken):
+                with m.If(side_cnt == len(_EXIT_WRITTEN) - 1):
+                    m.d.sync += side_wb.eq(0)
+                with m.Else():
+                    m.d.sync += side_cnt.eq(side_cnt + 1)
 
         def commit_error(err):
-            """VMfailValid: the error number goes to the current VMCS."""
-            return [wc.vm_instruction_error.eq(err)]
+            """VMfailValid: the error number goes to the current VMCS (and its memory row)."""
+            m.d.sync += wc.vm_instruction_error.eq(err)
+            m.d.comb += [wc_dirty.eq(1), *mem_write(wc_slot, _SLOT["vm_instruction_error"], err)]
 
         # --- memory port defaults ------------------------------------------------------------
         mreq = self.mem_req
@@ -500,7 +568,6 @@ class VmxUnit(wiring.Component):
         rcnt = Signal(range(NF + 2))    # response counter of a load
         sslot = Signal(range(self.slots))   # slot read from the cache memory
         sslot_nxt = Signal(range(self.slots))
-        src_wc = Signal()               # write-back source: working copy (else cache memory)
         wb_launch = Signal(64)          # launch-state qword a write-back stores
         victim = Signal(range(self.slots))
         ld_launch = Signal(64)
@@ -510,15 +577,31 @@ class VmxUnit(wiring.Component):
         tgt_slot = Signal(range(self.slots))
         m.d.comb += [cnt_nxt.eq(cnt), sslot_nxt.eq(sslot)]
         m.d.sync += [cnt.eq(cnt_nxt), sslot.eq(sslot_nxt)]
-        # The cache memory's read port always shows field cnt-1 of slot sslot (the address of the
-        # next cycle is presented now).
-        m.d.comb += [cache.rd_slot.eq(sslot_nxt), cache.rd_field.eq(cnt_nxt - 1)]
+        # The cache memory's read port: in IDLE the field of the offered instruction in the
+        # current VMCS's row (a VMREAD's value), taken only when an instruction is accepted so
+        # that it holds while the result waits; in the sequences field cnt-1 of slot sslot (the
+        # address of the next cycle is presented now).
+        with m.If(idle):
+            m.d.comb += [cache.rd_slot.eq(wc_slot), cache.rd_field.eq(f_idx),
+                         cache.rd_en.eq(self.instr.valid & self.instr.ready)]
+        with m.Else():
+            m.d.comb += [cache.rd_slot.eq(sslot_nxt), cache.rd_field.eq(cnt_nxt - 1),
+                         cache.rd_en.eq(1)]
 
-        fld = Signal(range(NF))          # field index of the current write-back/swap step
+        fld = Signal(range(NF))          # field index of the current swap step
         m.d.comb += fld.eq(cnt - 1)
-        wc_fld = wc_read(fld, "wc_fld")
         wb_data = Signal(64)
-        m.d.comb += wb_data.eq(Mux(cnt == 0, wb_launch, Mux(src_wc, wc_fld, cache.rd_data)))
+        m.d.comb += wb_data.eq(Mux(cnt == 0, wb_launch, cache.rd_data))
+        # Width of field rcnt-1 of a region load: the cache memory gets it zero-extended.
+        ld_width = Signal(FieldWidth)
+        with m.Switch(rcnt - 1):
+            for f in FIELDS:
+                with m.Case(f.slot):
+                    m.d.comb += ld_width.eq(f.width)
+        ld_data = self.mem_resp.payload.data
+        ld_value = Signal(64)
+        m.d.comb += ld_value.eq(Mux(ld_width == FieldWidth.BITS16, ld_data[0:16],
+                                    Mux(ld_width == FieldWidth.BITS32, ld_data[0:32], ld_data)))
 
         tag_bits = mpa - 12
         q_ptr = q.mem[0:64]
@@ -696,7 +779,13 @@ class VmxUnit(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 accept = Signal()
-                m.d.comb += [self.instr.ready.eq(~res_valid | self.result.ready),
+                # Instructions that read the cache memory's rows wait for the write-back.
+                needs_rows = Signal()
+                op_in = self.instr.payload.op
+                m.d.comb += needs_rows.eq((op_in == VmxOp.VMREAD) | (op_in == VmxOp.VMPTRLD)
+                                          | (op_in == VmxOp.VMCLEAR))
+                m.d.comb += [self.instr.ready.eq((~res_valid | self.result.ready)
+                                                 & ~(side_wb & needs_rows)),
                              accept.eq(self.instr.valid & self.instr.ready)]
                 # A VM exit is taken when no instruction is (the core sends one or the other).
                 m.d.comb += self.exit.ready.eq(~self.instr.valid & (~res_valid | self.result.ready))
@@ -710,7 +799,7 @@ class VmxUnit(wiring.Component):
                         m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(ex.guest.guest_cr0,
                                                        ex.guest.guest_ia32_efer)]
                         m.d.sync += [host_reg.eq(host_calc), mode.eq(VmxMode.ROOT),
-                                     ctx.eq(0)]
+                                     ctx.eq(0), side_wb.eq(1), side_cnt.eq(0)]
                         with m.If(~g_vpid_on):
                             m.d.sync += [inv_valid.eq(1), inv.kind.eq(Invalidation.VPID),
                                          inv.vpid.eq(0), inv.eptp.eq(0), inv.gla.eq(0)]
@@ -731,11 +820,15 @@ class VmxUnit(wiring.Component):
                     with m.Elif(o_act == _Act.NONE):
                         m.d.sync += answer(o_kind, o_err, o_exit, o_qual, o_val)
                         with m.If(o_kind == VmxResult.FAIL_VALID):
-                            m.d.sync += commit_error(o_err)
-                            m.d.comb += wc_dirty.eq(1)
+                            commit_error(o_err)
+                        with m.If((d.op == VmxOp.VMREAD) & (o_kind == VmxResult.SUCCEED)):
+                            m.d.sync += [res_mem.eq(1), res_high.eq(f_high),
+                                         res_long.eq(long_mode)]
                     with m.Elif(o_act == _Act.VMWRITE):
-                        m.d.comb += [wc_we.eq(1), wc_widx.eq(f_idx), wc_wdata.eq(vmwrite_value),
-                                     wc_dirty.eq(1)]
+                        # Write-through: the working copy and the current VMCS's memory row.
+                        m.d.comb += [wc_we.eq(vmwrite_halves), wc_widx.eq(f_idx),
+                                     wc_wdata.eq(vmwrite_value), wc_dirty.eq(1),
+                                     *mem_write(wc_slot, f_idx, vmwrite_value, vmwrite_halves)]
                         m.d.sync += answer(VmxResult.SUCCEED)
                     with m.Elif(o_act == _Act.VMXOFF):
                         m.d.sync += [mode.eq(VmxMode.OUTSIDE), vmxon_ptr.eq(0),
@@ -810,7 +903,8 @@ class VmxUnit(wiring.Component):
                     with m.If(eptp_ok(entry, mpa)):
                         m.d.sync += [wc.ept_pointer.eq(entry), ctx.eptp.eq(entry),
                                      entry_reg.eptp.eq(entry)]
-                        m.d.comb += wc_dirty.eq(1)
+                        m.d.comb += [wc_dirty.eq(1),
+                                     *mem_write(wc_slot, _SLOT["ept_pointer"], entry)]
                         m.d.sync += answer(VmxResult.COMPLETE, eptp=entry)
                     with m.Else():
                         m.d.sync += answer(VmxResult.VM_EXIT,
@@ -821,8 +915,7 @@ class VmxUnit(wiring.Component):
             with m.State("CLEAR_START"):
                 m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot)]
                 with m.If(cache.hit):
-                    m.d.sync += [src_wc.eq(wc_live & (wc_slot == cache.hit_slot)),
-                                 wb_launch.eq(0)]
+                    m.d.sync += wb_launch.eq(0)
                     m.d.comb += [cnt_nxt.eq(0), sslot_nxt.eq(cache.hit_slot)]
                     m.next = "CLEAR_WB"
                 with m.Else():
@@ -861,7 +954,7 @@ class VmxUnit(wiring.Component):
                     with m.If(~revision_ok(mresp.payload.data[0:32])):
                         # VMfailValid(11) if there is a current VMCS (else VMfailInvalid).
                         with m.If(cur_valid):
-                            m.d.sync += commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
+                            commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
                             m.d.comb += wc_dirty.eq(1)
                             m.d.sync += answer(VmxResult.FAIL_VALID,
                                                VmInstructionError.VMPTRLD_INCORRECT_REVISION)
@@ -877,36 +970,20 @@ class VmxUnit(wiring.Component):
                     m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.hit_slot)]
                     with m.If(wc_live & (wc_slot == cache.hit_slot)):
                         m.next = "PTR_DONE"
-                    with m.Elif(wc_live):
-                        # Swap: the working copy goes back to its slot while the new one comes.
-                        m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
-                        m.next = "SWAP"
                     with m.Else():
+                        # The slot's memory rows are up to date (the working copy's too): copy
+                        # the new VMCS into the working copy.
                         m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
                         m.next = "SWAP"
                 with m.Else():
                     m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.victim)]
-                    with m.If(wc_live & (wc_slot != cache.victim)):
-                        m.d.comb += cnt_nxt.eq(1)
-                        m.next = "FLUSH"
-                    with m.Else():
-                        m.next = "EVICT"
+                    m.next = "EVICT"
             with m.State("SWAP"):
-                # Field cnt-1: old value to the old slot, new value from the new slot.
-                m.d.comb += [cache.wr_en.eq(wc_live), cache.wr_slot.eq(wc_slot),
-                             cache.wr_field.eq(fld), cache.wr_data.eq(wc_fld),
-                             wc_we.eq(1), wc_widx.eq(fld), wc_wdata.eq(cache.rd_data)]
+                # Field cnt-1 from the new slot's memory row into the working copy.
+                m.d.comb += [wc_we.eq(0b11), wc_widx.eq(fld), wc_wdata.eq(cache.rd_data)]
                 with m.If(cnt == NF):
                     m.d.sync += [wc_slot.eq(tgt_slot), wc_live.eq(1)]
                     m.next = "PTR_DONE"
-                with m.Else():
-                    m.d.comb += cnt_nxt.eq(cnt + 1)
-            with m.State("FLUSH"):
-                m.d.comb += [cache.wr_en.eq(1), cache.wr_slot.eq(wc_slot),
-                             cache.wr_field.eq(fld), cache.wr_data.eq(wc_fld)]
-                with m.If(cnt == NF):
-                    m.d.sync += wc_live.eq(0)
-                    m.next = "EVICT"
                 with m.Else():
                     m.d.comb += cnt_nxt.eq(cnt + 1)
             with m.State("EVICT"):
@@ -914,7 +991,6 @@ class VmxUnit(wiring.Component):
                 vtag = cache.b_tag
                 with m.If(cache.b_valid & cache.b_dirty):
                     m.d.sync += [
-                        src_wc.eq(wc_live & (wc_slot == victim)),
                         wb_launch.eq(Cat(cache.b_launched, Const(0, 31), cache.b_lbv,
                                          Const(1, 1), vmxoff_epoch)),
                         base.eq(Cat(Const(0, 12), vtag)),
@@ -949,8 +1025,10 @@ class VmxUnit(wiring.Component):
                     with m.If(rcnt == 0):
                         m.d.sync += ld_launch.eq(mresp.payload.data)
                     with m.Else():
-                        m.d.comb += [wc_we.eq(1), wc_widx.eq(rcnt - 1),
-                                     wc_wdata.eq(mresp.payload.data)]
+                        # Into the working copy and the new slot's memory row.
+                        m.d.comb += [wc_we.eq(0b11), wc_widx.eq(rcnt - 1),
+                                     wc_wdata.eq(mresp.payload.data),
+                                     *mem_write(victim, rcnt - 1, ld_value)]
                     with m.If(rcnt == NF):
                         m.d.comb += [cache.fill.eq(1), cache.fill_slot.eq(victim),
                                      cache.fill_tag.eq(base[12:mpa]),
@@ -988,13 +1066,13 @@ class VmxUnit(wiring.Component):
                 with m.If(checks.done):
                     kind = checks.result.kind
                     with m.If(kind == EntryCheckKind.CONTROLS):
-                        m.d.sync += commit_error(VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
+                        commit_error(VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
                         m.d.sync += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
                         m.d.comb += wc_dirty.eq(1)
                         m.next = "IDLE"
                     with m.Elif(kind == EntryCheckKind.HOST):
-                        m.d.sync += commit_error(VmInstructionError.ENTRY_INVALID_HOST_STATE)
+                        commit_error(VmInstructionError.ENTRY_INVALID_HOST_STATE)
                         m.d.sync += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_HOST_STATE)
                         m.d.comb += wc_dirty.eq(1)
@@ -1061,6 +1139,7 @@ class VmxUnit(wiring.Component):
                 m.d.sync += host_reg.eq(host_calc)
                 m.d.sync += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
                                    qual=fail_qual)
+                m.d.sync += [side_wb.eq(1), side_cnt.eq(0)]
                 m.next = "IDLE"
 
             # --- VM exit: invalidation (no VPIDs), then the host state --------------------------

@@ -2,8 +2,12 @@
 
 Data: one Amaranth `Memory` of 64-bit rows, row ``slot * 256 + field slot`` (the field slot of
 `rtl.arch.vmx.FIELDS`, zero-extended), with one synchronous read port (data of the address
-presented in the previous cycle) and one write port. The VMX unit copies a VMCS between this
-memory and its working copy (the register bank of the current VMCS) one field per cycle.
+presented in the previous cycle while ``rd_en``; with ``rd_en`` low the data holds) and one
+write port with a write enable per 32-bit half (``wr_en`` bit 0: bits 31:0, bit 1: bits 63:32;
+a VMWRITE of a field's high half writes only bits 63:32). The VMX unit keeps every slot's rows
+up to date (the current VMCS's too: write-through), reads VMREAD results from here and copies
+a VMCS from here into its working copy (the register bank of the current VMCS) one field per
+cycle.
 
 Metadata per slot (registers, so that all slots are looked up in one cycle):
 
@@ -53,8 +57,8 @@ class VmcsCache(wiring.Component):
             "b_slot": In(s), "b_valid": Out(1), "b_dirty": Out(1), "b_launched": Out(1),
             "b_lbv": Out(1), "b_tag": Out(self.tag_bits),
             # Data.
-            "rd_slot": In(s), "rd_field": In(f), "rd_data": Out(64),
-            "wr_en": In(1), "wr_slot": In(s), "wr_field": In(f), "wr_data": In(64),
+            "rd_slot": In(s), "rd_field": In(f), "rd_en": In(1, init=1), "rd_data": Out(64),
+            "wr_en": In(2), "wr_slot": In(s), "wr_field": In(f), "wr_data": In(64),
             # Commands.
             "touch": In(1), "touch_slot": In(s),
             "fill": In(1), "fill_slot": In(s), "fill_tag": In(self.tag_bits),
@@ -70,9 +74,10 @@ class VmcsCache(wiring.Component):
         k = self.slots
         m.submodules.data = data = memory.Memory(shape=64, depth=k * FIELD_ROWS, init=[])
         rd = data.read_port()
-        wr = data.write_port()
+        wr = data.write_port(granularity=32)
         m.d.comb += [
             rd.addr.eq(Cat(self.rd_field, self.rd_slot)),
+            rd.en.eq(self.rd_en),
             self.rd_data.eq(rd.data),
             wr.addr.eq(Cat(self.wr_field, self.wr_slot)),
             wr.data.eq(self.wr_data),

@@ -241,5 +241,6 @@ class VmxHighWriteClearsLow(ObservedVmxUnit):
 
     def mutate(self, m):
         f_high, value = module_signal(m, "f_high"), module_signal(m, "vmwrite_value")
+        halves = module_signal(m, "vmwrite_halves")
         with m.If(f_high):
-            m.d.comb += value[0:32].eq(0)
+            m.d.comb += [value[0:32].eq(0), halves.eq(0b11)]

@@ -17,8 +17,10 @@ has every behaviour of the real design and more: a safety property proven with t
 without it):
 
 - `data`: the read data of the VMCS cache's field memory (`VmcsCache.rd_data`) is free in every
-  cycle, so the 2 x 256 x 64-bit memory drops out of the model (no property depends on the
-  contents of a cached VMCS);
+  cycle, so the 2 x 256 x 64-bit memory drops out of the model; for `vmrw` (VMREAD answers from
+  that memory) except the rows of field F: the harness keeps F's row of each slot as a register
+  written as the write port writes it (per 32-bit half) and read as the synchronous read port
+  reads it, and a read of F's row returns it;
 - `checks`: `VmEntryChecks` is replaced by a block whose outputs (`done`, `result`,
   `link_read_needed`, `link_addr`) are free in every cycle: any check outcome at any time;
 - `wc` (properties `mode`, `ptr`, `unique` only): the working copy of the current VMCS is free
@@ -59,7 +61,7 @@ from __future__ import annotations
 
 import contextlib
 
-from amaranth import Cat, Const, Mux, Signal
+from amaranth import Array, Cat, Const, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -414,8 +416,28 @@ class VmxHarness(FormalTop):
         m.d.comb += fi_s.eq(fi)
         m.d.comb += Assume(fi_s < len(FIELDS))
         f_enc, f_wide, f_le32, f_ro, f_mask = _field_table(m, fi_s, "F")
-        wcf = Signal(64, name="wc_F")
-        with m.Switch(fi_s):
+        # VMREAD reads the cache memory: its row of F in each slot is modelled (`mem_F<i>`,
+        # written as the write port writes it, read as the synchronous read port reads it:
+        # the old value in a cycle that also writes, held while `rd_en` is low); every other
+        # row stays free (the `data` cut).
+        mem_f = [Signal(64, name=f"mem_F{i}") for i in range(self.slots)]
+        if want("vmrw"):
+            rd_f = Signal(name="rd_F")
+            rd_f_val = Signal(64, name="rd_F_val")
+            for i, mf in enumerate(mem_f):
+                w = (cache.wr_slot == i) & (cache.wr_field == fi_s)
+                with cm.If(w & cache.wr_en[0]):
+                    cm.d.sync += mf[0:32].eq(cache.wr_data[0:32])
+                with cm.If(w & cache.wr_en[1]):
+                    cm.d.sync += mf[32:64].eq(cache.wr_data[32:64])
+            with cm.If(cache.rd_en):
+                cm.d.sync += [rd_f.eq(cache.rd_field == fi_s),
+                              rd_f_val.eq(Array(mem_f)[cache.rd_slot])]
+            cm.d.comb += cache.rd_data.eq(Mux(rd_f, rd_f_val, AnySeq(64)))
+        mfc = Signal(64, name="mem_F_cur")     # F in the current VMCS's row
+        m.d.comb += mfc.eq(Array(mem_f)[wc_slot])
+        wcf = Signal(64, name="wc_F")           # F in the working copy (the exit write-back
+        with m.Switch(fi_s):                    # copies it into the row)
             for f in FIELDS:
                 with m.Case(f.slot):
                     m.d.comb += wcf.eq(wc[member_name(f)])
@@ -476,14 +498,14 @@ class VmxHarness(FormalTop):
                                 & (in_state("ENTRY_INVAL") | idle)),
                   "aux: entered only by VMLAUNCH/VMRESUME")
             check(~(pending & idle & entered) | (rk == VmxResult.VM_ENTRY), "aux: entered answer")
-            ptr_st = in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "FLUSH", "EVICT",
+            ptr_st = in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "EVICT",
                               "EVICT_WB", "LOAD", "PTR_DONE")
             qp = q.mem[0:64]
             check(~ptr_st | ((q.op == VmxOp.VMPTRLD) & (mode == VmxMode.ROOT) & ptr_ok(qp)
                              & (qp != von)), "aux: VMPTRLD sequence")
-            check(~in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "FLUSH", "EVICT",
+            check(~in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "EVICT",
                             "LOAD", "PTR_DONE") | (base == qp[0:mpa]), "aux: VMPTRLD base")
-            miss_st = in_state("FLUSH", "EVICT", "EVICT_WB", "LOAD")
+            miss_st = in_state("EVICT", "EVICT_WB", "LOAD")
             for i in range(self.slots):
                 check(~miss_st | ~valid[i] | (tags[i] != qp[12:mpa]),
                       f"aux: miss: slot {i} does not hold the VMCS")
@@ -502,12 +524,15 @@ class VmxHarness(FormalTop):
             if want("vmrw"):
                 check(~(lo_n | hi_n) | (idle & ~f_ro), "aux: shadow only in IDLE, writable F")
                 check(~(lo_n | hi_n) | ~pending | keeps | rec_pre, "aux: shadow, in flight")
-                check(~lo_n | ~f_wide | (wcf[0:32] == sh_n[0:32]), "aux: shadow low")
-                check(~lo_n | f_wide | (wcf == sh_n), "aux: shadow narrow")
-                check(~hi_n | ~f_wide | (wcf[32:64] == sh_n[32:64]), "aux: shadow high")
-                check(~(wrote & is_full) | (wcf == (rec_val & f_mask)), "aux: VMWRITE wrote F")
-                check(~(wrote & is_high) | (wcf[32:64] == rec_val[0:32]),
-                      "aux: VMWRITE wrote F (high)")
+                for v, where in ((mfc, "row"), (wcf, "working copy")):
+                    check(~lo_n | ~f_wide | (v[0:32] == sh_n[0:32]), f"aux: shadow low ({where})")
+                    check(~lo_n | f_wide | (v == sh_n), f"aux: shadow narrow ({where})")
+                    check(~hi_n | ~f_wide | (v[32:64] == sh_n[32:64]),
+                          f"aux: shadow high ({where})")
+                    check(~(wrote & is_full) | (v == (rec_val & f_mask)),
+                          f"aux: VMWRITE wrote F ({where})")
+                    check(~(wrote & is_high) | (v[32:64] == rec_val[0:32]),
+                          f"aux: VMWRITE wrote F (high, {where})")
         self.sigs = sigs = dict(seq=seq, enc_of=enc_of, mode=mode, cur=cur, von=von, valid=valid, tags=tags,
                     launched=launched, wc_slot=wc_slot, wc_live=wc_live, pending=pending,
                     res_valid=res.valid, q=q, wc=wc_view, in_state=in_state, victim=victim)

@@ -13,6 +13,7 @@ parsers.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -66,6 +67,19 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     # The options the flow gave nextpnr (the platform's build script).
     script = (result.build_dir / "build_top.sh").read_text()
     assert f"--placer {synth.DEFAULT_PLACER} --router {synth.DEFAULT_ROUTER}" in script
+
+
+def test_default_placer_per_top():
+    # The whole system places with the static placer unless told otherwise; the others keep
+    # nextpnr's default (HeAP, what the smoke build above checks end to end).
+    assert synth.default_placer("system") == "static"
+    assert synth.default_placer("selftest") == synth.DEFAULT_PLACER == "heap"
+    assert synth.default_placer("unit") == "heap"
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["synth", "--top", "system"])
+    assert args.placer is None          # `build` resolves it per top
+    assert parser.parse_args(["synth", "--placer", "heap"]).placer == "heap"
 
 
 def test_unknown_placer_is_refused(tmp_path):

@@ -955,7 +955,6 @@ class VmxUnit(wiring.Component):
                         # VMfailValid(11) if there is a current VMCS (else VMfailInvalid).
                         with m.If(cur_valid):
                             commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
-                            m.d.comb += wc_dirty.eq(1)
                             m.d.sync += answer(VmxResult.FAIL_VALID,
                                                VmInstructionError.VMPTRLD_INCORRECT_REVISION)
                         with m.Else():
@@ -1069,13 +1068,11 @@ class VmxUnit(wiring.Component):
                         commit_error(VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
                         m.d.sync += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
-                        m.d.comb += wc_dirty.eq(1)
                         m.next = "IDLE"
                     with m.Elif(kind == EntryCheckKind.HOST):
                         commit_error(VmInstructionError.ENTRY_INVALID_HOST_STATE)
                         m.d.sync += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_HOST_STATE)
-                        m.d.comb += wc_dirty.eq(1)
                         m.next = "IDLE"
                     with m.Elif(kind == EntryCheckKind.GUEST):
                         m.d.sync += fail_qual.eq(checks.result.qualification)

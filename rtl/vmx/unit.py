@@ -12,7 +12,7 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   Both are kept equal (write-through): VMWRITE writes both in the same cycle (each 32-bit half
   has its own write enable, so the high access of a 64-bit field needs no read), a VMfail
   writes the error field into both, VMFUNC the EPTP. A VM exit or VM-entry failure writes the
-  working copy in one cycle and then copies the fields it wrote (`_EXIT_WRITTEN`, 27) into the
+  working copy in one cycle and then copies the fields it wrote (`exit_written`, 27) into the
   row in the background, one per cycle whenever no other write needs the port; until that is
   done, VMREAD, VMPTRLD and VMCLEAR wait (a VMRESUME does not). So VMREAD reads the cache
   memory (the read port's address is the offered field, its data the answer), a VMCS leaving
@@ -131,15 +131,6 @@ __all__ = ["VmxUnit"]
 NF = len(FIELDS)
 #: Field slot (row in the cache memory) of each working-copy member.
 _SLOT = {member_name(f): f.slot for f in FIELDS}
-#: Every field a VM exit or a VM-entry failure writes into the working copy (`vm_exit_writes`,
-#: state ENTRY_FAIL); the background write-back (`side_wb`) then copies them into the current
-#: VMCS's memory row.
-_EXIT_WRITTEN = (
-    "vm_exit_reason", "exit_qualification", "guest_linear_address", "guest_physical_address",
-    "vm_exit_instruction_len", "vmx_instruction_info", "vm_exit_intr_info",
-    "vm_exit_intr_error_code", "idt_vectoring_info_field", "idt_vectoring_error_code",
-    "vm_entry_intr_info_field", "vm_entry_controls",
-) + tuple(member_name(n) for n in EXIT_SAVED_GUEST_FIELDS)
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _VMX_CR0_BAD = ~VMX_CR0_FIXED1 & _U64
@@ -250,12 +241,14 @@ class VmxUnit(wiring.Component):
         m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
 
         # --- the instruction being decided ------------------------------------------------------
-        # In IDLE the decision looks at the offered instruction itself (answer in the next
-        # cycle); sequenced instructions keep it in `q`.
+        # The decision looks at the offered instruction itself (answer in the next cycle) and
+        # is used only in IDLE (every use of `d` and of what is computed from it is under
+        # `idle`); sequenced instructions keep the instruction in `q` and read only `q`. (Until
+        # 2026-11-27 `d` was `Mux(idle, offered, q)`: 650 bits of multiplexer in front of the
+        # decision that no state outside IDLE looked at.)
         q = Signal(INSTR_LAYOUT)
-        d = Signal(INSTR_LAYOUT)
+        d = self.instr.payload
         idle = Signal()
-        m.d.comb += d.eq(Mux(idle, self.instr.payload.as_value(), q.as_value()))
         cpu = d.cpu
 
         pe = cpu.cr0[bit(CR0_PE)]
@@ -528,30 +521,6 @@ class VmxUnit(wiring.Component):
             return [cache.wr_en.eq(halves), cache.wr_slot.eq(slot), cache.wr_field.eq(field),
                     cache.wr_data.eq(value), port_taken.eq(1)]
 
-        # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
-        # (`_EXIT_WRITTEN`), one per cycle into the current VMCS's memory row, in the background
-        # in every cycle no state writes the memory (those assignments come later and win).
-        # Meanwhile the guest may be resumed; what reads the rows waits (VMREAD, VMPTRLD,
-        # VMCLEAR: see `needs_rows`). A new exit starts it again from the first field.
-        side_wb = Signal()
-        side_cnt = Signal(range(len(_EXIT_WRITTEN)))
-        side_field = Signal(range(NF))
-        side_data = Signal(64)
-        with m.Switch(side_cnt):
-            for i, n in enumerate(_EXIT_WRITTEN):
-                # (The last also for the counter values no sequence reaches: every value of
-                # the counter copies a field, so none can write a wrong value into a row.)
-                with (m.Case(i) if i < len(_EXIT_WRITTEN) - 1 else m.Default()):
-                    m.d.comb += [side_field.eq(_SLOT[n]), side_data.eq(wc[n])]
-        with m.If(side_wb):
-            m.d.comb += [cache.wr_en.eq(0b11), cache.wr_slot.eq(wc_slot),
-                         cache.wr_field.eq(side_field), cache.wr_data.eq(side_data)]
-            with m.If(~port_taken):
-                with m.If(side_cnt == len(_EXIT_WRITTEN) - 1):
-                    m.d.sync += side_wb.eq(0)
-                with m.Else():
-                    m.d.sync += side_cnt.eq(side_cnt + 1)
-
         def commit_error(err):
             """VMfailValid: the error number goes to the current VMCS (and its memory row)."""
             m.d.sync += wc.vm_instruction_error.eq(err)
@@ -741,23 +710,30 @@ class VmxUnit(wiring.Component):
             "guest_ia32_efer": EXIT_CTL_SAVE_EFER,
         }
 
+        # What a VM exit writes into the working copy: the exit-information fields (always) and
+        # the guest state the core can change (`EXIT_SAVED_GUEST_FIELDS`, some under exit
+        # controls). A VM-entry failure (state ENTRY_FAIL) writes the first two.
+        exit_info = {
+            "vm_exit_reason": ex.reason,
+            "exit_qualification": ex.qualification,
+            "guest_linear_address": ex.gla,
+            "guest_physical_address": ex.gpa,
+            "vm_exit_instruction_len": ex.instr_len,
+            "vmx_instruction_info": ex.instr_info,
+            "vm_exit_intr_info": ex.intr_info,
+            "vm_exit_intr_error_code": ex.intr_error,
+            "idt_vectoring_info_field": ex.idt_vectoring_info,
+            "idt_vectoring_error_code": ex.idt_vectoring_error,
+            "vm_entry_intr_info_field": intr & (~INTR_INFO_VALID & _U32),
+            "vm_entry_controls": Mux(ex.guest.guest_ia32_efer[bit(EFER_LMA)],
+                                     entry_ctls | ENTRY_CTL_IA32E_MODE_GUEST,
+                                     entry_ctls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32)),
+        }
+        exit_written = (*exit_info, *(member_name(n) for n in EXIT_SAVED_GUEST_FIELDS))
+        assert {"vm_exit_reason", "exit_qualification"} <= set(exit_written)
+
         def vm_exit_writes():
-            st = [
-                wc.vm_exit_reason.eq(ex.reason),
-                wc.exit_qualification.eq(ex.qualification),
-                wc.guest_linear_address.eq(ex.gla),
-                wc.guest_physical_address.eq(ex.gpa),
-                wc.vm_exit_instruction_len.eq(ex.instr_len),
-                wc.vmx_instruction_info.eq(ex.instr_info),
-                wc.vm_exit_intr_info.eq(ex.intr_info),
-                wc.vm_exit_intr_error_code.eq(ex.intr_error),
-                wc.idt_vectoring_info_field.eq(ex.idt_vectoring_info),
-                wc.idt_vectoring_error_code.eq(ex.idt_vectoring_error),
-                wc.vm_entry_intr_info_field.eq(intr & (~INTR_INFO_VALID & _U32)),
-                wc.vm_entry_controls.eq(Mux(ex.guest.guest_ia32_efer[bit(EFER_LMA)],
-                                            entry_ctls | ENTRY_CTL_IA32E_MODE_GUEST,
-                                            entry_ctls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32))),
-            ]
+            st = [wc[n].eq(v) for n, v in exit_info.items()]
             conds = []
             # Only the fields the core can change come with the exit; every other guest field
             # keeps the value the entry loaded, which is still its working-copy value.
@@ -774,6 +750,30 @@ class VmxUnit(wiring.Component):
             conds.append((exit_ctls[bit(EXIT_CTL_SAVE_PREEMPTION_TIMER)],
                           wc.vmx_preemption_timer_value.eq(ex.guest.vmx_preemption_timer_value)))
             return st, conds
+
+        # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
+        # (`exit_written`, 27), one per cycle into the current VMCS's memory row, in the background
+        # in every cycle no state writes the memory (those assignments come later and win).
+        # Meanwhile the guest may be resumed; what reads the rows waits (VMREAD, VMPTRLD,
+        # VMCLEAR: see `needs_rows`). A new exit starts it again from the first field.
+        side_wb = Signal()
+        side_cnt = Signal(range(len(exit_written)))
+        side_field = Signal(range(NF))
+        side_data = Signal(64)
+        with m.Switch(side_cnt):
+            for i, n in enumerate(exit_written):
+                # (The last also for the counter values no sequence reaches: every value of
+                # the counter copies a field, so none can write a wrong value into a row.)
+                with (m.Case(i) if i < len(exit_written) - 1 else m.Default()):
+                    m.d.comb += [side_field.eq(_SLOT[n]), side_data.eq(wc[n])]
+        with m.If(side_wb):
+            m.d.comb += [cache.wr_en.eq(0b11), cache.wr_slot.eq(wc_slot),
+                         cache.wr_field.eq(side_field), cache.wr_data.eq(side_data)]
+            with m.If(~port_taken):
+                with m.If(side_cnt == len(exit_written) - 1):
+                    m.d.sync += side_wb.eq(0)
+                with m.Else():
+                    m.d.sync += side_cnt.eq(side_cnt + 1)
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):

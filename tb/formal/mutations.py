@@ -184,19 +184,15 @@ class UnitLosesGeneralProtection(ObservedUnit):
 # Subclasses of `tb.formal.vmx.ObservedVmxUnit` whose `mutate` adds a later assignment to the
 # elaborated unit's module (the harness calls it after building the unit); see tb/formal/vmx.py.
 
-from amaranth.lib import data as _data  # noqa: E402
-
 from rtl.arch.vmx import VmInstructionError, VmxMode, VmxOp, VmxResult  # noqa: E402
-from rtl.vmx.ports import INSTR_LAYOUT  # noqa: E402
 from rtl.vmx.unit import _Act  # noqa: E402
 
 from .vmx import ObservedVmxUnit, module_signal  # noqa: E402
 
 
-def _vmx_decided(m):
-    """The instruction the unit is deciding (its `d` signal, as a view). Like every
-    `module_signal` call, only outside an open control block of `m` (it flushes `m`)."""
-    return _data.View(INSTR_LAYOUT, module_signal(m, "d"))
+def _vmx_decided(unit):
+    """The instruction the unit is deciding in IDLE: the offered one (the unit's `d`)."""
+    return unit.instr.payload
 
 
 class VmxInstrExitLeavesNonRoot(ObservedVmxUnit):
@@ -205,7 +201,7 @@ class VmxInstrExitLeavesNonRoot(ObservedVmxUnit):
     (breaks `mode`)."""
 
     def mutate(self, m):
-        d = _vmx_decided(m)
+        d = _vmx_decided(self)
         mode = module_signal(m, "mode", "sync")
         accept, o_kind = module_signal(m, "accept"), module_signal(m, "o_kind")
         with m.If(accept & ~d.precheck & (o_kind == VmxResult.VM_EXIT.value)
@@ -218,7 +214,7 @@ class VmxVmptrldSkipsAddressCheck(ObservedVmxUnit):
     (error 9 becomes a VMPTRLD; breaks `ptr`)."""
 
     def mutate(self, m):
-        d = _vmx_decided(m)
+        d = _vmx_decided(self)
         o_err, o_act, o_kind = (module_signal(m, n) for n in ("o_err", "o_act", "o_kind"))
         with m.If((d.op == VmxOp.VMPTRLD)
                   & (o_err == VmInstructionError.VMPTRLD_INVALID_ADDRESS.value)):

@@ -922,10 +922,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                         help=f"nextpnr router (default {DEFAULT_ROUTER})")
     parser.add_argument("--placer", choices=PLACERS, default=None,
-                        help=f"nextpnr placer (default {DEFAULT_PLACER}, for "
-                             f"{', '.join(sorted(TOP_PLACER))} "
-                             f"{', '.join(TOP_PLACER[t] for t in sorted(TOP_PLACER))}; static "
-                             f"spreads a congested design more evenly)")
+                        help="nextpnr placer (default: " + "; ".join(
+                            [f"{p} for --top {t}" for t, p in sorted(TOP_PLACER.items())]
+                            + [f"{DEFAULT_PLACER} otherwise"])
+                        + "; static spreads a congested design more evenly)")
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,

@@ -84,7 +84,7 @@ class SysState(enum.Enum, shape=4):
     QUERY = 2       # non-root: ask the exit-decision block
     DECIDE = 3      # wait for its decision
     EXEC = 4        # execute the instruction (root semantics)
-    VMX = 5         # offer the VMX instruction
+    VMX = 5         # register the VMX instruction (first cycle), then offer it
     VMX_WAIT = 6    # wait for the VMX unit's result
     EXIT = 7        # offer the VM exit to the VMX unit
     EXIT_WAIT = 8   # wait for the host state
@@ -306,6 +306,34 @@ class SystemUnit(wiring.Component):
         precheck = Signal()
         m.d.comb += precheck.eq(mem_source & ~r.loaded & ~precheck_final)
 
+        # The VMX instruction offered to the VMX unit, from a register: its operands are the
+        # request's and the core's registers (16-way register-file multiplexers and the VMX
+        # unit's instruction decision behind them would otherwise be one combinational path
+        # across two blocks). State VMX takes them in its first cycle (`r`, the registers and
+        # `precheck` are stable there) and offers them from the second: one cycle per
+        # VMX instruction.
+        ins = Signal(INSTR_LAYOUT)
+        vmx_ins = Signal(INSTR_LAYOUT)
+        vmx_ins_held = Signal()     # `vmx_ins` holds this state-VMX visit's operands
+        m.d.comb += [
+            ins.op.eq(op),
+            ins.precheck.eq(precheck),
+            ins.register_operand.eq(~r.mem),
+            ins.mem.eq(r.mem_val),
+            ins.reg.eq(Mux(cls == InsnClass.VMFUNC, rax, reg_val)),
+            ins.value.eq(Mux(cls == InsnClass.VMFUNC, rcx,
+                             Mux(r.mem, r.mem_val[:64], rm_val))),
+            # The displacement; RIP-relative: plus the next RIP, i.e. the EA (SDM 28.2.1).
+            ins.qualification.eq(Mux(r.mem, Mux(r.rip_rel, r.ea, r.disp.as_signed()), 0)),
+            ins.cpu.cpl.eq(0), ins.cpu.cr0.eq(self.core_cr0), ins.cpu.cr4.eq(self.core_cr4),
+            ins.cpu.efer.eq(self.core_efer), ins.cpu.cs_l.eq(1),
+            ins.cpu.rflags.eq(self.core_rflags),
+            ins.cpu.feature_control.eq(FEATURE_CONTROL_RESET),
+            ins.cpu.mov_ss_blocking.eq(0),
+        ]
+        m.d.sync += vmx_ins.eq(ins)
+        m.d.comb += self.vmx_instr.payload.eq(vmx_ins)
+
         def exit_instr_info():
             """After `take_exit` (which clears `exit_info`: bits a table leaves undefined stay
             0): the VMX instruction's VM-exit instruction information."""
@@ -509,27 +537,12 @@ class SystemUnit(wiring.Component):
                         fault(VECTOR_UD)
 
             with m.Case(SysState.VMX):
-                ins = self.vmx_instr.payload
-                m.d.comb += [
-                    ins.op.eq(op),
-                    ins.precheck.eq(precheck),
-                    ins.register_operand.eq(~r.mem),
-                    ins.mem.eq(r.mem_val),
-                    ins.reg.eq(Mux(cls == InsnClass.VMFUNC, rax, reg_val)),
-                    ins.value.eq(Mux(cls == InsnClass.VMFUNC, rcx,
-                                     Mux(r.mem, r.mem_val[:64], rm_val))),
-                    # The displacement; RIP-relative: plus the next RIP, i.e. the EA (SDM 28.2.1).
-                    ins.qualification.eq(Mux(r.mem, Mux(r.rip_rel, r.ea, r.disp.as_signed()),
-                                             0)),
-                    ins.cpu.cpl.eq(0), ins.cpu.cr0.eq(self.core_cr0), ins.cpu.cr4.eq(self.core_cr4),
-                    ins.cpu.efer.eq(self.core_efer), ins.cpu.cs_l.eq(1),
-                    ins.cpu.rflags.eq(self.core_rflags),
-                    ins.cpu.feature_control.eq(FEATURE_CONTROL_RESET),
-                    ins.cpu.mov_ss_blocking.eq(0),
-                    self.vmx_instr.valid.eq(1),
-                ]
-                with m.If(self.vmx_instr.ready):
-                    m.d.sync += [state.eq(SysState.VMX_WAIT), resp.mem_bytes.eq(mem_bytes)]
+                # First cycle: `vmx_ins` takes the operands; then they are offered.
+                m.d.sync += vmx_ins_held.eq(1)
+                m.d.comb += self.vmx_instr.valid.eq(vmx_ins_held)
+                with m.If(vmx_ins_held & self.vmx_instr.ready):
+                    m.d.sync += [state.eq(SysState.VMX_WAIT), resp.mem_bytes.eq(mem_bytes),
+                                 vmx_ins_held.eq(0)]
 
             with m.Case(SysState.VMX_WAIT):
                 res = self.vmx_result.payload

@@ -94,6 +94,18 @@ def default_placer(top: str) -> str:
     """The placer `build` uses for `top` when none is given."""
     return TOP_PLACER.get(top, DEFAULT_PLACER)
 
+
+#: Tops placed without nextpnr's timing-driven placement (``--no-tmdriv``): on the whole system
+#: the timing-driven placer packs the long paths together into a region router2 could not
+#: route; placing for wirelength alone converged much further (docs/fpga.md). The routed Fmax
+#: is measured either way.
+TOP_NO_TIMING_DRIVEN = frozenset({"system"})
+
+
+def default_timing_driven(top: str) -> bool:
+    """Whether `build` places `top` timing-driven when not told."""
+    return top not in TOP_NO_TIMING_DRIVEN
+
 #: Cell types of the mapped netlist, by report column.
 CELL_COLUMNS = {
     "lut4": ("LUT4",),
@@ -462,7 +474,7 @@ def build(*, top: str = "selftest", config: str = "default",
           target_mhz: float = DEFAULT_TARGET_MHZ, out_dir: str | os.PathLike | None = None,
           bitstream: bool = True, seed: int = 1, corrupt: int | None = None,
           router: str = DEFAULT_ROUTER, placer: str | None = None,
-          say=None) -> BuildResult:
+          timing_driven: bool | None = None, say=None) -> BuildResult:
     """Synthesise, place and route `top` in `config` for `target_mhz`; write the report.
 
     The build happens in ``<out_dir>/<top>-<config>[-corrupt<N>]/`` (default out_dir:
@@ -477,6 +489,8 @@ def build(*, top: str = "selftest", config: str = "default",
         placer = default_placer(top)
     if placer not in PLACERS:
         raise ValueError(f"placer {placer!r} is not one of {PLACERS}")
+    if timing_driven is None:
+        timing_driven = default_timing_driven(top)
     say = say or (lambda msg: None)
     out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
     if not out.is_absolute():
@@ -493,6 +507,7 @@ def build(*, top: str = "selftest", config: str = "default",
     overrides = dict(yosys_overrides(name))
     overrides["add_preferences"] = lpf_preferences(target_mhz)
     overrides["nextpnr_opts"] = (f"--seed {seed} --placer {placer} --router {router} "
+                                 + ("" if timing_driven else "--no-tmdriv ") +
                                  f"--timing-allow-fail "
                                  f"--report {name}_report.json --detailed-timing-report")
     say(f"elaborating {top} ({config}) for {platform.device}-{platform.speed} at "
@@ -527,6 +542,7 @@ def build(*, top: str = "selftest", config: str = "default",
         "unit_params": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in unit_params.items()},
         "target_mhz": target_mhz, "seed": seed, "router": router, "placer": placer,
+        "timing_driven": timing_driven,
         "bitstream": bitstream,
         "device": f"{platform.device}-{platform.speed}{platform.package}",
         "times_s": {k: round(v, 1) for k, v in times.items()},
@@ -820,6 +836,7 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
         "seed": meta["seed"],
         "router": meta.get("router", "router1"),
         "placer": meta.get("placer", DEFAULT_PLACER),
+        "timing_driven": meta.get("timing_driven", True),
         "bitstream": (name + ".bit") if meta["bitstream"] else None,
         "times_s": meta["times_s"],
         "tools": {tool: flow._version(dist) for tool, dist in
@@ -889,7 +906,8 @@ def render_markdown(r: Mapping) -> str:
     lines += ["", "## Build", "",
               "Times (s, wall, under `nice`): " + ", ".join(f"{k} {v}" for k, v in t.items()),
               "", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()),
-              f"; nextpnr seed {r['seed']}, {r.get('placer', DEFAULT_PLACER)} placer, "
+              f"; nextpnr seed {r['seed']}, {r.get('placer', DEFAULT_PLACER)} placer"
+              f"{'' if r.get('timing_driven', True) else ' (not timing-driven)'}, "
               f"{r.get('router')}.", ""]
     return "\n".join(lines)
 
@@ -926,6 +944,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                             [f"{p} for --top {t}" for t, p in sorted(TOP_PLACER.items())]
                             + [f"{DEFAULT_PLACER} otherwise"])
                         + "; static spreads a congested design more evenly)")
+    parser.add_argument("--timing-driven", action=argparse.BooleanOptionalAction, default=None,
+                        help="timing-driven placement (default: off for --top " +
+                             ", ".join(sorted(TOP_NO_TIMING_DRIVEN)) + ", on otherwise)")
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,
@@ -944,7 +965,7 @@ def run(args: argparse.Namespace) -> int:
         result = build(top=args.top, config=args.config, target_mhz=args.target_mhz,
                        out_dir=args.out, bitstream=not args.no_bitstream, seed=args.seed,
                        corrupt=args.corrupt, router=args.router,
-                       placer=args.placer, say=_say)
+                       placer=args.placer, timing_driven=args.timing_driven, say=_say)
     except (SynthError, ValueError) as e:
         _say(f"error: {e}")
         return 2

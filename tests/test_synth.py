@@ -67,6 +67,7 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     # The options the flow gave nextpnr (the platform's build script).
     script = (result.build_dir / "build_top.sh").read_text()
     assert f"--placer {synth.DEFAULT_PLACER} --router {synth.DEFAULT_ROUTER}" in script
+    assert "--no-tmdriv" not in script and data["timing_driven"] is True
 
 
 def test_default_placer_per_top():
@@ -80,6 +81,18 @@ def test_default_placer_per_top():
     args = parser.parse_args(["synth", "--top", "system"])
     assert args.placer is None          # `build` resolves it per top
     assert parser.parse_args(["synth", "--placer", "heap"]).placer == "heap"
+
+
+def test_timing_driven_placement_per_top():
+    # The whole system places for wirelength alone (--no-tmdriv) unless told otherwise.
+    assert synth.default_timing_driven("system") is False
+    assert synth.default_timing_driven("selftest") is True
+    assert synth.default_timing_driven("unit") is True
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["synth", "--top", "system"]).timing_driven is None
+    assert parser.parse_args(["synth", "--timing-driven"]).timing_driven is True
+    assert parser.parse_args(["synth", "--no-timing-driven"]).timing_driven is False
 
 
 def test_unknown_placer_is_refused(tmp_path):

@@ -306,12 +306,12 @@ class SystemUnit(wiring.Component):
         precheck = Signal()
         m.d.comb += precheck.eq(mem_source & ~r.loaded & ~precheck_final)
 
-        # The VMX instruction offered to the VMX unit, from a register: its operands are the
-        # request's and the core's registers (16-way register-file multiplexers and the VMX
-        # unit's instruction decision behind them would otherwise be one combinational path
-        # across two blocks). State VMX takes them in its first cycle (`r`, the registers and
-        # `precheck` are stable there) and offers them from the second: one cycle per
-        # VMX instruction.
+        # The VMX instruction offered to the VMX unit, from a register: its operands come from
+        # the request and the core's registers (16-way register-file multiplexers here, the
+        # VMX unit's instruction decision behind them: without the register one combinational
+        # path from the core through this block into the VMX unit). State VMX takes them in its
+        # first cycle (`r`, the registers and `precheck` are stable there) and offers them from
+        # the second: one cycle more per VMX instruction.
         ins = Signal(INSTR_LAYOUT)
         vmx_ins = Signal(INSTR_LAYOUT)
         vmx_ins_held = Signal()     # `vmx_ins` holds this state-VMX visit's operands

@@ -85,26 +85,24 @@ DEFAULT_ROUTER = "router2"
 #: (electrostatic) spreads a congested design more evenly (``--placer static``).
 DEFAULT_PLACER = "heap"
 PLACERS = ("heap", "static")
-#: Tops whose default placer is not `DEFAULT_PLACER`: on the whole system static placement gave
-#: the lower wirelength and the faster router2 convergence on every netlist (docs/fpga.md).
-TOP_PLACER = {"system": "static"}
+#: nextpnr settings of the tops whose defaults differ from nextpnr's (docs/fpga.md):
+#: - ``placer``: on the whole system static placement gave the lower wirelength and the faster
+#:   router2 convergence on every netlist;
+#: - ``timing_driven``: the timing-driven placer packs the whole system's long paths together
+#:   into a region router2 could not route; placing for wirelength alone (``--no-tmdriv``)
+#:   converged much further. The routed Fmax is measured either way.
+TOP_NEXTPNR = {"system": {"placer": "static", "timing_driven": False}}
 
 
 def default_placer(top: str) -> str:
     """The placer `build` uses for `top` when none is given."""
-    return TOP_PLACER.get(top, DEFAULT_PLACER)
-
-
-#: Tops placed without nextpnr's timing-driven placement (``--no-tmdriv``): on the whole system
-#: the timing-driven placer packs the long paths together into a region router2 could not
-#: route; placing for wirelength alone converged much further (docs/fpga.md). The routed Fmax
-#: is measured either way.
-TOP_NO_TIMING_DRIVEN = frozenset({"system"})
+    return TOP_NEXTPNR.get(top, {}).get("placer", DEFAULT_PLACER)
 
 
 def default_timing_driven(top: str) -> bool:
     """Whether `build` places `top` timing-driven when not told."""
-    return top not in TOP_NO_TIMING_DRIVEN
+    return TOP_NEXTPNR.get(top, {}).get("timing_driven", True)
+
 
 #: Cell types of the mapped netlist, by report column.
 CELL_COLUMNS = {
@@ -941,12 +939,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"nextpnr router (default {DEFAULT_ROUTER})")
     parser.add_argument("--placer", choices=PLACERS, default=None,
                         help="nextpnr placer (default: " + "; ".join(
-                            [f"{p} for --top {t}" for t, p in sorted(TOP_PLACER.items())]
+                            [f"{default_placer(t)} for --top {t}" for t in sorted(TOP_NEXTPNR)
+                             if default_placer(t) != DEFAULT_PLACER]
                             + [f"{DEFAULT_PLACER} otherwise"])
                         + "; static spreads a congested design more evenly)")
     parser.add_argument("--timing-driven", action=argparse.BooleanOptionalAction, default=None,
                         help="timing-driven placement (default: off for --top " +
-                             ", ".join(sorted(TOP_NO_TIMING_DRIVEN)) + ", on otherwise)")
+                             ", ".join(t for t in sorted(TOP_NEXTPNR)
+                                       if not default_timing_driven(t)) + ", on otherwise)")
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,

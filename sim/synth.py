@@ -720,6 +720,12 @@ def parse_nextpnr_log(text: str) -> dict[str, Any]:
     return fmax
 
 
+def parse_global_nets(text: str) -> list[str]:
+    """The nets nextpnr routed on the global networks (``routing clock net X using global N``):
+    the clock and, through its DCCA, the reset (rtl/fpga/pll.py)."""
+    return [_clock_label(n) for n in re.findall(r"routing clock net (\S+) using global \d+", text)]
+
+
 def _clock_label(net: str) -> str:
     return net.removeprefix("$glbnet$")
 
@@ -775,7 +781,8 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
     ports = block_ports((build_dir / f"{name}.il").read_text(), name)
     stat_flat = json.loads((build_dir / "stat_flat.json").read_text())
     npr = json.loads((build_dir / f"{name}_report.json").read_text())
-    log_fmax = parse_nextpnr_log((build_dir / f"{name}.tim").read_text(errors="replace"))
+    log_text = (build_dir / f"{name}.tim").read_text(errors="replace")
+    log_fmax = parse_nextpnr_log(log_text)
 
     util = npr.get("utilization", {})
 
@@ -825,6 +832,7 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
         "lutram_used": used("TRELLIS_RAMW"),
         "pll_used": used("EHXPLLL"),
         "io_used": used("TRELLIS_IO"),
+        "global_nets": parse_global_nets(log_text),
         "yosys_cells": flat_cells,
         "per_module": modules,
         "critical_paths": critical_paths(npr, ports),
@@ -891,6 +899,9 @@ def render_markdown(r: Mapping) -> str:
         lines += ["", f"PLL: {_num(p['fin_mhz'])} MHz / {p['clki_div']} x {p['clkfb_div']} = "
                   f"{_num(p['fout_mhz'])} MHz (VCO {_num(p['fvco_mhz'])} MHz, CLKOP_DIV "
                   f"{p['clkop_div']})."]
+    if r.get("global_nets"):
+        lines += ["", "On global networks: " + ", ".join(f"`{n}`" for n in r["global_nets"])
+                  + "."]
     if r.get("selftest"):
         lines += ["", f"Self-test: {r['selftest']['checks']} checks "
                   f"({len(r['selftest']['vectors'])} translations + the memory image), "

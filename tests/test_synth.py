@@ -44,6 +44,8 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     assert 0 < r["lut4_used"] < r["lut4_available"]
     assert r["ff_used"] > 0 and r["ebr_used"] >= 1        # the page-table image is in EBR
     assert r["pll_used"] == 1
+    # The clock and the reset both reach the flip-flops over global networks.
+    assert sorted(r["global_nets"]) == ["clocks.pll.clkop", "clocks.rst"]
     assert r["critical_paths"] and r["critical_paths"][0]["start"] != "?"
     if synth.SMOKE.get("bitstream", True):
         assert (result.build_dir / "top.bit").stat().st_size > 0
@@ -62,7 +64,7 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     assert modules["top"]["ff"] == data["yosys_cells"]["ff"]
     assert modules["selftest.memory"]["ebr"] == data["ebr_used"]
     md = result.report_md.read_text()
-    assert "Fmax" in md and "walker" in md and "Critical path" in md
+    assert "Fmax" in md and "walker" in md and "Critical path" in md and "`clocks.rst`" in md
     assert data["placer"] == synth.DEFAULT_PLACER and "heap placer" in md
     # The options the flow gave nextpnr (the platform's build script).
     script = (result.build_dir / "build_top.sh").read_text()

@@ -723,7 +723,8 @@ def parse_nextpnr_log(text: str) -> dict[str, Any]:
 def parse_global_nets(text: str) -> list[str]:
     """The nets nextpnr routed on the global networks (``routing clock net X using global N``):
     the clock and, through its DCCA, the reset (rtl/fpga/pll.py)."""
-    return [_clock_label(n) for n in re.findall(r"routing clock net (\S+) using global \d+", text)]
+    pattern = r"routing clock net (\S+) using global \d+"
+    return [_clock_label(n) for n in re.findall(pattern, text)]
 
 
 def _clock_label(net: str) -> str:

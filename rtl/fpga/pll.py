@@ -9,8 +9,8 @@ The feedback comes from CLKOP, so ``fout = fin / CLKI_DIV * CLKFB_DIV``.
 `PLLClockDomain` takes the board's oscillator pin (``platform.default_clk``), runs it through the
 PLL and clocks the ``sync`` domain with CLKOP, held in reset until the PLL has locked. The reset
 reaches the flip-flops over a global network (a DCCA buffer), like the clock: it goes to almost
-every flip-flop of the design (15 700 of the whole system's 18 600), and on general routing that
-one net's arcs competed for wires with the logic's everywhere on the die.
+every flip-flop of the design (15 700 of the whole system's 18 600), arcs that would otherwise
+take general routing from the logic.
 """
 
 from dataclasses import dataclass

@@ -525,13 +525,15 @@ def run_cocotb(
     test_dirs: Sequence[str | os.PathLike[str]] = (),
     gtkw_groups: Mapping[str, Sequence[str]] | None = None,
     build_root: str | os.PathLike[str] | None = None,
+    gtkw: bool = True,
 ) -> SimResult:
     """Run cocotb test module(s) against a model made by `build_verilator`.
 
     The run happens in its own directory, ``build/run/<name>/`` (``build/waves/<name>/`` with
     waves), wiped first; `name` defaults to the current pytest test's id plus `testcase`.
     `waves` (default: ``WAVES`` from the environment) needs a model built with waves and
-    leaves ``<toplevel>.vcd`` and ``<toplevel>.gtkw`` there. `test_dirs` are added to the
+    leaves ``<toplevel>.vcd`` and ``<toplevel>.gtkw`` there (no ``.gtkw`` with ``gtkw=False``:
+    for a caller that moves the VCD and writes its own beside it). `test_dirs` are added to the
     simulator's Python path (the directory of the test module, if it is not importable from the
     repo root). `extra_env` reaches the test module through ``os.environ`` (and wins over this
     process's environment). Raises `SimulationFailed` if a test fails or none ran, `FlowError`
@@ -609,6 +611,7 @@ def run_cocotb(
         dump = test_dir / "dump.vcd"
         if dump.is_file():
             result.vcd = dump.rename(test_dir / f"{toplevel}.vcd")
+        if gtkw and result.vcd is not None:
             from .waves import write_gtkw
 
             result.gtkw = write_gtkw(
@@ -641,7 +644,6 @@ def run_cocotb_job(
     watch: Callable[[Path], contextlib.AbstractContextManager] | None = None,
     waves: Path | None = None,
     name: str | None = None,
-    gtkw_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
     """One cocotb test that reads a JSON job and writes JSON results (the `vtx` commands).
 
@@ -649,8 +651,9 @@ def run_cocotb_job(
     temporary directory `tmp`, which `watch(tmp)`, a context manager around the simulation, can
     follow. The test finds the job's path in the environment variable `in_var` and writes its
     results to the path in `out_var`; they are returned. With `waves` (a path) the model must be
-    built with tracing; its VCD is moved there. The run directory is removed afterwards unless
-    ``VTX_KEEP_RUN`` is set. Raises `FlowError` or `SimulationFailed`.
+    built with tracing; its VCD is moved there, and the caller writes the ``.gtkw`` beside it
+    (none is written in the run directory, which is removed afterwards unless ``VTX_KEEP_RUN``
+    is set). Raises `FlowError` or `SimulationFailed`.
     """
     with tempfile.TemporaryDirectory(prefix=f"vtx-{_safe_name(toplevel)}-") as tmp:
         tmp = Path(tmp)
@@ -659,7 +662,7 @@ def run_cocotb_job(
         with watch(tmp) if watch is not None else contextlib.nullcontext():
             result = run_cocotb(test_module, toplevel, build_dir, testcase=testcase,
                                 extra_env={in_var: str(job_path), out_var: str(out_path)},
-                                waves=waves is not None, name=name, gtkw_groups=gtkw_groups)
+                                waves=waves is not None, name=name, gtkw=False)
         if not out_path.is_file():
             raise FlowError(f"the simulation of {toplevel} left no results; log {result.log}")
         out = json.loads(out_path.read_text())

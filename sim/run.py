@@ -459,7 +459,7 @@ def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trac
             COCOTB_MODULE, TOPLEVEL, build_dir, testcase="run_program", make_job=make_job,
             in_var="VTX_RUN_IN", out_var="VTX_RUN_OUT",
             watch=lambda tmp: _tail_events(tmp / "events", printer.event_line),
-            waves=waves, name=run_name, gtkw_groups=GTKW_PORT_GROUPS)
+            waves=waves, name=run_name)
     except (flow.FlowError, flow.SimulationFailed) as e:
         raise RunError(f"the Verilator simulation failed: {e}") from e
     raw["vm_exits"] = {int(k): v for k, v in raw["vm_exits"].items()}

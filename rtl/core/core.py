@@ -58,7 +58,8 @@ from .core_layouts import (
     SysKind,
 )
 from .decode import Decoder
-from .layouts import MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp, InsnClass, OpSize
+from .layouts import (MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp, InsnClass, OpSize,
+                      is_one_of)
 
 __all__ = ["Core", "RESET_CR0", "RESET_CR4", "RESET_EFER", "POPF_MASK"]
 
@@ -100,11 +101,6 @@ _EXECUTED = (*_RM_SOURCE, *_STACK_LOAD, *_STACK_STORE, InsnClass.ALU_ACC_IMM,
 _SYSTEM = (*_NEEDS_UNIT, InsnClass.HLT)
 assert not set(_EXECUTED) & set(_SYSTEM)
 assert set(_EXECUTED) | set(_SYSTEM) | {InsnClass.INVALID} == set(InsnClass)
-
-
-def _is(view, *members):
-    """`view` (an enum-typed value) is one of `members`."""
-    return view.as_value().matches(*(mb.value for mb in members))
 
 
 def _bytes_of(size):
@@ -327,15 +323,15 @@ class Core(wiring.Component):
         ss_ref = insn.base_valid & ((insn.base == RSP) | (insn.base == 5))
         is_stack_load = Signal()
         is_stack_store = Signal()
-        m.d.comb += [is_stack_load.eq(_is(cls, *_STACK_LOAD)),
-                     is_stack_store.eq(_is(cls, *_STACK_STORE))]
+        m.d.comb += [is_stack_load.eq(is_one_of(cls, *_STACK_LOAD)),
+                     is_stack_store.eq(is_one_of(cls, *_STACK_STORE))]
         stack_size = Signal(64)
-        m.d.comb += stack_size.eq(Mux(_is(cls, InsnClass.RET, InsnClass.CALL_REL,
+        m.d.comb += stack_size.eq(Mux(is_one_of(cls, InsnClass.RET, InsnClass.CALL_REL,
                                           InsnClass.CALL_RM), C(8, 64), _bytes_of(size)))
         rsp = gpr[RSP]
 
         # --- EXEC datapath (combinational; registered at the end of EXEC) ---------------------
-        rm_val = Mux(insn.mem, ld_val, rd(insn.rm, Mux(_is(cls, InsnClass.MOVZX,
+        rm_val = Mux(insn.mem, ld_val, rd(insn.rm, Mux(is_one_of(cls, InsnClass.MOVZX,
                                                                     InsnClass.MOVSX),
                                                          insn.src_size, size)))
         reg_val = rd(insn.reg, size)
@@ -559,7 +555,7 @@ class Core(wiring.Component):
                     fault(VECTOR_GP, 0)
                 with m.Elif(insn.ud):
                     fault(VECTOR_UD)
-                with m.Elif(_is(cls, *_SYSTEM)):
+                with m.Elif(is_one_of(cls, *_SYSTEM)):
                     m.d.sync += [ea.eq(ea_comb), acc_ss.eq(ss_ref), sys_kind.eq(SysKind.INSN),
                                  sys_loaded.eq(0), sys_mem.eq(0), fsm.eq(CoreState.SYS_REQ)]
                 with m.Else():
@@ -568,9 +564,9 @@ class Core(wiring.Component):
                     with m.If(is_stack_load):
                         m.d.sync += [acc_addr.eq(rsp), acc_size.eq(stack_size), acc_ss.eq(1),
                                      fsm.eq(CoreState.LOAD)]
-                    with m.Elif(insn.mem & _is(cls, *_RM_SOURCE)):
+                    with m.Elif(insn.mem & is_one_of(cls, *_RM_SOURCE)):
                         m.d.sync += [acc_addr.eq(ea_comb), acc_ss.eq(ss_ref),
-                                     acc_size.eq(Mux(_is(cls, InsnClass.MOVZX,
+                                     acc_size.eq(Mux(is_one_of(cls, InsnClass.MOVZX,
                                                                  InsnClass.MOVSX),
                                                      _bytes_of(insn.src_size),
                                                      _bytes_of(size))),
@@ -605,18 +601,18 @@ class Core(wiring.Component):
 
             with m.Case(CoreState.EXEC):
                 # Defaults: no write-back, flags unchanged, fall through to the next insn.
-                dest_rm_mem = insn.mem & _is(cls, 
+                dest_rm_mem = insn.mem & is_one_of(cls, 
                     InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
                     InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
                     InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
-                dest_rm_reg = ~insn.mem & _is(cls, 
+                dest_rm_reg = ~insn.mem & is_one_of(cls, 
                     InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
                     InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
                     InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
-                dest_reg = _is(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
+                dest_reg = is_one_of(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
                                        InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
                 dest_acc = cls == InsnClass.ALU_ACC_IMM
-                dest_opreg = _is(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
+                dest_opreg = is_one_of(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
                 writes = alu.writes_result
                 dsize = Mux(setcc_size, OpSize.S8, size)
                 wreg = Mux(dest_rm_reg, insn.rm, Mux(dest_reg, insn.reg,
@@ -727,7 +723,7 @@ class Core(wiring.Component):
                 m.d.sync += stored.eq(0)
 
         # FETCH uses acc_addr as the qword address (acc_size 8, offset 0 -> mask 0xFF).
-        with m.If(_is(fsm, CoreState.FETCH, CoreState.FETCH_WAIT)):
+        with m.If(is_one_of(fsm, CoreState.FETCH, CoreState.FETCH_WAIT)):
             m.d.comb += [req.payload.addr.eq(acc_addr), req.payload.mask.eq(0xFF),
                          req.payload.data.eq(0)]
 

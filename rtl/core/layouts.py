@@ -12,7 +12,7 @@ the testbenches share (docs/core.md describes them).
 * `VMX_OP_OF_CLASS`: the `rtl.arch.vmx.VmxOp` of each VMX instruction class.
 """
 
-from amaranth.hdl import signed
+from amaranth.hdl import Value, signed
 from amaranth.lib import data, enum
 
 from ..arch.vmx import VmxOp
@@ -69,6 +69,11 @@ class OpMap(enum.Enum, shape=2):
     ONE_BYTE = 0    # no escape
     MAP_0F = 1      # 0F xx
     MAP_0F38 = 2    # 0F 38 xx
+
+
+def is_one_of(value, *members):
+    """`value` (an enum-typed view or its raw value) is one of the enum `members`."""
+    return Value.cast(value).matches(*(mb.value for mb in members))
 
 
 class InsnClass(enum.Enum, shape=6):

@@ -42,7 +42,7 @@ from ..arch.vmx import (EFER_SCE, IA32_FEATURE_CONTROL, PROC_MONITOR_TRAP_FLAG,
                         VmxInstrInfoLayout, VmxOp, VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
-from ..core.layouts import InsnClass, OpSize
+from ..core.layouts import InsnClass, OpSize, is_one_of
 from ..translation.layouts import invalidation_layout
 from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, ExitQueryKind
 from ..vmx.layouts import VMCS_LAYOUT
@@ -90,10 +90,6 @@ class SysState(enum.Enum, shape=4):
     EXIT_WAIT = 8   # wait for the host state
     INVAL = 9       # offer an invalidation to the translation unit
     RESPOND = 10    # answer the core
-
-
-def _is(value, *members):
-    return value.matches(*(mb.value for mb in members))
 
 
 class SystemUnit(wiring.Component):
@@ -284,7 +280,7 @@ class SystemUnit(wiring.Component):
                 m.d.comb += cr_val.eq(self.core_cr4)
 
         port = Signal(16)
-        m.d.comb += port.eq(Mux(_is(cls, InsnClass.IN_IMM, InsnClass.OUT_IMM), r.imm[:8],
+        m.d.comb += port.eq(Mux(is_one_of(cls, InsnClass.IN_IMM, InsnClass.OUT_IMM), r.imm[:8],
                                 rdx[:16]))
         io_bytes = Mux(r.opsize == OpSize.S8, 1, Mux(r.opsize == OpSize.S16, 2, 4))
         io_size = Mux(r.opsize == OpSize.S64, OpSize.S32, r.opsize)
@@ -338,7 +334,7 @@ class SystemUnit(wiring.Component):
             """After `take_exit` (which clears `exit_info`: bits a table leaves undefined stay
             0): the VMX instruction's VM-exit instruction information."""
             x = exit_info
-            with m.If(_is(cls, *_INSTR_INFO)):
+            with m.If(is_one_of(cls, *_INSTR_INFO)):
                 with m.If(r.mem):
                     m.d.sync += [x.scaling.eq(Mux(r.index_valid, r.scale, 0)),
                                  x.address_size.eq(_ADDRESS_SIZE_64), x.segment.eq(r.seg),
@@ -348,7 +344,7 @@ class SystemUnit(wiring.Component):
                                  x.base_invalid.eq(~r.base_valid)]
                 with m.Else():      # VMREAD/VMWRITE r/m register (the others #UD in decode)
                     m.d.sync += [x.register_operand.eq(1), x.reg1.eq(r.rm)]
-                with m.If(_is(cls, *_INSTR_INFO_REG2)):
+                with m.If(is_one_of(cls, *_INSTR_INFO_REG2)):
                     m.d.sync += x.reg2.eq(r.reg)
 
         # --- the state machine ------------------------------------------------------------------
@@ -391,7 +387,7 @@ class SystemUnit(wiring.Component):
                                              Mux(exc.vector == VECTOR_PF, exc.addr, 0)),
                                          state.eq(SysState.QUERY)]
                     with m.Default():
-                        with m.If(_is(cls, *VMX_OPS)):
+                        with m.If(is_one_of(cls, *VMX_OPS)):
                             m.d.sync += state.eq(SysState.VMX)
                         with m.Elif(non_root):
                             m.d.sync += state.eq(SysState.QUERY)
@@ -428,11 +424,11 @@ class SystemUnit(wiring.Component):
                                     m.d.sync += [q.kind.eq(ExitQueryKind.IO),
                                                  q.op.io.port.eq(port),
                                                  q.op.io.size.eq(io_bytes),
-                                                 q.op.io.is_in.eq(_is(cls, InsnClass.IN_IMM,
+                                                 q.op.io.is_in.eq(is_one_of(cls, InsnClass.IN_IMM,
                                                                       InsnClass.IN_DX)),
                                                  q.op.io.string.eq(0), q.op.io.rep.eq(0),
                                                  q.op.io.immediate.eq(
-                                                     _is(cls, InsnClass.IN_IMM,
+                                                     is_one_of(cls, InsnClass.IN_IMM,
                                                          InsnClass.OUT_IMM))]
                         with m.Else():
                             m.d.sync += state.eq(SysState.EXEC)
@@ -561,7 +557,7 @@ class SystemUnit(wiring.Component):
                                         VmxResult.FAIL_VALID):
                                 ok = res.kind == VmxResult.SUCCEED
                                 read_reg = ok & ~r.mem & (cls == InsnClass.VMREAD)
-                                store = ok & r.mem & _is(cls, InsnClass.VMREAD,
+                                store = ok & r.mem & is_one_of(cls, InsnClass.VMREAD,
                                                          InsnClass.VMPTRST)
                                 respond(SysAction.RETIRE, count=1, rflags_we=res.flags_valid,
                                         rflags=flags, dest_we=read_reg, dest=r.rm,

@@ -9,7 +9,9 @@ the testbenches share (docs/core.md describes them).
   says what is executing);
 * `OpMap`: opcode map (one-byte, 0F, 0F 38);
 * `DECODED_LAYOUT`: the decoder's output (`Decoder.insn`);
-* `VMX_OP_OF_CLASS`: the `rtl.arch.vmx.VmxOp` of each VMX instruction class.
+* `VMX_OP_OF_CLASS`: the `rtl.arch.vmx.VmxOp` of each VMX instruction class;
+* `is_one_of`: an enum-typed value is one of some members (the core's and the system unit's
+  dispatch).
 """
 
 from amaranth.hdl import Value, signed

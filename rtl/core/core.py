@@ -327,12 +327,12 @@ class Core(wiring.Component):
                      is_stack_store.eq(is_one_of(cls, *_STACK_STORE))]
         stack_size = Signal(64)
         m.d.comb += stack_size.eq(Mux(is_one_of(cls, InsnClass.RET, InsnClass.CALL_REL,
-                                          InsnClass.CALL_RM), C(8, 64), _bytes_of(size)))
+                                                InsnClass.CALL_RM), C(8, 64), _bytes_of(size)))
         rsp = gpr[RSP]
 
         # --- EXEC datapath (combinational; registered at the end of EXEC) ---------------------
         rm_val = Mux(insn.mem, ld_val, rd(insn.rm, Mux(is_one_of(cls, InsnClass.MOVZX,
-                                                                    InsnClass.MOVSX),
+                                                                 InsnClass.MOVSX),
                                                          insn.src_size, size)))
         reg_val = rd(insn.reg, size)
         op_reg_val = rd(insn.opreg, size)
@@ -567,7 +567,7 @@ class Core(wiring.Component):
                     with m.Elif(insn.mem & is_one_of(cls, *_RM_SOURCE)):
                         m.d.sync += [acc_addr.eq(ea_comb), acc_ss.eq(ss_ref),
                                      acc_size.eq(Mux(is_one_of(cls, InsnClass.MOVZX,
-                                                                 InsnClass.MOVSX),
+                                                               InsnClass.MOVSX),
                                                      _bytes_of(insn.src_size),
                                                      _bytes_of(size))),
                                      fsm.eq(CoreState.LOAD)]
@@ -601,16 +601,16 @@ class Core(wiring.Component):
 
             with m.Case(CoreState.EXEC):
                 # Defaults: no write-back, flags unchanged, fall through to the next insn.
-                dest_rm_mem = insn.mem & is_one_of(cls, 
+                dest_rm_mem = insn.mem & is_one_of(cls,
                     InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
                     InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
                     InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
-                dest_rm_reg = ~insn.mem & is_one_of(cls, 
+                dest_rm_reg = ~insn.mem & is_one_of(cls,
                     InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
                     InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
                     InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
                 dest_reg = is_one_of(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
-                                       InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
+                                     InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
                 dest_acc = cls == InsnClass.ALU_ACC_IMM
                 dest_opreg = is_one_of(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
                 writes = alu.writes_result

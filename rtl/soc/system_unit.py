@@ -425,11 +425,11 @@ class SystemUnit(wiring.Component):
                                                  q.op.io.port.eq(port),
                                                  q.op.io.size.eq(io_bytes),
                                                  q.op.io.is_in.eq(is_one_of(cls, InsnClass.IN_IMM,
-                                                                      InsnClass.IN_DX)),
+                                                                            InsnClass.IN_DX)),
                                                  q.op.io.string.eq(0), q.op.io.rep.eq(0),
                                                  q.op.io.immediate.eq(
                                                      is_one_of(cls, InsnClass.IN_IMM,
-                                                         InsnClass.OUT_IMM))]
+                                                               InsnClass.OUT_IMM))]
                         with m.Else():
                             m.d.sync += state.eq(SysState.EXEC)
 
@@ -558,7 +558,7 @@ class SystemUnit(wiring.Component):
                                 ok = res.kind == VmxResult.SUCCEED
                                 read_reg = ok & ~r.mem & (cls == InsnClass.VMREAD)
                                 store = ok & r.mem & is_one_of(cls, InsnClass.VMREAD,
-                                                         InsnClass.VMPTRST)
+                                                               InsnClass.VMPTRST)
                                 respond(SysAction.RETIRE, count=1, rflags_we=res.flags_valid,
                                         rflags=flags, dest_we=read_reg, dest=r.rm,
                                         dest_size=OpSize.S64, dest_val=res.value,

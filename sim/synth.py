@@ -90,8 +90,25 @@ PLACERS = ("heap", "static")
 #:   router2 convergence on every netlist;
 #: - ``timing_driven``: the timing-driven placer packs the whole system's long paths together
 #:   into a region router2 could not route; placing for wirelength alone (``--no-tmdriv``)
-#:   converged much further. The routed Fmax is measured either way.
-TOP_NEXTPNR = {"system": {"placer": "static", "timing_driven": False}}
+#:   converged much further. The routed Fmax is measured either way;
+#: - ``router2``: router2 multiplies its weight of present congestion by 2 every iteration (up
+#:   to 1e9), and once that weight dwarfs a wire's own cost the search can no longer tell a
+#:   short path from a long one (its costs are floats): on the whole system every run diverged
+#:   after about 25 iterations, tens to thousands of overused wires short of a routing. A
+#:   constant weight (multiplier 1) of 50 leaves the negotiation to the history cost, and
+#:   routed it;
+#: - ``seed``: the placement seed that routed with those settings (others: docs/fpga.md).
+TOP_NEXTPNR = {"system": {"placer": "static", "timing_driven": False, "seed": 5,
+                          "router2": {"currCongWeightMult": 1.0, "initCurrCongWeight": 50.0}}}
+
+#: router2's tunables (nextpnr ``common/route/router2.cc``, `Router2Cfg`) and their types.
+#: nextpnr has no command-line option for them: it reads them from the ``settings`` of the top
+#: module of its input JSON, which `build` writes into Yosys's netlist before nextpnr runs.
+ROUTER2_SETTINGS: dict[str, type] = {
+    "bwdMaxIter": int, "glbBwdMaxIter": int, "bbMargin/x": int, "bbMargin/y": int,
+    "ipinCostAdder": float, "biasCostFactor": float, "initCurrCongWeight": float,
+    "histCongWeight": float, "currCongWeightMult": float, "estimateWeight": float,
+}
 
 
 def default_placer(top: str) -> str:
@@ -102,6 +119,50 @@ def default_placer(top: str) -> str:
 def default_timing_driven(top: str) -> bool:
     """Whether `build` places `top` timing-driven when not told."""
     return TOP_NEXTPNR.get(top, {}).get("timing_driven", True)
+
+
+def default_seed(top: str) -> int:
+    """nextpnr's placement seed for `top` when none is given."""
+    return TOP_NEXTPNR.get(top, {}).get("seed", 1)
+
+
+def default_router2_settings(top: str) -> dict[str, int | float]:
+    """The router2 settings `build` gives nextpnr for `top` when not told otherwise."""
+    return dict(TOP_NEXTPNR.get(top, {}).get("router2", {}))
+
+
+def parse_router2_setting(text: str) -> tuple[str, int | float]:
+    """``NAME=VALUE`` (``vtx synth --router2``) -> (name, value); ValueError names what is
+    wrong (the form, an unknown name, a value of the wrong type)."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise ValueError(f"router2 setting {text!r} is not NAME=VALUE")
+    if name not in ROUTER2_SETTINGS:
+        raise ValueError(f"router2 setting {name!r} is not one of "
+                         f"{', '.join(ROUTER2_SETTINGS)}")
+    kind = ROUTER2_SETTINGS[name]
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"router2 setting {name}: {value!r} is not "
+                         f"{'an integer' if kind is int else 'a number'}") from None
+    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        raise ValueError(f"router2 setting {name}: {value!r} is not a finite number >= 0")
+    return name, number
+
+
+def write_router2_settings(netlist: Path, top: str, settings: Mapping[str, int | float]) -> None:
+    """Put `settings` into the ``settings`` of module `top` of the Yosys JSON `netlist`, where
+    nextpnr reads them (as ``router2/<name>``)."""
+    data = json.loads(netlist.read_text())
+    module = data["modules"][top]
+    module.setdefault("settings", {}).update(
+        {f"router2/{k}": format(v, "d" if isinstance(v, int) else "g")
+         for k, v in settings.items()})
+    tmp = netlist.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(netlist)
 
 
 #: Cell types of the mapped netlist, by report column.
@@ -470,9 +531,10 @@ def _run_step(step: str, argv: list[str], cwd: Path, env: Mapping[str, str],
 
 def build(*, top: str = "selftest", config: str = "default",
           target_mhz: float = DEFAULT_TARGET_MHZ, out_dir: str | os.PathLike | None = None,
-          bitstream: bool = True, seed: int = 1, corrupt: int | None = None,
+          bitstream: bool = True, seed: int | None = None, corrupt: int | None = None,
           router: str = DEFAULT_ROUTER, placer: str | None = None,
-          timing_driven: bool | None = None, say=None) -> BuildResult:
+          timing_driven: bool | None = None,
+          router2: Mapping[str, int | float] | None = None, say=None) -> BuildResult:
     """Synthesise, place and route `top` in `config` for `target_mhz`; write the report.
 
     The build happens in ``<out_dir>/<top>-<config>[-corrupt<N>]/`` (default out_dir:
@@ -489,6 +551,14 @@ def build(*, top: str = "selftest", config: str = "default",
         raise ValueError(f"placer {placer!r} is not one of {PLACERS}")
     if timing_driven is None:
         timing_driven = default_timing_driven(top)
+    if seed is None:
+        seed = default_seed(top)
+    if router2 and router != "router2":
+        raise ValueError(f"router2 settings given but the router is {router}")
+    # The top's own router2 settings only apply to router2 (router1 has its own).
+    router2_settings = default_router2_settings(top) if router == "router2" else {}
+    for k, v in (router2 or {}).items():
+        router2_settings.update([parse_router2_setting(f"{k}={v}")])
     say = say or (lambda msg: None)
     out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
     if not out.is_absolute():
@@ -528,6 +598,8 @@ def build(*, top: str = "selftest", config: str = "default",
         if tool == "ecppack" and not bitstream:
             continue
         argv = [env[tool_env_var(tool)], *argv[1:]]
+        if tool == "nextpnr-ecp5" and router2_settings:
+            write_router2_settings(build_dir / f"{name}.json", name, router2_settings)
         say(f"{tool} ...")
         times[tool] = _run_step(tool, argv, build_dir, env, logs.get(tool))
         say(f"{tool}: {times[tool]:.0f} s")
@@ -540,7 +612,7 @@ def build(*, top: str = "selftest", config: str = "default",
         "unit_params": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in unit_params.items()},
         "target_mhz": target_mhz, "seed": seed, "router": router, "placer": placer,
-        "timing_driven": timing_driven,
+        "timing_driven": timing_driven, "router2": router2_settings,
         "bitstream": bitstream,
         "device": f"{platform.device}-{platform.speed}{platform.package}",
         "times_s": {k: round(v, 1) for k, v in times.items()},
@@ -844,6 +916,7 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
         "router": meta.get("router", "router1"),
         "placer": meta.get("placer", DEFAULT_PLACER),
         "timing_driven": meta.get("timing_driven", True),
+        "router2": meta.get("router2", {}),
         "bitstream": (name + ".bit") if meta["bitstream"] else None,
         "times_s": meta["times_s"],
         "tools": {tool: flow._version(dist) for tool, dist in
@@ -918,7 +991,8 @@ def render_markdown(r: Mapping) -> str:
               "", "Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()),
               f"; nextpnr seed {r['seed']}, {r.get('placer', DEFAULT_PLACER)} placer"
               f"{'' if r.get('timing_driven', True) else ' (not timing-driven)'}, "
-              f"{r.get('router')}.", ""]
+              f"{r.get('router')}"
+              + ("".join(f", {k}={v}" for k, v in r.get("router2", {}).items())) + ".", ""]
     return "\n".join(lines)
 
 
@@ -946,7 +1020,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              f"{_num(DEFAULT_TARGET_MHZ)}")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default build/synth)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="nextpnr placer seed (default: " + "; ".join(
+                            [f"{default_seed(t)} for --top {t}" for t in sorted(TOP_NEXTPNR)
+                             if default_seed(t) != 1] + ["1 otherwise"]) + ")")
     parser.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                         help=f"nextpnr router (default {DEFAULT_ROUTER})")
     parser.add_argument("--placer", choices=PLACERS, default=None,
@@ -959,6 +1036,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="timing-driven placement (default: off for --top " +
                              ", ".join(t for t in sorted(TOP_NEXTPNR)
                                        if not default_timing_driven(t)) + ", on otherwise)")
+    tuned = [" ".join(f"{k}={v}" for k, v in default_router2_settings(t).items())
+             + f" for --top {t}" for t in sorted(TOP_NEXTPNR) if default_router2_settings(t)]
+    parser.add_argument("--router2", action="append", default=[], metavar="NAME=VALUE",
+                        help="a router2 setting, overriding the top's (repeatable; names: "
+                             + ", ".join(ROUTER2_SETTINGS) + "); default: "
+                             + "; ".join(tuned + ["nextpnr's own" + (" otherwise" if tuned
+                                                                     else "")]))
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,
@@ -974,10 +1058,12 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        router2 = dict(parse_router2_setting(text) for text in args.router2)
         result = build(top=args.top, config=args.config, target_mhz=args.target_mhz,
                        out_dir=args.out, bitstream=not args.no_bitstream, seed=args.seed,
                        corrupt=args.corrupt, router=args.router,
-                       placer=args.placer, timing_driven=args.timing_driven, say=_say)
+                       placer=args.placer, timing_driven=args.timing_driven,
+                       router2=router2, say=_say)
     except (SynthError, ValueError) as e:
         _say(f"error: {e}")
         return 2

@@ -29,7 +29,10 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     # One test for the whole build: under pytest-xdist a shared fixture would be built once
     # per worker.
     start = time.monotonic()
-    result = synth.build(out_dir=tmp_path, **synth.SMOKE)
+    # router2 settings at nextpnr's own defaults: the same routing, and the path by which the
+    # flow hands them to nextpnr (its input JSON) is exercised.
+    margins = {"bbMargin/x": 3, "bbMargin/y": 3}
+    result = synth.build(out_dir=tmp_path, router2=margins, **synth.SMOKE)
     elapsed = time.monotonic() - start
     print(f"\nsmoke build: {elapsed:.0f} s wall, steps {result.report['times_s']}")
 
@@ -70,6 +73,10 @@ def test_smoke_build_routes_and_meets_timing(tmp_path):
     script = (result.build_dir / "build_top.sh").read_text()
     assert f"--placer {synth.DEFAULT_PLACER} --router {synth.DEFAULT_ROUTER}" in script
     assert "--no-tmdriv" not in script and data["timing_driven"] is True
+    netlist = json.loads((result.build_dir / "top.json").read_text())
+    assert netlist["modules"]["top"]["settings"] == {"router2/bbMargin/x": "3",
+                                                      "router2/bbMargin/y": "3"}
+    assert data["router2"] == margins and "bbMargin/x=3, bbMargin/y=3." in md
 
 
 def test_default_placer_per_top():
@@ -95,6 +102,71 @@ def test_timing_driven_placement_per_top():
     assert parser.parse_args(["synth", "--top", "system"]).timing_driven is None
     assert parser.parse_args(["synth", "--timing-driven"]).timing_driven is True
     assert parser.parse_args(["synth", "--no-timing-driven"]).timing_driven is False
+
+
+def test_seed_per_top():
+    # The whole system places with the seed that routed it (docs/fpga.md); the others with 1.
+    assert synth.default_seed("system") == 5
+    assert synth.default_seed("selftest") == synth.default_seed("unit") == 1
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["synth", "--top", "system"]).seed is None
+    assert parser.parse_args(["synth", "--seed", "7"]).seed == 7
+
+
+def test_router2_settings_parse():
+    assert synth.parse_router2_setting("currCongWeightMult=1.0") == ("currCongWeightMult", 1.0)
+    assert synth.parse_router2_setting(" bbMargin/y = 6 ") == ("bbMargin/y", 6)
+    assert isinstance(synth.parse_router2_setting("bbMargin/y=6")[1], int)
+    for text, problem in (("histCongWeight", "not NAME=VALUE"), ("=1", "not NAME=VALUE"),
+                          ("histCongWeight=", "not NAME=VALUE"),
+                          ("congestion=1", "'congestion' is not one of"),
+                          ("bbMargin/x=1.5", "is not an integer"),
+                          ("estimateWeight=high", "is not a number"),
+                          ("estimateWeight=nan", "not a finite number"),
+                          ("histCongWeight=-1", "not a finite number >= 0")):
+        with pytest.raises(ValueError, match=problem):
+            synth.parse_router2_setting(text)
+
+
+def test_router2_settings_per_top():
+    # The whole system routes with its own router2 settings (docs/fpga.md); the others with
+    # nextpnr's.
+    assert synth.default_router2_settings("selftest") == {}
+    assert synth.default_router2_settings("unit") == {}
+    assert synth.default_router2_settings("system") == {"currCongWeightMult": 1.0,
+                                                        "initCurrCongWeight": 50.0}
+    for name, value in synth.default_router2_settings("system").items():
+        assert synth.parse_router2_setting(f"{name}={value}") == (name, value)
+
+
+def test_router2_settings_go_into_the_netlist(tmp_path):
+    netlist = tmp_path / "top.json"
+    netlist.write_text(json.dumps({"creator": "Yosys", "modules": {
+        "top": {"attributes": {"top": "1"}, "cells": {}}, "sub": {"cells": {}}}}))
+    synth.write_router2_settings(netlist, "top", {"currCongWeightMult": 1.0,
+                                                  "initCurrCongWeight": 20.0, "bbMargin/x": 6})
+    data = json.loads(netlist.read_text())
+    # Strings, as nextpnr writes its own settings; an integer setting without a point (nextpnr
+    # reads it as an int).
+    assert data["modules"]["top"]["settings"] == {"router2/currCongWeightMult": "1",
+                                                  "router2/initCurrCongWeight": "20",
+                                                  "router2/bbMargin/x": "6"}
+    assert "settings" not in data["modules"]["sub"] and data["creator"] == "Yosys"
+    assert not (tmp_path / "top.json.tmp").exists()
+
+
+def test_bad_router2_setting_is_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="'speed' is not one of"):
+        synth.build(out_dir=tmp_path, router2={"speed": 1})
+    with pytest.raises(ValueError, match="the router is router1"):
+        synth.build(out_dir=tmp_path, router="router1", router2={"histCongWeight": 2})
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["synth", "--out", str(tmp_path), "--router2", "bbMargin/x=wide"])
+    assert synth.run(args) == 2
+    assert "bbMargin/x: 'wide' is not an integer" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())          # refused before anything was written
 
 
 def test_unknown_placer_is_refused(tmp_path):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -138,18 +139,24 @@ def parse_router2_setting(text: str) -> tuple[str, int | float]:
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
         raise ValueError(f"router2 setting {text!r} is not NAME=VALUE")
+    return name, router2_value(name, value)
+
+
+def router2_value(name: str, value: str | int | float) -> int | float:
+    """`value` as router2 setting `name` takes it (int or float); ValueError for an unknown
+    name, a value of the wrong type, or one that is not finite and >= 0."""
     if name not in ROUTER2_SETTINGS:
         raise ValueError(f"router2 setting {name!r} is not one of "
                          f"{', '.join(ROUTER2_SETTINGS)}")
     kind = ROUTER2_SETTINGS[name]
     try:
-        number = kind(value)
+        number = kind(str(value))
     except ValueError:
-        raise ValueError(f"router2 setting {name}: {value!r} is not "
+        raise ValueError(f"router2 setting {name}: {str(value)!r} is not "
                          f"{'an integer' if kind is int else 'a number'}") from None
-    if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise ValueError(f"router2 setting {name}: {value!r} is not a finite number >= 0")
-    return name, number
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"router2 setting {name}: {str(value)!r} is not a finite number >= 0")
+    return number
 
 
 def write_router2_settings(netlist: Path, top: str, settings: Mapping[str, int | float]) -> None:
@@ -557,8 +564,7 @@ def build(*, top: str = "selftest", config: str = "default",
         raise ValueError(f"router2 settings given but the router is {router}")
     # The top's own router2 settings only apply to router2 (router1 has its own).
     router2_settings = default_router2_settings(top) if router == "router2" else {}
-    for k, v in (router2 or {}).items():
-        router2_settings.update([parse_router2_setting(f"{k}={v}")])
+    router2_settings.update({k: router2_value(k, v) for k, v in (router2 or {}).items()})
     say = say or (lambda msg: None)
     out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
     if not out.is_absolute():

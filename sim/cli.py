@@ -44,7 +44,7 @@ SUBCOMMANDS: list[str] = [
 
 
 def _broken_subcommand(subparsers, module_name: str, error: BaseException) -> None:
-    name = module_name.rsplit(".", 1)[-1].removesuffix("_cmd")
+    name = command_name(module_name)
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     parser = subparsers.add_parser(name, help=f"(unavailable: {module_name} failed to import)",
                                    add_help=False)
@@ -57,13 +57,22 @@ def _broken_subcommand(subparsers, module_name: str, error: BaseException) -> No
     parser.set_defaults(func=run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_name(module_name: str) -> str:
+    """The subcommand of a module of `SUBCOMMANDS` (``sim.translate_cmd`` -> ``translate``)."""
+    return module_name.rsplit(".", 1)[-1].removesuffix("_cmd")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `vtx` parser with every subcommand, or with subcommand `only` alone (its module is
+    then the only one imported: `vtx run` does not pay for importing the others)."""
     parser = argparse.ArgumentParser(
         prog="vtx",
         description="VT-x in Amaranth HDL: simulation and checking tools.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS:
+        if only is not None and command_name(module_name) != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
@@ -79,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `vtx NAME ...`: build the parser of that subcommand only (imports are most of the start-up
+    # time of a short `vtx run`); anything else (`vtx --help`, a typo) gets the whole parser.
+    names = {command_name(module_name) for module_name in SUBCOMMANDS}
+    parser = build_parser(argv[0] if argv and argv[0] in names else None)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

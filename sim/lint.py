@@ -46,7 +46,9 @@ TOPS: list[Top] = [
     Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),
     Top("system_memory", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1}),
-    Top("soc", "rtl.soc.soc:Soc", {}),
+    # The SoC as `vtx run` simulates it (sim.run_top: no reset input); with its reset, the
+    # SoC is inside `system_top`.
+    Top("soc_run", "sim.run_top:SocRunTop", {}),
     Top("system_memory_sparse", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1, "pages": (3, 1, 6),
          "init": {0x1008 // 8: 0x1111}}),

@@ -7,11 +7,11 @@ operation, a fault, or ``--max-cycles``. docs/system.md, "vtx run", is the user'
 
 Back ends:
 
-* ``--sim verilator`` (default): the Verilated SoC through `sim.flow` (the Verilog and the model
-  are built once and cached under ``build/``), driven by the cocotb module `tb.soc_run`. The job
-  goes in a JSON file (``$VTX_RUN_IN``), the results come back in another (``$VTX_RUN_OUT``), and
-  the console bytes, trace lines and VM entries/exits stream through an event file that a thread
-  here tails, so the console prints as the program writes it.
+* ``--sim verilator`` (default): the Verilated SoC clocked by a C++ loop of its own
+  (`sim.run_model`; the Verilog and the model are built once and cached under ``build/``).
+  Python writes the job to the model's standard input and reads its events (console bytes,
+  trace lines, VM entries/exits, progress) from its standard output as they come, so the
+  console prints as the program writes it; no Python runs per cycle.
 * ``--sim amaranth``: the same top in Amaranth's simulator (`run_amaranth`), in this process;
   much slower, for short programs.
 
@@ -19,8 +19,9 @@ Both back ends return the same raw results (`RAW_KEYS`: the SoC's ports as integ
 the same events to a `Printer`; `result_json` turns the raw results into the ``--json`` object.
 
 Output: the console goes to stdout as it comes (to stderr with ``--json``, whose stdout is the
-one JSON object only). ``--trace`` lines, progress and the final summary go to stderr; with
-``--trace`` the console is printed a line at a time, so the two do not cut into each other on a
+one JSON object only). ``--trace`` lines, the build notice and the final summary go to stderr
+(and, when stderr is a terminal and there is no ``--trace``, a status line every
+`STATUS_SECONDS`); with ``--trace`` the console is printed a line at a time, so the two do not cut into each other on a
 terminal (and with ``--json --trace`` it is only in the trace lines and the JSON). Exit
 status: 0 the simulation ran (how the program ended is in the summary / the JSON: exit port code,
 HLT, fault, cycle limit); 1 the build or the simulation failed; 2 bad input (a file that does not
@@ -32,19 +33,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
-import os
-import re
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from rtl.arch.system import PROGRAM_BASE, RAM_BYTES
+from rtl.arch.system import FAULT_LAYOUT, PROGRAM_BASE, RAM_BYTES, RunStop
 from rtl.arch.vmx import INVALID_VMCS_POINTER, ExitReason, VmxMode
-from sim import flow
+from sim import flow, run_model
 from sim.cli import RunError, UsageError, int_option
 from sim.system import (
     Program,
@@ -57,19 +54,17 @@ from sim.system import (
 
 PROG = "vtx run"
 
-#: The Verilog top and how it is made. PARAMS stays {} for the default RAM size, so `vtx run`,
-#: the tests and `vtx lint` share one Verilog/Verilator cache entry.
-TOPLEVEL = "soc"
+#: The SoC as the Amaranth back end simulates it (the Verilator back end's top, `sim.run_top`,
+#: wraps it without a reset input).
 FACTORY = "rtl.soc.soc:Soc"
-COCOTB_MODULE = "tb.soc_run"
-
-#: Verilator options of the SoC model: only the top-level ports are public (sim/soc_public.vlt)
-#: instead of every signal (cocotb's runner passes --public-flat-rw): 5x faster simulation.
-BUILD_ARGS = ("--no-public-flat-rw", str(Path(__file__).with_name("soc_public.vlt")))
 
 DEFAULT_MAX_CYCLES = 5_000_000
 #: Announce the Verilator build if generating and compiling take longer than this (seconds).
 BUILD_NOTICE_AFTER = 2.0
+#: The summary gives the build's time when it took this long (a cached model takes ~0.1 s).
+BUILT_SHOWN_FROM = 0.5
+#: Seconds between status lines on a terminal.
+STATUS_SECONDS = 2
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -215,24 +210,39 @@ class Printer:
     Console bytes go to `console` (a binary stream, or None: not printed), flushed per byte so a
     program's output shows as it is written, or per line with `line_buffered` (used with
     ``--trace``, so console lines and trace lines do not cut into each other on a terminal).
-    With `trace`, trace lines go to `trace_out`, a console byte making one too. Thread-safe (the
-    Verilator back end feeds it from a thread tailing the event file).
+    With `trace`, trace lines go to `trace_out`, a console byte making one too. With `status`
+    (a terminal), progress events show as one status line there, rewritten in place, erased
+    before any other output and at the end. It counts the VM entries and exits it is told of.
+    Thread-safe.
     """
 
     def __init__(self, console, trace_out, *, trace: bool, disassembly: dict[int, str],
-                 line_buffered: bool = False):
+                 line_buffered: bool = False, status=None):
         self.console = console
         self.trace_out = trace_out
         self.trace = trace
         self.disassembly = disassembly
         self.line_buffered = line_buffered
+        self.status = status
+        self.status_shown = False
+        self.last_progress: tuple[int, float] | None = None
         self.console_bytes = bytearray()
         self.pending = bytearray()          # the unfinished console line (line_buffered)
+        self.vm_entries = 0
+        self.vm_exits: dict[int, int] = {}
         self.lock = threading.Lock()
+
+    def _clear_status(self) -> None:
+        if self.status_shown:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                self.status.write("\r\x1b[K")
+                self.status.flush()
+            self.status_shown = False
 
     def _write_console(self, data: bytes) -> None:
         if self.console is None:
             return
+        self._clear_status()
         with contextlib.suppress(BrokenPipeError, ValueError):
             self.console.write(data)
             self.console.flush()
@@ -240,9 +250,29 @@ class Printer:
     def _line(self, text: str) -> None:
         if self.trace_out is None:
             return
+        self._clear_status()
         with contextlib.suppress(BrokenPipeError, ValueError):
             self.trace_out.write(text + "\n")
             self.trace_out.flush()
+
+    def progress(self, cycles: int, instructions: int, vm_exits: int, seconds: float) -> None:
+        """A status line: cycles and instructions so far, the speed since the last one, VM
+        exits. Shown only on a terminal (`status`), and only while the console is at the start
+        of a line (a status line would overwrite a prompt the program has printed)."""
+        if self.status is None:
+            return
+        with self.lock:
+            last_cycles, last_seconds = self.last_progress or (0, 0.0)
+            self.last_progress = (cycles, seconds)
+            if self.console_bytes and not self.console_bytes.endswith(b"\n"):
+                return
+            rate = (cycles - last_cycles) / max(seconds - last_seconds, 1e-9)
+            text = (f"{PROG}: {cycles:,} cycles, {instructions:,} instructions, "
+                    f"{rate / 1000:,.0f} k cycles/s, {vm_exits:,} VM exits ({seconds:.0f} s)")
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                self.status.write("\r\x1b[K" + text)
+                self.status.flush()
+            self.status_shown = True
 
     def console_byte(self, byte: int, cycle: int | None = None) -> None:
         with self.lock:
@@ -260,8 +290,9 @@ class Printer:
                 self._write_console(bytes([byte]))
 
     def finish(self) -> None:
-        """Print an unfinished console line (line_buffered)."""
+        """Erase the status line; print an unfinished console line (line_buffered)."""
         with self.lock:
+            self._clear_status()
             if self.pending:
                 self._write_console(bytes(self.pending))
                 self.pending.clear()
@@ -274,17 +305,19 @@ class Printer:
             self._line(f"trace {cycle:>10}  {rip:<#14x}  {raw.hex(' '):<44} {text}".rstrip())
 
     def vm_entry(self, cycle: int) -> None:
-        if self.trace:
-            with self.lock:
+        with self.lock:
+            self.vm_entries += 1
+            if self.trace:
                 self._line(f"trace {cycle:>10}  VM entry")
 
     def vm_exit(self, cycle: int, reason: int) -> None:
-        if self.trace:
-            with self.lock:
+        with self.lock:
+            self.vm_exits[reason] = self.vm_exits.get(reason, 0) + 1
+            if self.trace:
                 self._line(f"trace {cycle:>10}  VM exit: {exit_reason_name(reason)} ({reason})")
 
     def event_line(self, line: str) -> None:
-        """One line of `tb.soc_run`'s event stream."""
+        """One line of the Verilator model's event stream (`sim.run_model`)."""
         parts = line.split()
         if not parts:
             return
@@ -297,42 +330,8 @@ class Printer:
             self.vm_entry(int(parts[1]))
         elif tag == "X":
             self.vm_exit(int(parts[1]), int(parts[2]))
-
-
-@contextlib.contextmanager
-def _tail_events(path: Path, handle: Callable[[str], None], interval: float = 0.05):
-    """Feed every complete line appended to `path` to `handle` until the block ends (then the
-    rest of the file)."""
-    stop = threading.Event()
-    state = {"pos": 0, "partial": b""}
-
-    def drain() -> None:
-        try:
-            with open(path, "rb") as f:
-                f.seek(state["pos"])
-                chunk = f.read()
-        except FileNotFoundError:
-            return
-        if not chunk:
-            return
-        state["pos"] += len(chunk)
-        data = state["partial"] + chunk
-        *lines, state["partial"] = data.split(b"\n")
-        for line in lines:
-            handle(line.decode("ascii", "replace"))
-
-    def poll() -> None:
-        while not stop.wait(interval):
-            drain()
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        drain()
+        elif tag == "P":
+            self.progress(int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,25 +352,15 @@ def soc_params(ram_bytes: int) -> dict:
 
 
 def run_stop_names() -> dict[int, str]:
-    """`stop` port value -> exit kind (from the SoC's `RunStop` enum)."""
-    module = sys.modules.get(soc_factory().__module__)
-    run_stop = getattr(module, "RunStop", None)
+    """`stop` port value -> exit kind (from `RunStop`)."""
     names = {"EXIT_PORT": "exit_port", "HLT": "hlt", "FAULT": "fault", "SHUTDOWN": "shutdown"}
-    if run_stop is None:   # pragma: no cover - the SoC always defines it
-        return {1: "exit_port", 2: "hlt", 3: "fault", 4: "shutdown"}
-    return {m.value: names.get(m.name, m.name.lower()) for m in run_stop if m.value != 0}
+    return {m.value: names.get(m.name, m.name.lower()) for m in RunStop if m is not RunStop.NONE}
 
 
-def fault_fields(component) -> dict[str, list[int]] | None:
-    """{field: [bit offset, width]} of the `fault` port if it is one packed signal (a data
-    layout), None if its fields are ports of their own (``fault__vector``, ...)."""
-    from amaranth.lib import data
-
-    member = component.signature.members["fault"]
-    if not member.is_port:
-        return None
-    layout = data.Layout.cast(member.shape)
-    return {name: [fld.offset, fld.width] for name, fld in layout}
+def unpack_fault(packed: int) -> dict[str, int]:
+    """The ``fault`` port's fields from its packed value (`FAULT_LAYOUT`)."""
+    return {name: (packed >> fld.offset) & ((1 << fld.width) - 1)
+            for name, fld in FAULT_LAYOUT}
 
 
 def exit_reason_name(reason: int) -> str:
@@ -385,85 +374,37 @@ def exit_reason_name(reason: int) -> str:
 # Back ends
 
 
-def verilator_job(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
-                  fault_layout, events: Path) -> dict:
-    return {
-        "words": sorted(boot_image(program, ram_bytes).items()),
-        "boot": boot_state(program),
-        "max_cycles": max_cycles,
-        "dumps": [list(d) for d in dumps],
-        "trace": trace,
-        "fault_fields": fault_layout,
-        "events": str(events),
-    }
-
-
-#: Ports left out of a ports-only trace: the cycle counter (the VCD's time axis already; ~70
-#: bytes every cycle) and the loader's read port (it follows RAM while the program runs).
-UNTRACED_PORTS = ("cycles", "dbg_rdata")
-
-
-def ports_only_tracing(verilog: Path) -> Path:
-    """A Verilator configuration file, beside `verilog`, that traces only the top's ports
-    except `UNTRACED_PORTS`: the SoC's scope is off, and so are those ports' declaration lines.
-    Its name carries a hash of its text, which keys the model it builds."""
-    verilog = Path(verilog).resolve()
-    wanted = "|".join(map(re.escape, UNTRACED_PORTS))
-    decl = re.compile(rf"\s*(?:input|output|wire|reg)\b[^;]*?\b(?:{wanted})\b\s*(?:=[^;]*)?;")
-    text = "`verilator_config\n" + f'tracing_off -scope "{TOPLEVEL}"\n'
-    in_top = False
-    for number, line in enumerate(verilog.read_text().splitlines(), 1):
-        if line.startswith("module "):
-            in_top = line.startswith(f"module {TOPLEVEL}(")
-        elif in_top and decl.fullmatch(line):
-            text += f'tracing_off -file "{verilog}" -lines {number}\n'
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = verilog.with_name(f"trace-ports-{digest}.vlt")
-    if not path.is_file():
-        path.write_text(text)
-    return path
-
-
 def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
-                  waves: Path | None, printer: Printer, run_name: str,
-                  waves_ports: bool = False) -> tuple[dict, Path]:
-    """The run on the Verilated SoC: (raw results, the Verilog the model was built from).
+                  waves: Path | None, printer: Printer, waves_ports: bool = False,
+                  progress_ms: int = 0) -> tuple[dict, Path, float]:
+    """The run on the Verilated SoC, clocked by its C++ harness (`sim.run_model`): (raw results,
+    the Verilog the model was built from, seconds spent building it).
 
-    `waves_ports`: trace only the top's ports (`ports_only_tracing`; another model)."""
-    params = soc_params(ram_bytes)
-    factory = soc_factory()
-    want_waves = waves is not None
+    `waves_ports`: trace only the top's ports (`run_model.ports_only_tracing`; another model).
+    `progress_ms`: a progress event this often (0: none)."""
+    def heartbeat(message: str) -> None:
+        if message.lstrip().startswith("..."):
+            _say(message.strip())
+
+    started = time.monotonic()
     try:
         with flow.notice_if_slow(_say, f"building the Verilator model of the SoC"
-                                 f"{' with tracing' if want_waves else ''} (minutes; cached "
-                                 "under build/ until the RTL changes)", BUILD_NOTICE_AFTER):
-            verilog = flow.generate_verilog(FACTORY, TOPLEVEL, params)
-            build_args = BUILD_ARGS
-            if want_waves and waves_ports:
-                build_args += (str(ports_only_tracing(verilog)),)
-            build_dir = flow.build_verilator(verilog, TOPLEVEL, waves=want_waves,
-                                             build_args=build_args)
-    except flow.FlowError as e:
+                                 f"{' with tracing' if waves is not None else ''} (minutes; "
+                                 "cached under build/ until the RTL changes)", BUILD_NOTICE_AFTER):
+            model = run_model.build(ram_bytes, waves=waves is not None, waves_ports=waves_ports,
+                                    progress=heartbeat)
+        built = time.monotonic() - started
+        raw = run_model.run(model, program, ram_bytes, max_cycles, dumps, trace=trace,
+                            waves=waves, on_event=printer.event_line, progress_ms=progress_ms)
+    except run_model.ModelError as e:
         raise RunError(str(e)) from e
-    component = factory(**params)
-    component._MustUse__silence = True    # built only to read its signature
-    fault_layout = fault_fields(component)
-
-    def make_job(tmp: Path) -> dict:
-        events = tmp / "events"
-        events.touch()
-        return verilator_job(program, ram_bytes, max_cycles, dumps, trace, fault_layout, events)
-
-    try:
-        raw = flow.run_cocotb_job(
-            COCOTB_MODULE, TOPLEVEL, build_dir, testcase="run_program", make_job=make_job,
-            in_var="VTX_RUN_IN", out_var="VTX_RUN_OUT",
-            watch=lambda tmp: _tail_events(tmp / "events", printer.event_line),
-            waves=waves, name=run_name)
-    except (flow.FlowError, flow.SimulationFailed) as e:
-        raise RunError(f"the Verilator simulation failed: {e}") from e
-    raw["vm_exits"] = {int(k): v for k, v in raw["vm_exits"].items()}
-    return raw, verilog
+    packed = raw["gpr"]
+    raw["gpr"] = [(packed >> (64 * i)) & ((1 << 64) - 1) for i in range(16)]
+    raw["fault"] = unpack_fault(raw["fault"])
+    raw["vm_exits"] = dict(printer.vm_exits)
+    raw["vm_entries"] = printer.vm_entries
+    raw["console"] = bytes(printer.console_bytes).hex()
+    return raw, model.verilog, built
 
 
 def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
@@ -494,8 +435,6 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        vm_exits: dict[int, int] = {}
-        vm_entries = 0
         cycle_limit = True
         for _ in range(max_cycles):
             await ctx.tick()
@@ -506,12 +445,9 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
                 raw_bytes = ctx.get(dut.retired_bytes).to_bytes(15, "little")[:n]
                 printer.retired(ctx.get(dut.cycles), ctx.get(dut.retired_rip), raw_bytes)
             if ctx.get(dut.vm_entry):
-                vm_entries += 1
                 printer.vm_entry(ctx.get(dut.cycles))
             if ctx.get(dut.vm_exit):
-                reason = ctx.get(dut.vm_exit_reason)
-                vm_exits[reason] = vm_exits.get(reason, 0) + 1
-                printer.vm_exit(ctx.get(dut.cycles), reason)
+                printer.vm_exit(ctx.get(dut.cycles), ctx.get(dut.vm_exit_reason))
             if not ctx.get(dut.running):
                 cycle_limit = False
                 break
@@ -542,8 +478,8 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
                 blob += ctx.get(dut.dbg_rdata).to_bytes(8, "little")
             start = addr - first * 8
             memory.append([addr, length, blob[start:start + length].hex()])
-        raw.update(cycle_limit=cycle_limit, vm_exits=vm_exits, vm_entries=vm_entries,
-                   memory=memory)
+        raw.update(cycle_limit=cycle_limit, vm_exits=dict(printer.vm_exits),
+                   vm_entries=printer.vm_entries, memory=memory)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -607,7 +543,9 @@ def result_json(raw: dict) -> dict:
     return out
 
 
-def summary(result: dict, elapsed: float) -> str:
+def summary(result: dict, elapsed: float, built: float = 0.0) -> str:
+    """The last line of a run: how it ended, its counts, and the time taken by the run and, if
+    the model was built first (`built` seconds), by the build."""
     e = result["exit"]
     if e["kind"] == "exit_port":
         how = f"exit port, code {e['code']}"
@@ -625,8 +563,11 @@ def summary(result: dict, elapsed: float) -> str:
     extra = f", {result['vm_entries']} VM entries, {exits} VM exits" if exits or \
         result["vm_entries"] else ""
     n = result["instructions"]
+    times = f"run {elapsed:.1f} s"
+    if built >= BUILT_SHOWN_FROM:
+        times = f"model build {built:.1f} s, {times}"
     return (f"stopped: {how}; {n} instruction{'' if n == 1 else 's'}, {result['cycles']} "
-            f"cycles{extra} ({elapsed:.1f} s)")
+            f"cycles{extra} ({times})")
 
 
 def register_lines(result: dict) -> list[str]:
@@ -695,7 +636,6 @@ def _check_options(args: argparse.Namespace) -> tuple[int, list[tuple[int, int]]
 def _run(args: argparse.Namespace) -> int:
     ram_bytes, dumps, waves = _check_options(args)
     program = load_program(args.program, ram_bytes, disassemble=args.trace)
-    soc_factory()   # fail early (status 1) when the RTL cannot be imported
     stdout_bin = sys.stdout.buffer
     # The console: on stdout, or on stderr with --json (stdout is the JSON's); with --trace it is
     # line-buffered (trace lines show each byte), and with both it is only in the trace and JSON.
@@ -703,20 +643,22 @@ def _run(args: argparse.Namespace) -> int:
         console = None if args.trace else sys.stderr.buffer
     else:
         console = stdout_bin
+    # A status line on a terminal (not with --trace, whose lines stream anyway).
+    status = sys.stderr if sys.stderr.isatty() and not args.trace else None
     printer = Printer(console, sys.stderr, trace=args.trace, disassembly=program.disassembly,
-                      line_buffered=args.trace)
+                      line_buffered=args.trace, status=status)
 
     started = time.monotonic()
     verilog = None
+    built = 0.0
     if args.sim == "amaranth":
         raw = run_amaranth(program, ram_bytes, args.max_cycles, dumps, args.trace, waves,
                            printer)
     else:
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.program.stem)
-        raw, verilog = run_verilator(program, ram_bytes, args.max_cycles, dumps, args.trace,
-                                     waves, printer, run_name=f"vtx-run-{stem}-{os.getpid()}",
-                                     waves_ports=args.waves_ports)
-    elapsed = time.monotonic() - started
+        raw, verilog, built = run_verilator(
+            program, ram_bytes, args.max_cycles, dumps, args.trace, waves, printer,
+            waves_ports=args.waves_ports, progress_ms=STATUS_SECONDS * 1000 if status else 0)
+    elapsed = time.monotonic() - started - built
     printer.finish()
     result = result_json(raw)
 
@@ -732,11 +674,11 @@ def _run(args: argparse.Namespace) -> int:
         # The Verilog's enum attributes pick GTKWave translate filters for the Verilator dump
         # (Amaranth's own VCD already shows enums by name).
         gtkw = write_gtkw(waves, waves.with_suffix(".gtkw"), GTKW_PORT_GROUPS,
-                          toplevel=TOPLEVEL if args.sim == "verilator" else None,
+                          toplevel=run_model.TOPLEVEL if args.sim == "verilator" else None,
                           verilog=verilog)
         record_last(waves)      # `make waves` opens it
         _say(f"waves: {waves} (GTKWave: gtkwave {gtkw})")
-    _say(summary(result, elapsed))
+    _say(summary(result, elapsed, built))
     if args.json:
         with contextlib.suppress(BrokenPipeError):
             sys.stdout.write(json.dumps(result) + "\n")

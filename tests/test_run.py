@@ -1,4 +1,5 @@
-"""Tests of `vtx run` (sim/run.py, tb/soc_run.py) and its loader (sim/system.py).
+"""Tests of `vtx run` (sim/run.py, its C++-driven Verilator model sim/run_model.py with
+sim/run_model.cpp and sim/run_top.py) and its loader (sim/system.py).
 
 * the loader, without simulation: assembly and linking (entry point, sections, .bss), flat
   binaries, the boot page tables and RAM image (hand-written expected words), the boot state,
@@ -7,11 +8,12 @@
   `Printer`);
 * the command line: bad input exits 2 with one message on stderr and nothing on stdout, before
   anything is built;
-* the example programs of examples/programs/ on the Verilated SoC (`rtl.soc.Soc`, default
-  parameters: ONE Verilator model for every test here, built once by sim.flow and shared with
-  `vtx lint`): console, exit kinds and codes, registers the programs compute, counters, --dump
-  against the assembled image, --trace, --max-cycles, the console streaming while the
-  simulation runs;
+* the model's job and its bad input (`run_model.job_text`, the harness's exit status 2);
+* the example programs of examples/programs/ on the Verilated SoC (`sim.run_top.SocRunTop`,
+  default parameters: ONE model for every test here, built once and cached): console, exit
+  kinds and codes, registers the programs compute, counters, --dump against the assembled
+  image, --trace, --max-cycles, the console streaming while the simulation runs, the status
+  line on a terminal;
 * the smallest program on Amaranth's simulator (``--sim amaranth``, with ``--waves``).
 
 The Verilator ``--waves`` test needs a second (tracing) model: it runs with ``WAVES=1`` or
@@ -20,6 +22,7 @@ The Verilator ``--waves`` test needs a second (tracing) model: it runs with ``WA
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -305,6 +308,86 @@ def test_printer_line_buffered():
     assert bytes(silent.console_bytes) == b"A"
 
 
+def test_printer_counts_vm_entries_and_exits():
+    printer = vtx_run.Printer(None, None, trace=False, disassembly={})
+    for line in ["E 10", "X 20 10", "E 30", "X 40 30", "X 50 10"]:
+        printer.event_line(line)
+    assert printer.vm_entries == 2
+    assert printer.vm_exits == {ExitReason.CPUID.value: 2, ExitReason.IO_INSTRUCTION.value: 1}
+
+
+def test_printer_status_line():
+    """Progress events make one status line on the terminal, rewritten in place and erased
+    before the console prints and at the end; none while the console is mid-line."""
+    console, status = _Sink(), _Sink()
+    printer = vtx_run.Printer(console, status, trace=False, disassembly={}, status=status)
+    printer.event_line("P 1000000 200000 3 2.000")
+    shown = status.data.decode()
+    assert shown.startswith("\r\x1b[K") and "\n" not in shown
+    assert "1,000,000 cycles" in shown and "200,000 instructions" in shown
+    assert "500 k cycles/s" in shown and "3 VM exits" in shown
+    printer.event_line("P 3000000 400000 3 4.000")          # the speed since the last line
+    assert "1,000 k cycles/s" in status.data.decode().rsplit("\r\x1b[K", 1)[1]
+    status.data.clear()
+    printer.event_line("C 41 5")                             # console: status erased first
+    assert status.data == b"\r\x1b[K" and console.data == b"A"
+    status.data.clear()
+    printer.event_line("P 5000000 500000 3 6.000")           # "A" has no newline yet: no status
+    assert status.data == b""
+    printer.event_line("C 0a 6")
+    printer.event_line("P 7000000 600000 3 8.000")
+    assert b"7,000,000 cycles" in status.data
+    status.data.clear()
+    printer.finish()
+    assert status.data == b"\r\x1b[K"
+    silent = vtx_run.Printer(console, status, trace=False, disassembly={})   # not a terminal
+    status.data.clear()
+    silent.event_line("P 1000000 200000 3 2.000")
+    assert status.data == b""
+
+
+def test_summary_gives_build_and_run_times():
+    result = vtx_run.result_json(raw_results(stop=1))
+    assert vtx_run.summary(result, 2.34).endswith("(run 2.3 s)")
+    assert vtx_run.summary(result, 2.34, 0.05).endswith("(run 2.3 s)")    # a cached model
+    assert vtx_run.summary(result, 2.34, 71.2).endswith("(model build 71.2 s, run 2.3 s)")
+
+
+def test_model_job_text():
+    from sim.run_model import job_text
+
+    program = load_program(HALT)
+    lines = job_text(program, RAM_BYTES, 1234, [(0x100000, 8), (BOOT_PML4, 16)], trace=True,
+                     waves=None, progress_ms=2000).splitlines()
+    assert lines[:3] == ["max_cycles 1234", "trace 1", "progress_ms 2000"]
+    assert [line.split()[1] for line in lines if line.startswith("boot ")] == \
+        list(boot_state(program))
+    words = {int(w[1]): int(w[2], 16) for w in (line.split() for line in lines)
+             if w[0] == "word"}
+    assert words == {k: v for k, v in boot_image(program).items() if v}
+    assert [line for line in lines if line.startswith("dump ")] == \
+        ["dump 1048576 8", f"dump {BOOT_PML4} 16"]
+    assert not any(line.startswith("waves") for line in lines)
+    with_waves = job_text(program, RAM_BYTES, 10, [], trace=False, waves=Path("w.vcd"))
+    assert f"waves {Path('w.vcd').resolve()}" in with_waves.splitlines()
+
+
+def test_model_rejects_a_bad_job():
+    """The harness checks its job: a bad line is exit status 2 with the line named, and no
+    results (`run_model.run` turns that into a `ModelError`)."""
+    from sim import run_model
+
+    model = run_model.build()
+    for job, words in [(b"max_cycles 10\nfrobnicate 3\n", "bad job line: frobnicate 3"),
+                       (b"trace 1\n", "no max_cycles"),
+                       (b"max_cycles 10\nboot init_rax 0x1\n", "unknown boot input init_rax"),
+                       (b"max_cycles 1x\n", "bad job line: max_cycles 1x")]:
+        proc = subprocess.run([str(model.binary)], input=job, capture_output=True, timeout=60)
+        assert proc.returncode == 2, (job, proc.stderr)
+        assert words in proc.stderr.decode(), proc.stderr
+        assert b"END" not in proc.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input on the command line: exit 2, one message, nothing on stdout, nothing built
 
@@ -351,12 +434,11 @@ def test_cli_bad_options(tmp_path):
 
 
 def test_ports_only_tracing_config():
-    """The ports-only trace (`make demo`): the SoC's scope off, and the declaration lines of the
+    """The ports-only trace (`make demo`): the top's scope off, and the declaration lines of the
     untraced ports, found in the top module of the generated Verilog."""
-    from sim import flow
-    from sim.run import FACTORY, TOPLEVEL, UNTRACED_PORTS, ports_only_tracing, soc_params
+    from sim.run_model import TOPLEVEL, UNTRACED_PORTS, ports_only_tracing, verilog as source
 
-    verilog = flow.generate_verilog(FACTORY, TOPLEVEL, soc_params(RAM_BYTES))
+    verilog = source(RAM_BYTES)
     vlt = ports_only_tracing(verilog)
     assert vlt.parent == verilog.parent and vlt.suffix == ".vlt"
     lines = vlt.read_text().splitlines()
@@ -521,8 +603,11 @@ def test_dump_at_the_cycle_limit(tmp_path, backend):
     assert pml4e == page_tables()[BOOT_PML4 // 8] | PTE_A     # the walker's A flag landed
 
 
-def test_console_streams_while_running(tmp_path):
-    """The first console line is printed while the simulation is still running."""
+def test_console_streams_while_running_and_the_status_line(tmp_path):
+    """The first console line is printed while the simulation is still running, and with
+    stderr on a terminal a status line shows the progress (a pseudo-terminal here)."""
+    import pty
+
     src = write(tmp_path, "stream.S", """
         .text
         .globl _start
@@ -536,27 +621,41 @@ def test_console_streams_while_running(tmp_path):
     env.pop("PYTEST_CURRENT_TEST", None)
     # make sure the model exists, so the timing below is the simulation's
     assert vtx("run", "--max-cycles", "100", str(src)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "run", "--max-cycles",
-                             str(STREAM_CYCLES), str(src)], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    master, slave = pty.openpty()
     try:
-        first = proc.stdout.readline()
-        got_line_at = time.monotonic()
-        assert first == b"A\n"
-        assert proc.poll() is None, "the console line came only at the end of the run"
-        _, err = proc.communicate(timeout=600)
-        finished_at = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "run", "--max-cycles",
+                                 str(STREAM_CYCLES), str(src)], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        try:
+            first = proc.stdout.readline()
+            got_line_at = time.monotonic()
+            assert first == b"A\n"
+            assert proc.poll() is None, "the console line came only at the end of the run"
+            proc.stdout.read()
+            proc.wait(timeout=600)
+            finished_at = time.monotonic()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        err = bytearray()
+        with contextlib.suppress(OSError):          # EIO once the child's side is closed
+            while chunk := os.read(master, 65536):
+                err += chunk
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert b"cycle limit" in err
+        os.close(master)
+    text = err.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "cycle limit" in text
     assert finished_at - got_line_at > 0.5
+    # At least one status line (every STATUS_SECONDS), erased again before the summary.
+    assert "k cycles/s" in text and "\r\x1b[K" in text, text
+    assert text.rindex("k cycles/s") < text.rindex("\r\x1b[K") < text.index("vtx run: stopped")
 
 
-#: Cycles of the streaming test: several seconds under Verilator (~10k cycles/s on a loaded CI
-#: machine; the SoC model is large).
-STREAM_CYCLES = 100_000
+#: Cycles of the streaming test: several seconds at the model's speed (0.3-0.5 M cycles/s), so
+#: that the status line (every 2 s) shows at least once.
+STREAM_CYCLES = 3_000_000
 
 
 #: The tests that build another (tracing) Verilator model of the SoC: opt-in (minutes each).
@@ -583,7 +682,7 @@ def test_waves_ports_verilator(tmp_path):
     vcd = tmp_path / "exit.vcd"
     out = run_json("--waves", str(vcd), "--waves-ports", str(EXIT_CODE))
     assert out["exit"] == {"kind": "exit_port", "code": 3}
-    from sim.run import UNTRACED_PORTS
+    from sim.run_model import UNTRACED_PORTS
     from sim.waves import read_vcd_vars
 
     variables = read_vcd_vars(vcd)

@@ -15,12 +15,30 @@ present, writable, supervisor), the program loaded at `PROGRAM_BASE`, RSP = `BOO
 entry point.
 """
 
+from amaranth.lib import data, enum
+
 __all__ = [
+    "RunStop", "FAULT_LAYOUT",
     "RAM_BYTES", "OPEN_BUS", "BOOT_PML4", "BOOT_PDPT", "PROGRAM_BASE", "BOOT_STACK_TOP",
     "BOOT_RFLAGS", "IDENTITY_MAP_BYTES", "CONSOLE_PORT", "EXIT_PORT", "IO_OPEN_BUS",
     "CPUID_VENDOR", "CPUID_MAX_LEAF", "CPUID_LEAVES", "cpuid", "MSR_TSC", "MSR_EFER",
     "FEATURE_CONTROL_RESET",
 ]
+
+class RunStop(enum.Enum, shape=3):
+    """Why a run of the system ended (the SoC's ``stop`` port)."""
+    NONE = 0        # running, or not started
+    EXIT_PORT = 1   # OUT to the exit port; ``exit_code`` is the value
+    HLT = 2         # HLT in root operation (or outside VMX operation)
+    FAULT = 3       # an exception in root operation (there is no IDT): ``fault``
+    SHUTDOWN = 4    # reserved
+
+
+#: The fault a run stopped at (the SoC's ``fault`` port): vector, error code if it has one, the
+#: RIP of the faulting instruction and, for #PF, the linear address.
+FAULT_LAYOUT = data.StructLayout({
+    "vector": 8, "has_error_code": 1, "error_code": 32, "rip": 64, "addr": 64,
+})
 
 RAM_BYTES = 4 << 20             # 4 MiB
 OPEN_BUS = (1 << 64) - 1

@@ -33,7 +33,7 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.paging import MAXPHYADDR, Access, Outcome
-from ..arch.system import BOOT_RFLAGS, RAM_BYTES
+from ..arch.system import BOOT_RFLAGS, FAULT_LAYOUT, RAM_BYTES, RunStop
 from ..arch.vmx import VmxMode
 from ..core.core import Core
 from ..core.core_layouts import CoreState
@@ -47,19 +47,6 @@ from .system_unit import SystemUnit
 
 __all__ = ["Soc", "RunStop", "FAULT_LAYOUT", "SOC_TRANSLATION"]
 
-
-class RunStop(enum.Enum, shape=3):
-    """Why the run ended (`Soc.stop`)."""
-    NONE = 0        # running, or not started
-    EXIT_PORT = 1   # OUT to the exit port; `exit_code` is the value
-    HLT = 2         # HLT in root operation (or outside VMX operation)
-    FAULT = 3       # an exception in root operation (there is no IDT): `fault`
-    SHUTDOWN = 4    # reserved
-
-
-FAULT_LAYOUT = data.StructLayout({
-    "vector": 8, "has_error_code": 1, "error_code": 32, "rip": 64, "addr": 64,
-})
 
 #: The translation unit's configuration in the system: the core has one access in flight, so
 #: one walk context is enough; the caches keep the sizes of the default configuration's small

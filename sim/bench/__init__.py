@@ -19,11 +19,8 @@ Library API (used by ``__main__`` and ``tests/test_bench_top.py``):
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,28 +31,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import flow
+from ..verilator_exe import VERILATOR_ARGS, build_executable, run_tool
 from .top import COUNTERS, MAX_LATENCY, TranslationBench, Workload
 
 __all__ = [
-    "TOP_NAME", "VERILATOR_ARGS", "MAKE_ARGS", "BenchConfig", "RunSpec", "Workload", "bench_dir",
+    "TOP_NAME", "VERILATOR_ARGS", "BenchConfig", "RunSpec", "Workload", "bench_dir",
     "build_model", "generate_verilog", "run_model", "run_amaranth", "Progress",
 ]
 
 TOP_NAME = "translation_bench"
 HARNESS = Path(__file__).resolve().parent / "main.cpp"
-#: Verilator arguments of every bench model. The build is `verilator --cc --exe` then `make`
-#: (what `--build` does), so that the run-time library objects can be shared between models.
-VERILATOR_ARGS = (
-    "--cc", "--exe", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-    "-Wno-fatal", "-Wno-lint", "-Wno-style",
-)
-#: make variables. OPT_FAST: the C++ optimisation of the model's per-cycle code (the wheel's
-#: verilated.mk defaults to -Os; -O2 simulates faster for a few more seconds of compile);
-#: CFG_CXXFLAGS_PCH_I: the wheel's verilated.mk leaves the precompiled-header include option
-#: empty, which breaks builds whose model is split over several files.
-MAKE_ARGS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
-#: Seconds between "still building" lines while a tool runs.
-HEARTBEAT_SECONDS = 15
 
 
 class Progress:
@@ -138,50 +123,6 @@ def bench_dir() -> Path:
     return flow.resolve_build_root() / "bench"
 
 
-def _hash_tools() -> str:
-    h = hashlib.sha256()
-    h.update(repr((VERILATOR_ARGS, MAKE_ARGS)).encode() + b"\0")
-    h.update(f"verilator={flow._version('verilator')}\0".encode())
-    h.update(f"cxxflags={os.environ.get('CXXFLAGS', '')}\0".encode())
-    return h.hexdigest()[:16]
-
-
-def _hash_build(verilog: Path) -> str:
-    h = hashlib.sha256()
-    h.update(verilog.read_bytes() + b"\0")
-    h.update(HARNESS.read_bytes() + b"\0")
-    h.update(_hash_tools().encode())
-    return h.hexdigest()[:16]
-
-
-#: Verilator's run-time library objects, the same for every bench model: compiled by the first
-#: build, then copied into each new build directory so that make finds them up to date.
-RUNTIME_OBJECTS = ("verilated.o", "verilated_threads.o")
-
-
-def _run_tool(cmd: list[str], log: Path, what: str, progress: Callable[[str], None],
-              env: dict[str, str], cwd: Path) -> None:
-    """Run `cmd` with output to `log`, printing a line every HEARTBEAT_SECONDS."""
-    start = time.monotonic()
-    next_beat = start + HEARTBEAT_SECONDS
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        try:
-            while proc.poll() is None:
-                time.sleep(0.5)
-                now = time.monotonic()
-                if now >= next_beat:
-                    progress(f"  ... {what}: {now - start:.0f}s")
-                    next_beat = now + HEARTBEAT_SECONDS
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    if proc.returncode != 0:
-        raise flow.FlowError(f"{what} failed (status {proc.returncode}); log {log}:\n"
-                             f"{flow._tail(log)}")
-
-
 def generate_verilog(config: BenchConfig) -> Path:
     """The (cached) Verilog of `config`'s bench top, with the `clk` port."""
     return flow.generate_verilog(TranslationBench, TOP_NAME, config.verilog_params())
@@ -198,8 +139,8 @@ def _generate_verilog(config: BenchConfig, progress: Callable[[str], None],
     os.close(fd)
     log = Path(log_name)
     try:
-        _run_tool([sys.executable, "-m", "sim.bench", "--verilog", config.name], log,
-                  f"{config.name} Verilog generation", progress, env, flow.REPO_ROOT)
+        run_tool([sys.executable, "-m", "sim.bench", "--verilog", config.name], log,
+                 f"{config.name} Verilog generation", progress, env, flow.REPO_ROOT)
         path = Path(log.read_text().strip().splitlines()[-1])
     finally:
         log.unlink(missing_ok=True)
@@ -210,73 +151,16 @@ def _generate_verilog(config: BenchConfig, progress: Callable[[str], None],
 
 def build_model(config: BenchConfig, *, progress: Callable[[str], None] = _quiet,
                 jobs: int = flow.BUILD_JOBS) -> Path:
-    """Generate the Verilog of `config` and Verilate it (cached); return the binary's path."""
+    """Generate the Verilog of `config` and Verilate it (cached in ``build/bench/obj_<name>``,
+    `sim.verilator_exe`); return the binary's path."""
     progress(f"{config.name}: Verilog (contexts={config.contexts}, "
              f"{'uncached' if config.uncached else 'cached'})")
     env = flow.verilator_env()
     verilog = _generate_verilog(config, progress, env)
-    key = _hash_build(verilog)
-    root = bench_dir()
-    final = root / f"obj_{config.name}"
-    binary = final / f"V{TOP_NAME}"
-    stamp = final / "stamp.json"
-
-    def fresh() -> bool:
-        try:
-            return json.loads(stamp.read_text()).get("hash") == key and binary.is_file()
-        except (OSError, ValueError):
-            return False
-
-    if fresh():
-        progress(f"{config.name}: model up to date ({final.relative_to(flow.REPO_ROOT)})")
-        return binary
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".obj_{config.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if fresh():
-            return binary
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-obj_{config.name}-", dir=root))
-        runtime = root / f"runtime-{_hash_tools()}"
-        mk = f"V{TOP_NAME}.mk"
-        make = ["make", "-C", str(tmp), "-f", mk, "-j", str(jobs), *MAKE_ARGS]
-        try:
-            progress(f"{config.name}: Verilator build into {final.relative_to(flow.REPO_ROOT)}")
-            t0 = time.monotonic()
-            _run_tool(["verilator", *VERILATOR_ARGS, "--top-module", TOP_NAME, "-Mdir", str(tmp),
-                       str(HARNESS), str(verilog)],
-                      tmp / "verilate.log", f"{config.name} verilation", progress, env, root)
-            with open(root / ".runtime.lock", "a+") as rlock:
-                fcntl.flock(rlock, fcntl.LOCK_EX)
-                if not all((runtime / o).is_file() for o in RUNTIME_OBJECTS):
-                    progress(f"{config.name}: compiling Verilator's run-time library (once)")
-                    _run_tool([*make, *RUNTIME_OBJECTS], tmp / "runtime.log",
-                              "run-time library", progress, env, root)
-                    staging = Path(tempfile.mkdtemp(prefix=".tmp-runtime-", dir=root))
-                    for o in RUNTIME_OBJECTS:
-                        shutil.copy2(tmp / o, staging / o)
-                    if runtime.exists():
-                        shutil.rmtree(runtime)
-                    os.rename(staging, runtime)
-            for o in RUNTIME_OBJECTS:
-                # newer than the generated makefile, which they depend on: make keeps them
-                shutil.copy2(runtime / o, tmp / o)
-                os.utime(tmp / o)
-            _run_tool(make, tmp / "build.log", f"{config.name} C++ build", progress, env, root)
-            if not (tmp / binary.name).is_file():
-                raise flow.FlowError(f"Verilator build of {config.name} produced no binary")
-            for obj in tmp.glob("*.o"):
-                obj.unlink()
-            (tmp / "stamp.json").write_text(json.dumps(
-                {"hash": key, "verilog": str(verilog), "config": config.params(),
-                 "verilator_args": list(VERILATOR_ARGS), "make_args": list(MAKE_ARGS)},
-                indent=2) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-            progress(f"{config.name}: built in {time.monotonic() - t0:.0f}s")
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    final = bench_dir() / f"obj_{config.name}"
+    binary = build_executable(verilog, TOP_NAME, HARNESS, final, label=config.name,
+                              progress=progress, jobs=jobs)
+    progress(f"{config.name}: model ready ({final.relative_to(flow.REPO_ROOT)})")
     return binary
 
 

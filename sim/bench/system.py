@@ -17,6 +17,12 @@ in registers:
                                   of a run (process and simulator start, loading) cancels out
     sim_cycles_per_second         the same in clock cycles
     run_overhead_seconds          that fixed cost: the wall time of the short run
+    demo_run_seconds              the wall time of `vtx run` of the hypervisor demo
+                                  (examples/hypervisor/hypervisor.S, 1.1 M cycles), model cached,
+                                  no waves: what a user waits for
+
+The wall times are each the best of TIMING_RUNS runs: the machines are shared, and a neighbour's
+load only ever adds time.
 
 The VMCS the guests run with is `tb.model.vmx.example_vmcs_fields` (the one every entry check
 accepts) through `tb.x86.vmx_asm.hypervisor`: the programs are generated, so no constant is
@@ -36,8 +42,10 @@ from sim import flow
 LOOP_ITERATIONS = 2000
 SPEED_ITERATIONS = 50_000       # the speed run: ~200 k instructions
 ROUND_TRIPS = 50
+TIMING_RUNS = 3
+DEMO = flow.REPO_ROOT / "examples" / "hypervisor" / "hypervisor.S"
 KEYS = ("root_ipc", "non_root_ipc", "round_trip_cycles", "sim_instructions_per_second",
-        "sim_cycles_per_second", "run_overhead_seconds")
+        "sim_cycles_per_second", "run_overhead_seconds", "demo_run_seconds")
 
 def _loop(iterations: int = LOOP_ITERATIONS) -> list[str]:
     return ["  rdtsc", "  shl rdx, 32", "  or rax, rdx", "  mov r12, rax",
@@ -79,8 +87,11 @@ def round_trip() -> str:
     return _vmx_setup(guest=guest, handler=handler)
 
 
-def _vtx_run(source: str, path: Path) -> tuple[dict, float]:
-    path.write_text(source)
+def _vtx_run(source: str | None, path: Path) -> tuple[dict, float]:
+    """`vtx run --json` of `source` written to `path` (of `path` as it is when `source` is
+    None): the result and the wall time."""
+    if source is not None:
+        path.write_text(source)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", "--json", str(path)],
                           capture_output=True, text=True, check=False)
@@ -93,6 +104,16 @@ def _vtx_run(source: str, path: Path) -> tuple[dict, float]:
     return result, elapsed
 
 
+def _best_of(runs: int, source: str | None, path: Path) -> tuple[dict, float]:
+    """`_vtx_run` `runs` times: the last result (every run is the same simulation) and the
+    shortest wall time."""
+    walls = []
+    for _ in range(runs):
+        result, wall = _vtx_run(source, path)
+        walls.append(wall)
+    return result, min(walls)
+
+
 def run(out: Path | None = None) -> dict:
     t0 = time.monotonic()
     root = flow.resolve_build_root() / "bench"
@@ -100,15 +121,18 @@ def run(out: Path | None = None) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     # Build (or find) the model first so the timed run measures simulation only.
     _vtx_run(root_loop(), root / "system_root_loop.S")
-    r, wall = _vtx_run(root_loop(), root / "system_root_loop.S")
+    r, wall = _best_of(TIMING_RUNS, root_loop(), root / "system_root_loop.S")
     loop_insns = 4 * LOOP_ITERATIONS + 5     # between the two RDTSCs, the second included
     figures = {"root_ipc": round(loop_insns / r["regs"]["r13"], 4)}
-    big, big_wall = _vtx_run(root_loop(SPEED_ITERATIONS), root / "system_speed_loop.S")
+    big, big_wall = _best_of(TIMING_RUNS, root_loop(SPEED_ITERATIONS),
+                             root / "system_speed_loop.S")
     extra = max(big_wall - wall, 1e-3)
     figures["sim_instructions_per_second"] = round((big["instructions"] - r["instructions"])
                                                    / extra)
     figures["sim_cycles_per_second"] = round((big["cycles"] - r["cycles"]) / extra)
     figures["run_overhead_seconds"] = round(wall, 2)
+    _, demo_wall = _best_of(TIMING_RUNS, None, DEMO)
+    figures["demo_run_seconds"] = round(demo_wall, 2)
     g, _ = _vtx_run(non_root_loop(), root / "system_non_root_loop.S")
     figures["non_root_ipc"] = round(loop_insns / g["regs"]["r13"], 4)
     t, _ = _vtx_run(round_trip(), root / "system_round_trip.S")

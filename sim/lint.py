@@ -127,7 +127,7 @@ def run(names: Sequence[str] = (), *, build_root: str | Path | None = None,
         unknown = [n for n in names if n not in known]
         if unknown:
             print(f"vtx lint: unknown top(s): {', '.join(unknown)}; "
-                  f"known: {', '.join(known)}", file=out)
+                  f"known: {', '.join(known)}", file=sys.stderr)
             return 2
         tops = [known[n] for n in names]
     failures = 0

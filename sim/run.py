@@ -21,8 +21,9 @@ the same events to a `Printer`; `result_json` turns the raw results into the ``-
 Output: the console goes to stdout as it comes (to stderr with ``--json``, whose stdout is the
 one JSON object only). ``--trace`` lines, the build notice and the final summary go to stderr
 (and, when stderr is a terminal and there is no ``--trace``, a status line every
-`STATUS_SECONDS`); with ``--trace`` the console is printed a line at a time, so the two do not cut into each other on a
-terminal (and with ``--json --trace`` it is only in the trace lines and the JSON). Exit
+`STATUS_SECONDS`); with ``--trace`` the console is printed a line at a time, so the two do not
+cut into each other on a terminal (and with ``--json --trace`` it is only in the trace lines
+and the JSON). Exit
 status: 0 the simulation ran (how the program ended is in the summary / the JSON: exit port code,
 HLT, fault, cycle limit); 1 the build or the simulation failed; 2 bad input (a file that does not
 assemble, does not exist or does not fit in RAM, a --dump range outside RAM, bad options), with

@@ -149,7 +149,11 @@ def _link(path: Path, tmp: Path) -> tuple[Path, bytes]:
         raise SystemImageError(f"{path}: does not link:\n{message}")
     proc = _run_tool([_tool("objcopy"), "-O", "binary", str(elf), str(flat)], "objcopy")
     if proc.returncode:
-        raise SystemImageError(f"{path}: objcopy failed:\n{proc.stderr.strip()}")
+        if "has no sections" in proc.stderr:
+            raise SystemImageError(f"{path}: the program is empty (nothing to run)")
+        # The tool names its files in the scratch directory: the user knows none of them.
+        message = proc.stderr.strip().replace(f"{tmp}/", "")
+        raise SystemImageError(f"{path}: objcopy failed:\n{message}")
     return elf, flat.read_bytes() if flat.exists() else b""
 
 

@@ -256,3 +256,5 @@ def test_cli_help_and_lint_list(capsys):
     assert vtx_main(["lint", "--list"]) == 0
     assert "translation_unit" in capsys.readouterr().out
     assert vtx_main(["lint", "no_such_top"]) == 2
+    unknown = capsys.readouterr()
+    assert unknown.out == "" and "unknown top(s): no_such_top" in unknown.err

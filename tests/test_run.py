@@ -416,6 +416,15 @@ def test_cli_dump_outside_ram():
     _assert_usage_error(vtx("run", "--dump", "0x100000", str(HELLO)), "ADDR:LEN")
 
 
+def test_cli_empty_program(tmp_path):
+    """A program with no code or data at all: named as empty, not with the scratch file that
+    objcopy was given."""
+    for name, text in [("empty.S", "# nothing\n"), ("blank.S", ""), ("labels.S", "x:\ny:\n")]:
+        proc = vtx("run", str(write(tmp_path, name, text)))
+        _assert_usage_error(proc, f"{name}: the program is empty")
+        assert "prog.elf" not in proc.stderr and "vtx-run-asm-" not in proc.stderr
+
+
 def test_cli_program_too_big(tmp_path):
     big = write(tmp_path, "big.S", f".text\nhlt\n.bss\n.skip {RAM_BYTES}\n")
     _assert_usage_error(vtx("run", str(big)), "does not fit in RAM")
@@ -436,9 +445,10 @@ def test_cli_bad_options(tmp_path):
 def test_ports_only_tracing_config():
     """The ports-only trace (`make demo`): the top's scope off, and the declaration lines of the
     untraced ports, found in the top module of the generated Verilog."""
-    from sim.run_model import TOPLEVEL, UNTRACED_PORTS, ports_only_tracing, verilog as source
+    from sim import run_model
+    from sim.run_model import TOPLEVEL, UNTRACED_PORTS, ports_only_tracing
 
-    verilog = source(RAM_BYTES)
+    verilog = run_model.verilog(RAM_BYTES)
     vlt = ports_only_tracing(verilog)
     assert vlt.parent == verilog.parent and vlt.suffix == ".vlt"
     lines = vlt.read_text().splitlines()

@@ -28,9 +28,10 @@ job; it uses the exported `pdpte_ok`.
 Timing: ``start`` is a one-cycle pulse; the inputs (``vmcs``, ``cpu``, ``link_revision``) are
 sampled in that cycle (the unit keeps them stable from ``start`` to ``done`` anyway). Stage 1
 evaluates every rule in parallel and registers one bit per rule in the start cycle (signals
-``s1_<group>_<rule>``, for waveforms: they keep the last start's rule results); stage 2 ORs each group, applies the priority and registers ``result``. ``done`` pulses
-exactly `VmEntryChecks.LATENCY` (= 2) cycles after ``start``; ``result`` is valid from then until
-the next ``done``. The pipeline accepts a ``start`` in every cycle.
+``s1_<group>_<rule>``, for waveforms: they keep the last start's rule results); stage 2 ORs
+each group, applies the priority and registers ``result``. ``done`` pulses exactly
+`VmEntryChecks.LATENCY` (= 2) cycles after ``start``; ``result`` is valid from then until the
+next ``done``. The pipeline accepts a ``start`` in every cycle.
 
 VMCS link pointer: memory stays outside this block. Combinationally from ``vmcs``,
 ``link_read_needed`` says whether the check needs the revision dword of the linked region (the

@@ -347,11 +347,6 @@ def soc_factory():
         raise RunError(f"cannot load the SoC RTL {FACTORY}: {e}") from e
 
 
-def soc_params(ram_bytes: int) -> dict:
-    """Parameters of the SoC for `ram_bytes` of RAM ({} for the default: one shared model)."""
-    return {} if ram_bytes == RAM_BYTES else {"ram_bytes": ram_bytes}
-
-
 def run_stop_names() -> dict[int, str]:
     """`stop` port value -> exit kind (from `RunStop`)."""
     names = {"EXIT_PORT": "exit_port", "HLT": "hlt", "FAULT": "fault", "SHUTDOWN": "shutdown"}
@@ -414,7 +409,7 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
     from amaranth.sim import Simulator
 
     factory = soc_factory()
-    dut = factory(**soc_params(ram_bytes))
+    dut = factory(ram_bytes=ram_bytes)
     words = boot_image(program, ram_bytes)
     boot = boot_state(program)
     raw: dict = {}

@@ -1,4 +1,4 @@
-"""Input and output of `vtx translate SCENARIO.json` (shared/spec/translation.md, "vtx translate").
+"""Input and output of `vtx translate SCENARIO.json` (docs/translation-contract.md).
 
 `parse_scenario` checks the input and raises `ScenarioError` with a message that starts with the
 path of the offending field (``requests[3].access: unknown access type 'exec' ...``); the CLI

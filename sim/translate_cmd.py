@@ -1,6 +1,6 @@
 """`vtx translate SCENARIO.json`: run a scenario's translation requests through the RTL.
 
-The contract is shared/spec/translation.md, section "vtx translate": the scenario format (checked
+The contract is docs/translation-contract.md, section "vtx translate": the scenario format (checked
 by `sim.scenario`), one JSON object per request on stdout, then ``{"memory_after": [...]}``, and
 exit status 2 with a message naming the field for bad input (nothing is built or simulated then).
 
@@ -78,7 +78,7 @@ MAX_MISMATCHES_SHOWN = 10
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
-Translate the requests of SCENARIO.json (format: shared/spec/translation.md, "vtx translate")
+Translate the requests of SCENARIO.json (format: docs/translation-contract.md, "vtx translate")
 through the translation unit RTL and print the spec's output: one JSON object per request, in
 request order, then {"memory_after": [...]} with every memory word that changed.
 

@@ -392,7 +392,7 @@ async def execute_only_ept(dut):
 
 @cocotb.test()
 async def violation_qualifications(dut):
-    """The exit-qualification values of vmx-reference.md 5.5 (kvm-unit-tests)."""
+    """The exit-qualification values of the VMX reference's 5.5 (kvm-unit-tests)."""
     tb = await start(dut)
 
     async def body():

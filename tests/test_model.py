@@ -1,7 +1,7 @@
 """Directed tests of the translation reference model (tb/model/translation.py), the page-table
 builder (tb/pagetables.py), the scenario parser (sim/scenario.py) and the examples.
 
-Each test names the rule of shared/spec/translation.md (or the row of vmx-reference.md §5.5)
+Each test names the rule of docs/translation-contract.md (or the row of the VMX reference's 5.5)
 it checks.
 """
 
@@ -514,7 +514,7 @@ def test_ept_ad_on_large_ept_pages():
     assert dict(r.writes)[b.ept_entry_addr(gpa, 3)] & EPT_D == 0
 
 
-# --- EPT violations: exit qualification (vmx-reference.md §5.4/§5.5) --------------------------
+# --- EPT violations: exit qualification (the VMX reference's 5.4/5.5) --------------------------
 
 @pytest.mark.parametrize("level", [3, 2, 1, 0])
 @pytest.mark.parametrize("access, qual", [(R, 0x181), (W, 0x182), (F, 0x184)])

@@ -1,7 +1,7 @@
 """Directed and randomized tests of the VMX constants (rtl/arch/vmx.py) and the VMX reference
 model (tb/model/vmx.py).
 
-Each test names the row of ../shared/ref/vmx-reference.md ("the reference", section numbers
+Each test names the row of the VMX reference (docs/vmx.md, "Sources"; section numbers
 are its) or the kvm-unit-tests check ("K-c"/"K-t" MUST rows) it covers.
 """
 

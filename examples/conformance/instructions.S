@@ -3,7 +3,7 @@
  *
  * Every VM-instruction error number the design can produce without a VM entry (1, 2, 3, 5,
  * 9, 10, 11, 12, 13, 15, 28), VMfailInvalid whenever there is no current VMCS, VMsucceed, and
- * the MUST rows of ../shared/ref/vmx-reference.md that software can observe: a successful
+ * the MUST rows of the VMX reference (docs/vmx.md, "Sources") that software can observe: a successful
  * instruction leaves the error field alone (K-t try_invvpid), the high access of 64-bit fields
  * (K-c test_vmcs_high), VMCLEAR flushing (K-c test_vmclear_flushing), VMPTRLD switching keeps
  * each VMCS's values (K-c test_vmcs_lifecycle), a failing VMPTRLD reports into and keeps the

@@ -1,7 +1,7 @@
 """Architectural constants: the one source of truth for the RTL, the reference model and the tests.
 
 Everything here comes from the Intel SDM Vol. 3 (chapter 4 "Paging" and the EPT chapter) as
-restated in ../shared/spec/translation.md and ../shared/ref/vmx-reference.md (sections 5 and 6).
+restated in docs/translation-contract.md and the VMX reference (docs/vmx.md; sections 5 and 6).
 Bit positions are plain integers so Python code (model, tests, CLI) can use them without Amaranth;
 the enums are Amaranth enums with a shape so that RTL signals of these types decode by name.
 """

@@ -1,7 +1,7 @@
 """VMX architectural constants: the one source of truth for the VMX unit's RTL, model and tests.
 
 Everything here is taken from the Intel SDM Vol. 3C (chapters 24-27 and 30, VMX instructions;
-appendix A, capability MSRs) as restated in ../shared/ref/vmx-reference.md ("the reference";
+appendix A, capability MSRs) as restated in the VMX reference (docs/vmx.md, "Sources";
 section numbers below are the reference's). Where Bochs and the SDM disagree, this follows the SDM.
 
 What it holds:

@@ -1,6 +1,6 @@
 """Reference model of the translation path: IA-32e guest paging + EPT, the two-dimensional walk.
 
-This is the scoreboard the RTL is checked against. It implements ``shared/spec/translation.md``
+This is the scoreboard the RTL is checked against. It implements docs/translation-contract.md
 ("the spec") decision by decision, in the spec's order, with no caches: every request is an
 uncached walk, so `Result.mem_reads` is the uncached reference count (24 for a 4K/4K walk).
 Caches in the RTL may only lower that count; every other field must match exactly.

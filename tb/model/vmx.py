@@ -1,7 +1,7 @@
 """Reference model of the VMX unit: VMX instructions, VMCS fields and regions, VM entry and exit.
 
-The scoreboard the VMX unit's RTL is checked against. It follows ../shared/ref/vmx-reference.md
-("the reference"; section numbers are the reference's) and the SDM; constants, field table,
+The scoreboard the VMX unit's RTL is checked against. It follows the VMX reference ("the
+reference"; docs/vmx.md, "Sources", lists its sections) and the SDM; constants, field table,
 capabilities and the VMCS region layout come from `rtl.arch.vmx` (re-exported by `rtl.arch`).
 
 State (`VmxModel`): the mode (outside VMX, root, non-root), the VMXON pointer, the current-VMCS

@@ -78,7 +78,6 @@ RAW_KEYS = ("stop", "exit_code", "fault", "gpr", "rip", "rflags", "cr0", "cr3", 
             "vmx_mode", "current_vmcs", "cycles", "instructions", "running", "cycle_limit",
             "vm_exits", "vm_entries", "console", "memory")
 
-FAULT_FIELDS = ("vector", "has_error_code", "error_code", "rip", "addr")
 
 #: Exception mnemonics of the vectors a fault can report.
 VECTOR_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
@@ -455,7 +454,7 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
         gpr = ctx.get(dut.gpr)
         raw["gpr"] = [int(gpr[i]) for i in range(16)]
         fault = ctx.get(dut.fault)
-        raw["fault"] = {name: as_int(getattr(fault, name)) for name in FAULT_FIELDS}
+        raw["fault"] = {name: as_int(getattr(fault, name)) for name, _ in FAULT_LAYOUT}
         memory = []
         if cycle_limit and dumps:       # still running: pause, so RAM is the debug port's
             ctx.set(dut.pause, 1)

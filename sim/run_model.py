@@ -8,7 +8,8 @@ loop: it writes the job on the child's standard input, then reads the events the
 come, and the results at the end. The line formats are in the harness's header comment.
 
 * `build(ram_bytes, waves, waves_ports)` -> `Model` (the binary and the Verilog it came from);
-* `run(model, program, ...)` -> the raw results of `sim.run.RAW_KEYS`, events to a `Printer`.
+* `run(model, program, ..., on_event=...)` -> the raw results (`sim.run.RAW_KEYS`); each event
+  line goes to `on_event` as it comes (`sim.run.Printer.event_line`).
 """
 
 from __future__ import annotations

@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import flow
-from ..verilator_exe import VERILATOR_ARGS, build_executable, run_tool
+from ..verilator_exe import build_executable, run_tool
 from .top import COUNTERS, MAX_LATENCY, TranslationBench, Workload
 
 __all__ = [
-    "TOP_NAME", "VERILATOR_ARGS", "BenchConfig", "RunSpec", "Workload", "bench_dir",
+    "TOP_NAME", "BenchConfig", "RunSpec", "Workload", "bench_dir",
     "build_model", "generate_verilog", "run_model", "run_amaranth", "Progress",
 ]
 

@@ -27,11 +27,10 @@ job; it uses the exported `pdpte_ok`.
 
 Timing: ``start`` is a one-cycle pulse; the inputs (``vmcs``, ``cpu``, ``link_revision``) are
 sampled in that cycle (the unit keeps them stable from ``start`` to ``done`` anyway). Stage 1
-evaluates every rule in parallel and registers one bit per rule in the start cycle (signals
-``s1_<group>_<rule>``, for waveforms: they keep the last start's rule results); stage 2 ORs
-each group, applies the priority and registers ``result``. ``done`` pulses exactly
-`VmEntryChecks.LATENCY` (= 2) cycles after ``start``; ``result`` is valid from then until the
-next ``done``. The pipeline accepts a ``start`` in every cycle.
+evaluates every rule in parallel and registers one bit per rule (signals ``s1_<group>_<rule>``, for
+waveforms); stage 2 ORs each group, applies the priority and registers ``result``. ``done`` pulses
+exactly `VmEntryChecks.LATENCY` (= 2) cycles after ``start``; ``result`` is valid from then until
+the next ``done``. The pipeline accepts a ``start`` in every cycle.
 
 VMCS link pointer: memory stays outside this block. Combinationally from ``vmcs``,
 ``link_read_needed`` says whether the check needs the revision dword of the linked region (the
@@ -628,17 +627,14 @@ class VmEntryChecks(wiring.Component):
             self.link_addr.eq(self.vmcs.vmcs_link_pointer),
         ]
 
-        # Stage 1: every rule in parallel, one register per rule, loaded in the start cycle
-        # (s1_valid marks the cycle after it). Loading only then costs nothing in hardware (a
-        # clock enable) and puts every rule's logic under `start` in the generated code, which
-        # a simulator then evaluates only in start cycles (docs/system.md, "Simulation speed").
+        # Stage 1: every rule in parallel, one register per rule (free-running: the inputs are
+        # sampled in the start cycle, and s1_valid marks the cycle after it).
         s1_valid = Signal()
         m.d.sync += s1_valid.eq(self.start)
         group_fail = {}
         for group, rules in self.rules().items():
             regs = self.rule_regs[group]
-            with m.If(self.start):
-                m.d.sync += [regs[name].eq(fail) for name, fail in rules.items()]
+            m.d.sync += [regs[name].eq(fail) for name, fail in rules.items()]
             group_fail[group] = Cat(*regs.values()).any()
 
         # Stage 2: OR each group, first failing group wins (the model's order).

@@ -41,7 +41,16 @@ import time
 from pathlib import Path
 
 from rtl.arch.system import FAULT_LAYOUT, PROGRAM_BASE, RAM_BYTES, RunStop
-from rtl.arch.vmx import INVALID_VMCS_POINTER, ExitReason, VmxMode
+from rtl.arch.vmx import (
+    ENTRY_FAIL_DEFAULT,
+    ENTRY_FAIL_NMI_INJECTION,
+    ENTRY_FAIL_PDPTE,
+    ENTRY_FAIL_VMCS_LINK_POINTER,
+    EXIT_REASON_ENTRY_FAILURE,
+    INVALID_VMCS_POINTER,
+    ExitReason,
+    VmxMode,
+)
 from sim import flow, run_model
 from sim.cli import RunError, UsageError, int_option
 from sim.system import (
@@ -69,6 +78,12 @@ STATUS_SECONDS = 2
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: The largest ``--ram-bytes``. Elaboration holds the RAM's initial contents as a Python list
+#: (about 2 bytes of host memory and 25 ns per byte of RAM: 1 GiB takes ~2 GB and ~30 s), and
+#: the Verilator model allocates the RAM itself; 32 GiB, what the debug port could address,
+#: would need ~64 GB before the build even starts.
+RAM_BYTES_MAX = 1 << 30
+
 #: GPR names in x86 numbering (the order of the SoC's `gpr` port).
 GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
@@ -76,13 +91,19 @@ GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
 #: The raw results both back ends return (integers, from the SoC's ports after the run).
 RAW_KEYS = ("stop", "exit_code", "fault", "gpr", "rip", "rflags", "cr0", "cr3", "cr4", "efer",
             "vmx_mode", "current_vmcs", "cycles", "instructions", "running", "cycle_limit",
-            "vm_exits", "vm_entries", "console", "memory")
+            "vm_exits", "vm_entries", "vm_entry_failures", "console", "memory")
 
 
 #: Exception mnemonics of the vectors a fault can report.
 VECTOR_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC",
                 18: "#MC", 19: "#XM"}
+
+#: What the exit qualification of a VM-entry failure on guest state says (SDM Vol. 3C 26.8).
+ENTRY_FAILURE_QUALIFICATIONS = {
+    ENTRY_FAIL_DEFAULT: "guest state", ENTRY_FAIL_PDPTE: "PDPTE loading",
+    ENTRY_FAIL_NMI_INJECTION: "NMI injection", ENTRY_FAIL_VMCS_LINK_POINTER: "VMCS link pointer",
+}
 
 #: `vmx.mode` names of `VmxMode`.
 VMX_MODE_NAMES = {VmxMode.OUTSIDE: "off", VmxMode.ROOT: "root", VmxMode.NON_ROOT: "non_root"}
@@ -91,7 +112,8 @@ VMX_MODE_NAMES = {VmxMode.OUTSIDE: "off", VmxMode.ROOT: "root", VmxMode.NON_ROOT
 GTKW_PORT_GROUPS = {
     "clock/reset": ["clk", "rst"],
     "status": ["running", "stop", "exit_code", "fault", "fault__*"],
-    "VMX": ["vm_entry", "vm_exit", "vm_exit_reason", "vmx_mode", "current_vmcs"],
+    "VMX": ["vm_entry", "vm_exit", "vm_entry_failure", "vm_exit_reason", "vm_exit_qualification",
+            "vmx_mode", "current_vmcs"],
     "retirement": ["retired*"],
     "architectural state": ["rip", "rflags", "gpr", "cr0", "cr3", "cr4", "efer"],
     "console": ["console_*"],
@@ -194,8 +216,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "(decimal or 0x hex); printed in hex (in the JSON: \"memory\"). "
                              "May be repeated")
     parser.add_argument("--ram-bytes", metavar="N", type=_positive, default=None,
-                        help=f"RAM size in bytes (default {RAM_BYTES:#x}); another size builds "
-                             "another model")
+                        help=f"RAM size in bytes (default {RAM_BYTES:#x}, at most "
+                             f"{RAM_BYTES_MAX:#x}); another size builds another model")
     parser.set_defaults(func=run)
     return parser
 
@@ -230,6 +252,7 @@ class Printer:
         self.pending = bytearray()          # the unfinished console line (line_buffered)
         self.vm_entries = 0
         self.vm_exits: dict[int, int] = {}
+        self.vm_entry_failures: dict[int, int] = {}    # basic exit reason -> count
         self.lock = threading.Lock()
 
     def _clear_status(self) -> None:
@@ -316,6 +339,19 @@ class Printer:
             if self.trace:
                 self._line(f"trace {cycle:>10}  VM exit: {exit_reason_name(reason)} ({reason})")
 
+    def vm_entry_failure(self, cycle: int, reason: int, qualification: int) -> None:
+        """A VM entry that failed on guest state or MSR loading: a VM exit with bit 31 of the
+        exit reason set (SDM Vol. 3C 26.8); `reason` is the basic reason."""
+        with self.lock:
+            self.vm_entry_failures[reason] = self.vm_entry_failures.get(reason, 0) + 1
+            if self.trace:
+                full = EXIT_REASON_ENTRY_FAILURE | reason
+                what = ENTRY_FAILURE_QUALIFICATIONS.get(qualification, "") \
+                    if reason == ExitReason.INVALID_GUEST_STATE.value else ""
+                self._line(f"trace {cycle:>10}  VM-entry failure: {exit_reason_name(reason)} "
+                           f"({full:#x}), qualification {qualification}"
+                           + (f" ({what})" if what else ""))
+
     def event_line(self, line: str) -> None:
         """One line of the Verilator model's event stream (`sim.run_model`)."""
         parts = line.split()
@@ -330,6 +366,8 @@ class Printer:
             self.vm_entry(int(parts[1]))
         elif tag == "X":
             self.vm_exit(int(parts[1]), int(parts[2]))
+        elif tag == "F":
+            self.vm_entry_failure(int(parts[1]), int(parts[2]), int(parts[3], 16))
         elif tag == "P":
             self.progress(int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]))
 
@@ -397,6 +435,7 @@ def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trac
     raw["gpr"] = [(packed >> (64 * i)) & ((1 << 64) - 1) for i in range(16)]
     raw["fault"] = unpack_fault(raw["fault"])
     raw["vm_exits"] = dict(printer.vm_exits)
+    raw["vm_entry_failures"] = dict(printer.vm_entry_failures)
     raw["vm_entries"] = printer.vm_entries
     raw["console"] = bytes(printer.console_bytes).hex()
     return raw, model.verilog, built
@@ -443,6 +482,9 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
                 printer.vm_entry(ctx.get(dut.cycles))
             if ctx.get(dut.vm_exit):
                 printer.vm_exit(ctx.get(dut.cycles), ctx.get(dut.vm_exit_reason))
+            if ctx.get(dut.vm_entry_failure):
+                printer.vm_entry_failure(ctx.get(dut.cycles), ctx.get(dut.vm_exit_reason),
+                                         ctx.get(dut.vm_exit_qualification))
             if not ctx.get(dut.running):
                 cycle_limit = False
                 break
@@ -474,6 +516,7 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
             start = addr - first * 8
             memory.append([addr, length, blob[start:start + length].hex()])
         raw.update(cycle_limit=cycle_limit, vm_exits=dict(printer.vm_exits),
+                   vm_entry_failures=dict(printer.vm_entry_failures),
                    vm_entries=printer.vm_entries, memory=memory)
 
     sim = Simulator(dut)
@@ -531,6 +574,8 @@ def result_json(raw: dict) -> dict:
         "instructions": raw["instructions"],
         "vm_entries": raw["vm_entries"],
         "vm_exits": {exit_reason_name(r): n for r, n in sorted(raw["vm_exits"].items())},
+        "vm_entry_failures": {exit_reason_name(r): n
+                              for r, n in sorted(raw["vm_entry_failures"].items())},
         "console": decode_console(bytes.fromhex(raw["console"])),
     }
     if raw.get("memory"):
@@ -555,8 +600,11 @@ def summary(result: dict, elapsed: float, built: float = 0.0) -> str:
     else:
         how = e["kind"]
     exits = sum(result["vm_exits"].values())
+    failures = sum(result["vm_entry_failures"].values())
     extra = f", {result['vm_entries']} VM entries, {exits} VM exits" if exits or \
-        result["vm_entries"] else ""
+        result["vm_entries"] or failures else ""
+    if failures:
+        extra += f", {failures} VM-entry failure{'' if failures == 1 else 's'}"
     n = result["instructions"]
     times = f"run {elapsed:.1f} s"
     if built >= BUILT_SHOWN_FROM:
@@ -610,8 +658,10 @@ def _check_options(args: argparse.Namespace) -> tuple[int, list[tuple[int, int]]
     if ram_bytes % 8 or ram_bytes <= PROGRAM_BASE:
         raise UsageError(f"--ram-bytes {ram_bytes}: must be a multiple of 8 above the program "
                          f"base {PROGRAM_BASE:#x}")
-    if ram_bytes > 8 << 32:
-        raise UsageError(f"--ram-bytes {ram_bytes}: the debug port addresses at most 32 GiB")
+    if ram_bytes > RAM_BYTES_MAX:
+        raise UsageError(f"--ram-bytes {ram_bytes:#x}: at most {RAM_BYTES_MAX:#x} (1 GiB): "
+                         "a larger RAM does not fit in the host memory elaboration needs "
+                         "(about 2 bytes per byte of RAM)")
     dumps = [parse_dump(text, ram_bytes) for text in args.dump]
     waves = args.waves
     if args.waves_ports and (waves is None or args.sim != "verilator"):

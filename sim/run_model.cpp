@@ -19,6 +19,7 @@
 //   T <cycle> <rip hex> <len> <bytes hex>     a retired instruction (with trace 1)
 //   E <cycle>                                 a VM entry
 //   X <cycle> <reason>                        a VM exit (reason number)
+//   F <cycle> <reason> <qualification hex>    a VM-entry failure (basic reason: bit 31 is implied)
 //   P <cycle> <instructions> <vm exits> <seconds>   progress (cycles since start, wall seconds)
 // then the results:
 //   M <addr> <len> <hex>                      each dump
@@ -29,7 +30,7 @@
 //
 // The loop: one eval at clk=1 and one at clk=0 a cycle; after the rising edge the outputs are
 // read as a cocotb ReadOnly phase would (the model's outputs only change on that edge). The
-// common cycle costs two evals and a test of five one-bit outputs.
+// common cycle costs two evals and a test of six one-bit outputs.
 
 #include <chrono>
 #include <cerrno>
@@ -233,7 +234,8 @@ class Run {
         while (n < job_.max_cycles) {
             tick();
             ++n;
-            if (top_->console_valid | top_->vm_entry | top_->vm_exit | (trace & top_->retired))
+            if (top_->console_valid | top_->vm_entry | top_->vm_exit | top_->vm_entry_failure |
+                (trace & top_->retired))
                 events();
             if (!top_->running) {
                 stopped_ = true;
@@ -305,6 +307,11 @@ class Run {
         if (top_->vm_exit) {
             ++vm_exits_;
             std::printf("X %" PRIu64 " %u\n", cycle, (unsigned)top_->vm_exit_reason);
+            flush();
+        }
+        if (top_->vm_entry_failure) {
+            std::printf("F %" PRIu64 " %u %" PRIx64 "\n", cycle, (unsigned)top_->vm_exit_reason,
+                        (uint64_t)top_->vm_exit_qualification);
             flush();
         }
     }

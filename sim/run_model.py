@@ -171,8 +171,8 @@ def run(model: Model, program: Program, ram_bytes: int, max_cycles: int, dumps, 
         progress_ms: int = 0) -> dict:
     """Run `program` on `model`: each event line goes to `on_event` as it comes (console bytes
     within a few milliseconds of the cycle that wrote them); returns the raw results
-    (`sim.run.RAW_KEYS` but ``console`` and ``vm_exits``, which the caller collects from the
-    events) plus ``run_seconds``, the wall time of the clock loop alone."""
+    (`sim.run.RAW_KEYS` but ``console``, ``vm_exits`` and ``vm_entry_failures``, which the
+    caller collects from the events) plus ``run_seconds``, the wall time of the clock loop alone."""
     if waves is not None and not model.trace:
         raise ModelError("a VCD was asked of a model built without tracing")
     job = job_text(program, ram_bytes, max_cycles, dumps, trace=trace, waves=waves,

@@ -9,7 +9,12 @@ Every trace that carries an enum is shown through a GTKWave translate filter gen
 RTL's own enum (`sim.gtkw_filters`), so exit reasons, VM-instruction errors, walker and core
 states read as names.
 
-Only the VCD header is read (up to ``$enddefinitions``), so this is cheap even for large dumps.
+The save file opens on the whole run (`fit_zoom`; the dump's time range is read from its header,
+first timestamp and tail, `read_vcd_time_range`), in a 1400x800 window. Instruction bytes
+(``retired_bytes``) read as instructions and the console's byte as a character
+(`sim.gtkw_insn`): those filters depend on the run, so the dump is searched once for the values
+of those few signals (a fraction of a second for the demo's 90 MB); everything else reads only
+the VCD header.
 
 Command line (``make waves`` runs ``open``)::
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import math
 import os
 import re
 import shutil
@@ -36,7 +42,8 @@ from vcd.gtkw import GTKWSave
 
 __all__ = [
     "VcdVar", "read_vcd_vars", "sanitize_vcd_header", "design_scope", "top_ports",
-    "default_groups", "Block", "block_groups", "write_gtkw", "LAST_FILE", "record_last",
+    "default_groups", "Block", "block_groups", "read_vcd_time_range", "fit_zoom",
+    "GTKW_WINDOW", "write_gtkw", "LAST_FILE", "LAST_ENV", "last_pointer", "record_last",
     "find_last_vcd", "open_waves", "GtkwTrace", "read_gtkw_traces", "read_filter_file",
     "read_vcd_values", "render_png", "screenshot", "main",
 ]
@@ -320,6 +327,96 @@ def _verilog_paths(verilog) -> list[Path]:
     return [Path(v) for v in verilog if Path(v).is_file()]
 
 
+# ---------------------------------------------------------------------------------------------
+# The time range: a save file that opens on the whole run
+
+#: The GTKWave window a save file asks for (``[size]``), and the width of its signal pane.
+GTKW_WINDOW = (1400, 800)
+GTKW_SIGNALS_WIDTH = 300
+#: What the window's width leaves for the waves, assumed when choosing the zoom: GTKWave
+#: 3.3.118 (GTK 3, Debian 12) under Xvfb gives 1400 - 300 (signals) - 304 (the signal search
+#: tree, borders, scroll bar) = 796 pixels; the zoom is chosen for 650 so that a wider tree or
+#: larger fonts (another theme) still leave the whole run on screen (it then fills ~80%).
+GTKW_ASSUMED_WAVE_PIXELS = GTKW_WINDOW[0] - GTKW_SIGNALS_WIDTH - 450
+
+_TIMESCALE = re.compile(rb"\$timescale\s+(1|10|100)\s*([munpf]?s)\s+\$end")
+
+
+def _vcd_header(f) -> bytes:
+    """The bytes of an open VCD up to and including ``$enddefinitions``."""
+    header = b""
+    while b"$enddefinitions" not in header:
+        chunk = f.read(1 << 16)
+        if not chunk:
+            break
+        header += chunk
+    end = header.find(b"$enddefinitions")
+    return header if end < 0 else header[:end + len(b"$enddefinitions")]
+
+
+def _first_timestamp(f, start: int) -> int | None:
+    """The first ``#<time>`` after offset `start` of an open VCD (right after the header in
+    Verilator's and Amaranth's dumps; read on until one is complete, in case of a long
+    ``$dumpvars`` first)."""
+    f.seek(start)
+    data = b"\n"
+    while True:
+        chunk = f.read(1 << 16)
+        data += chunk
+        # Whitespace after the digits: a timestamp cut at the end of the chunk is not taken.
+        match = re.search(rb"\n#(\d+)\s", data if chunk else data + b"\n")
+        if match:
+            return int(match.group(1))
+        if not chunk:
+            return None
+
+
+def _last_timestamp(f, size: int, start: int) -> int | None:
+    """The last ``#<time>`` of an open VCD of `size` bytes whose body starts at `start`: read
+    backwards from the end in growing blocks (one 64 KiB read for any normal dump)."""
+    block = 1 << 16
+    while True:
+        offset = max(start, size - block)
+        f.seek(offset)
+        tail = f.read(size - offset)
+        for match in reversed(list(re.finditer(rb"(?:^|\n)#(\d+)", tail))):
+            if match.start() > 0 or offset == start:
+                return int(match.group(1))
+        if offset == start:
+            return None
+        block *= 4
+
+
+def read_vcd_time_range(vcd_path: str | Path) -> tuple[int, int] | None:
+    """(first, last) timestamp of the dump in GTKWave's time units (the VCD's, times the
+    ``$timescale`` multiplier: GTKWave counts ``10 ns`` steps in ns), or None without any.
+
+    Reads the header, the first timestamp after it and the tail of the file only: the demo's
+    dump is 90 MB."""
+    path = Path(vcd_path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = _vcd_header(f)
+        scale = _TIMESCALE.search(header)
+        multiplier = int(scale.group(1)) if scale else 1
+        first = _first_timestamp(f, len(header))
+        last = _last_timestamp(f, size, len(header))
+    if first is None or last is None:
+        return None
+    return first * multiplier, last * multiplier
+
+
+def fit_zoom(first: int, last: int, wave_pixels: int = GTKW_ASSUMED_WAVE_PIXELS) -> float:
+    """The zoom (``*<zoom>`` line of a save file) at which `wave_pixels` show `first`..`last`.
+
+    GTKWave (3.3.118: ``calczoom``, ``service_zoom_full``) draws 2**-zoom time units per 200
+    pixels (``nspx = zoombase**-zoom / 200``, zoombase 2), so the whole run fits at
+    ``-log2(span * 200 / pixels)``; like its Zoom Full, never above 0 (a run shorter than a
+    pixel's worth is shown at the closest zoom)."""
+    span = max(last - first, 1)
+    return min(0.0, -math.log2(span * 200 / max(wave_pixels, 1)))
+
+
 def write_gtkw(
     vcd_path: str | Path,
     gtkw_path: str | Path | None = None,
@@ -345,8 +442,12 @@ def write_gtkw(
     headers which signals are a block's ports. filters: attach translate filter files (written
     to `filter_dir`, default ``filters/`` beside the save file). blocks: add the per-block
     groups (closed when GTKWave opens the file). decoder: a ready `EnumDecoder` (for tests).
+
+    With `filters`, instruction bytes (``retired_bytes``, the core's fetch window) and the
+    console's byte also get filters (`sim.gtkw_insn`, generated from the values in the dump).
+    The file opens on the dump's whole time range (`fit_zoom`) in a `GTKW_WINDOW` window.
     """
-    from . import gtkw_filters
+    from . import gtkw_filters, gtkw_insn
 
     vcd_path = Path(vcd_path)
     gtkw_path = Path(gtkw_path) if gtkw_path is not None else vcd_path.with_suffix(".gtkw")
@@ -373,6 +474,7 @@ def write_gtkw(
 
     # Which variable shows which enum.
     decoded: dict[VcdVar, gtkw_filters.EnumTable] = {}
+    by_value: dict[VcdVar, str] = {}  # the variables of the instruction and console filters
     if filters:
         if decoder is None:
             decoder = gtkw_filters.EnumDecoder(verilog_files or None)
@@ -382,17 +484,22 @@ def write_gtkw(
                 continue  # Verilator's port scope: the same signals are in the design scope
             rel = var.scope[len(design):] if design and var.scope[:len(design)] == design \
                 else var.scope
-            table = decoder.lookup(var.scope, var.name, var.width, ".".join((*rel, var.name)))
+            relpath = ".".join((*rel, var.name))
+            table = decoder.lookup(var.scope, var.name, var.width, relpath)
             if table is not None:
                 decoded[var] = table
-    filter_paths = (gtkw_filters.write_filter_files(
-        dict.fromkeys(decoded.values()), Path(filter_dir) if filter_dir is not None
-        else gtkw_path.parent / "filters") if decoded else {})
+            elif _readable(var) and (kind := gtkw_insn.filter_kind(relpath, var.width)):
+                by_value[var] = kind
+    filter_dir = Path(filter_dir) if filter_dir is not None else gtkw_path.parent / "filters"
+    filter_paths = (gtkw_filters.write_filter_files(dict.fromkeys(decoded.values()), filter_dir)
+                    if decoded else {})
+    value_filters = _value_filters(vcd_path, by_value, filter_dir, gtkw_path.stem)
 
     block_list: list[Block] = []
     if blocks and design is not None:
         block_ports = gtkw_filters.verilog_ports(verilog_files) if verilog_files else None
-        block_list = block_groups(variables, design, decoded, block_ports,
+        # The instruction windows are listed in their block like the enum-typed signals.
+        block_list = block_groups(variables, design, {**decoded, **value_filters}, block_ports,
                                   [p.name for p in ports])
 
     # Decoded struct fields of a top-level port follow the port (``resp__payload.outcome``).
@@ -404,9 +511,9 @@ def write_gtkw(
 
     def trace(save: GTKWSave, var: VcdVar) -> None:
         table = decoded.get(var)
-        if table is not None:
-            save.trace(var.gtkwave_name, datafmt="hex",
-                       translate_filter_file=str(filter_paths[table]))
+        filter_file = filter_paths[table] if table is not None else value_filters.get(var)
+        if filter_file is not None:
+            save.trace(var.gtkwave_name, datafmt="hex", translate_filter_file=str(filter_file))
         else:
             save.trace(var.gtkwave_name, datafmt="bin" if var.width == 1 else "hex")
 
@@ -425,9 +532,18 @@ def write_gtkw(
         save.comment(f"Generated by sim.waves.write_gtkw for {vcd_path.name}")
         save.dumpfile(str(vcd_path))
         save.savefile(str(gtkw_path))
+        # The whole run on screen: GTKWave's default (zoom 0 at time 0) shows a few
+        # picoseconds of it.
+        time_range = read_vcd_time_range(vcd_path)
+        if time_range is not None:
+            save.timestart(time_range[0])
+        save.size(*GTKW_WINDOW)
+        save.pos(-1, -1)
+        if time_range is not None:
+            save.zoom_markers(fit_zoom(*time_range))
         if ports:
             save.treeopen(".".join(ports[0].scope))
-        save.signals_width(300)
+        save.signals_width(GTKW_SIGNALS_WIDTH)
         for group_name, members in resolved.items():
             with save.group(group_name):
                 for var in members:
@@ -441,34 +557,88 @@ def write_gtkw(
     return gtkw_path
 
 
+def _value_filters(vcd_path: Path, kinds: Mapping[VcdVar, str], directory: Path,
+                   stem: str) -> dict[VcdVar, Path]:
+    """Write the filter files of `sim.gtkw_insn` the variables of `kinds` (variable ->
+    ``"insn"`` / ``"console"``) need, into `directory`; returns variable -> filter file.
+
+    The instruction table is the run's own (``<stem>.insn.txt``): every value those variables
+    take in the dump, disassembled. Without a working objdump it is left out with a warning
+    rather than failing the run that wrote the dump."""
+    import warnings
+
+    from . import gtkw_insn
+
+    paths: dict[VcdVar, Path] = {}
+    insn = [v for v, kind in kinds.items() if kind == "insn"]
+    console = [v for v, kind in kinds.items() if kind == "console"]
+    if insn:
+        found = gtkw_insn.vcd_vector_values(vcd_path, [v.ident for v in insn])
+        try:
+            text = gtkw_insn.insn_filter_text(set().union(*found.values()),
+                                              origin=vcd_path.name)
+        except (OSError, subprocess.CalledProcessError) as e:
+            warnings.warn(f"{vcd_path}: instruction bytes left undecoded, objdump failed: {e}",
+                          stacklevel=3)
+        else:
+            paths.update(dict.fromkeys(insn, _write_text(directory / f"{stem}.insn.txt", text)))
+    if console:
+        path = _write_text(directory / "Console.txt", gtkw_insn.console_filter_text())
+        paths.update(dict.fromkeys(console, path))
+    return paths
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` unless it holds it already (a GTKWave session may have it open);
+    returns the absolute path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path.resolve()
+
+
 # ---------------------------------------------------------------------------------------------
 # The last run: `make waves`
 
 
-def record_last(vcd_path: str | Path, build_root: str | Path | None = None) -> Path:
-    """Name `vcd_path` as the last run's waveform (``<build>/waves/LAST``) for `make waves`."""
+#: Environment variable naming the pointer file instead of ``<build>/waves/LAST``: the test
+#: suite points it into its temporary directory, so its runs never change what `make waves`
+#: opens.
+LAST_ENV = "VTX_WAVES_LAST"
+
+
+def last_pointer(build_root: str | Path | None = None) -> Path:
+    """The file naming the last run's VCD: ``<build_root>/waves/LAST`` for a `build_root` given,
+    else ``$VTX_WAVES_LAST`` if set, else that of the default build root."""
     from .flow import resolve_build_root
 
-    pointer = resolve_build_root(build_root) / "waves" / LAST_FILE
+    if build_root is None and os.environ.get(LAST_ENV):
+        return Path(os.environ[LAST_ENV])
+    return resolve_build_root(build_root) / "waves" / LAST_FILE
+
+
+def record_last(vcd_path: str | Path, build_root: str | Path | None = None) -> Path:
+    """Name `vcd_path` as the last run's waveform (`last_pointer`) for `make waves`."""
+    pointer = last_pointer(build_root)
     pointer.parent.mkdir(parents=True, exist_ok=True)
     pointer.write_text(f"{Path(vcd_path).resolve()}\n")
     return pointer
 
 
 def find_last_vcd(build_root: str | Path | None = None) -> tuple[Path | None, str]:
-    """The VCD to open and how it was chosen: the one ``<build>/waves/LAST`` names if it
-    exists, else the newest ``*.vcd`` under ``<build>/waves/``."""
+    """The VCD to open and how it was chosen: the one `last_pointer` names if it exists, else
+    the newest ``*.vcd`` under ``<build>/waves/``."""
     from .flow import resolve_build_root
 
     waves_dir = resolve_build_root(build_root) / "waves"
-    pointer = waves_dir / LAST_FILE
+    pointer = last_pointer(build_root)
     note = ""
     if pointer.is_file():
         text = pointer.read_text().strip()
         if text:
             named = Path(text)
             if not named.is_absolute():
-                named = waves_dir / named
+                named = pointer.parent / named
             if named.is_file():
                 return named, f"named by {pointer}"
             note = f"{pointer} names {named}, which does not exist; "
@@ -755,7 +925,9 @@ def screenshot(gtkw_path: str | Path, png_path: str | Path, start: int | None = 
         # Beside the original, so GTKWave's title shows the dump's path as for the original.
         gtkw_path = Path(gtkw_path).resolve()
         save = gtkw_path.with_name(f".{gtkw_path.stem}-screenshot.gtkw")
-        save.write_text(gtkw_path.read_text() + f"[size] {size[0]} {size[1]}\n[pos] 0 0\n")
+        kept = [line for line in gtkw_path.read_text().splitlines(keepends=True)
+                if not line.startswith(("[size]", "[pos]"))]  # ours replace the file's
+        save.write_text("".join(kept) + f"[size] {size[0]} {size[1]}\n[pos] 0 0\n")
         script = tmp / "zoom.tcl"
         script.write_text(f"gtkwave::setZoomRangeTimes {start} {end}\n"
                           if start is not None and end is not None else "")

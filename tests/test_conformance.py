@@ -103,3 +103,54 @@ def test_on_the_system(program):
     _, symbols = emulate.build(CONF / program)
     out = system_run.run(CONF / program)
     check_run(program, out["exit"], out["console"], symbols, out["regs"])
+
+
+def entry_failure_qualifications(text: str) -> list[int]:
+    """The exit qualification each VM-entry failure of a conformance source must report, in
+    program order: every `BAD_GUEST` case and every explicit `EXPECT_EXIT ...,
+    EXIT_REASON_INVALID_GUEST_STATE`. SDM Vol. 3C 26.8: 4 when the VMCS link pointer failed its
+    checks, 0 for the other guest-state checks."""
+    from rtl.arch.vmx import ENTRY_FAIL_DEFAULT, ENTRY_FAIL_VMCS_LINK_POINTER
+
+    quals, in_macro = [], False
+    for line in text.splitlines():
+        words = line.replace(",", " ").split()
+        if not words:
+            continue
+        if words[0] == ".macro":
+            in_macro = True
+        elif words[0] == ".endm":
+            in_macro = False
+        elif in_macro:
+            continue
+        elif words[0] == "BAD_GUEST":
+            link = words[2] == "VMCS_VMCS_LINK_POINTER"
+            quals.append(ENTRY_FAIL_VMCS_LINK_POINTER if link else ENTRY_FAIL_DEFAULT)
+        elif words[0] == "EXPECT_EXIT" and words[2] == "EXIT_REASON_INVALID_GUEST_STATE":
+            quals.append(ENTRY_FAIL_DEFAULT)
+    return quals
+
+
+def test_entry_failures_are_traced_and_counted():
+    """`vtx run --trace` shows each VM-entry failure of vmentry.S with its full exit reason and
+    qualification; `--json` counts them apart from the VM exits."""
+    import json
+    import subprocess
+
+    from rtl.arch.vmx import EXIT_REASON_INVALID_GUEST_STATE
+
+    expected = entry_failure_qualifications(cases.source("vmentry.S"))
+    assert len(expected) >= 20 and expected.count(4) == 2
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", "--json", "--trace",
+                           str(CONF / "vmentry.S")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["exit"]["kind"] == "exit_port" and system_run.exit_code(out["exit"]) == 0
+    failures = re.findall(r"VM-entry failure: (\w+) \((0x[0-9a-f]+)\), qualification (\d+)",
+                          proc.stderr)
+    assert [(name, int(full, 16)) for name, full, _ in failures] == \
+        [("INVALID_GUEST_STATE", EXIT_REASON_INVALID_GUEST_STATE)] * len(expected)
+    assert [int(q) for _, _, q in failures] == expected
+    assert out["vm_entry_failures"] == {"INVALID_GUEST_STATE": len(expected)}
+    assert "INVALID_GUEST_STATE" not in out["vm_exits"]

@@ -158,13 +158,14 @@ def test_failing_cocotb_test_raises(tests_dir):
         )
 
 
-def test_waves_env_gives_vcd_and_gtkw(tests_dir, build_root, monkeypatch):
+def test_waves_env_gives_vcd_and_gtkw(tests_dir, private_build_root, monkeypatch):
+    # A build root of the test's own: its waves/ would otherwise be the user's build/waves/.
     monkeypatch.setenv("WAVES", "1")
     result = flow.simulate(
         Counter, "flow_counter", {"width": 8}, "cocotb_flow_counter",
-        testcase="counts_when_enabled", test_dirs=[tests_dir],
+        testcase="counts_when_enabled", test_dirs=[tests_dir], build_root=private_build_root,
     )
-    assert result.test_dir.parent == build_root / "waves"
+    assert result.test_dir.parent == private_build_root / "waves"
     assert result.vcd == result.test_dir / "flow_counter.vcd" and result.vcd.is_file()
     assert result.gtkw == result.test_dir / "flow_counter.gtkw" and result.gtkw.is_file()
     assert "flow_counter.count" in result.gtkw.read_text()

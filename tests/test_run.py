@@ -219,7 +219,8 @@ def raw_results(**over) -> dict:
         "gpr": list(range(100, 116)), "rip": 0x100010, "rflags": 0x46, "cr0": 1, "cr3": 0x1000,
         "cr4": 0x20, "efer": 0x500, "vmx_mode": 0, "current_vmcs": INVALID_VMCS_POINTER,
         "cycles": 1000, "instructions": 50, "running": 0, "cycle_limit": False,
-        "vm_exits": {}, "vm_entries": 0, "console": b"hi\n".hex(), "memory": [],
+        "vm_exits": {}, "vm_entries": 0, "vm_entry_failures": {}, "console": b"hi\n".hex(),
+        "memory": [],
     }
     raw.update(over)
     return raw
@@ -314,6 +315,27 @@ def test_printer_counts_vm_entries_and_exits():
         printer.event_line(line)
     assert printer.vm_entries == 2
     assert printer.vm_exits == {ExitReason.CPUID.value: 2, ExitReason.IO_INSTRUCTION.value: 1}
+
+
+def test_printer_reports_vm_entry_failures():
+    """An ``F`` event is a VM-entry failure: counted apart from the exits, traced with the full
+    exit reason (bit 31 set) and what its qualification means."""
+    trace = _Sink()
+    printer = vtx_run.Printer(None, trace, trace=True, disassembly={})
+    for line in ["F 10 33 4", "X 20 10", "F 30 33 0"]:
+        printer.event_line(line)
+    assert printer.vm_entry_failures == {ExitReason.INVALID_GUEST_STATE.value: 2}
+    assert printer.vm_exits == {ExitReason.CPUID.value: 1}
+    lines = trace.data.decode().splitlines()
+    assert lines[0].split()[1] == "10"
+    assert lines[0].endswith("VM-entry failure: INVALID_GUEST_STATE (0x80000021), "
+                             "qualification 4 (VMCS link pointer)")
+    assert lines[2].endswith("qualification 0 (guest state)")
+    raw = raw_results(vm_exits=printer.vm_exits, vm_entry_failures=printer.vm_entry_failures)
+    out = vtx_run.result_json(raw)
+    assert out["vm_entry_failures"] == {"INVALID_GUEST_STATE": 2}
+    assert out["vm_exits"] == {"CPUID": 1}
+    assert "1 VM exits, 2 VM-entry failures" in vtx_run.summary(out, 1.0)
 
 
 def test_printer_status_line():
@@ -440,6 +462,19 @@ def test_cli_bad_options(tmp_path):
     _assert_usage_error(vtx("run", "--waves-ports", str(HELLO)), "--waves-ports")
     _assert_usage_error(vtx("run", "--sim", "amaranth", "--waves", str(tmp_path / "w.vcd"),
                             "--waves-ports", str(HELLO)), "--waves-ports", "Verilator")
+
+
+def test_cli_ram_too_big_for_elaboration(tmp_path):
+    """A RAM the elaboration cannot hold is refused before anything is built (it used to fail
+    after "building the Verilator model" with a MemoryError and no reason)."""
+    import time
+
+    start = time.monotonic()
+    proc = vtx("run", "--ram-bytes", "0x800000000", str(HELLO))
+    _assert_usage_error(proc, "--ram-bytes 0x800000000", "at most 0x40000000")
+    assert "building" not in proc.stderr
+    assert time.monotonic() - start < 60      # no elaboration: ~64 GB of host memory
+    assert vtx_run.RAM_BYTES_MAX == 1 << 30
 
 
 def test_ports_only_tracing_config():

@@ -153,7 +153,9 @@ class SystemUnit(wiring.Component):
     exit_code: Out(32)
     vm_entry: Out(1)            # pulses
     vm_exit: Out(1)
-    vm_exit_reason: Out(16)
+    vm_entry_failure: Out(1)    # a VM entry failed on guest state (exit reason 0x8000_00xx)
+    vm_exit_reason: Out(16)     # basic reason of the last VM exit or VM-entry failure
+    vm_exit_qualification: Out(64)
     state: Out(SysState)
 
     def __init__(self, *, maxphyaddr):
@@ -210,7 +212,7 @@ class SystemUnit(wiring.Component):
 
         # --- pulses -------------------------------------------------------------------------
         m.d.sync += [self.console_valid.eq(0), self.vm_entry.eq(0), self.vm_exit.eq(0),
-                     self.timer_load.eq(0)]
+                     self.vm_entry_failure.eq(0), self.timer_load.eq(0)]
 
         def respond(action, **fields):
             m.d.sync += resp.action.eq(action)
@@ -575,6 +577,10 @@ class SystemUnit(wiring.Component):
                                     # A VM-entry failure: the VMX unit loaded the host state.
                                     load_state(1, host.rip, host.rsp, host.rflags, host.cr0,
                                                host.cr3, host.cr4, host.efer)
+                                    m.d.sync += [
+                                        self.vm_entry_failure.eq(1),
+                                        self.vm_exit_reason.eq(res.exit_reason[:16]),
+                                        self.vm_exit_qualification.eq(res.qualification)]
                             with m.Case(VmxResult.VM_ENTRY):
                                 load_state(1, guest.guest_rip, guest.guest_rsp,
                                            guest.guest_rflags, guest.guest_cr0, guest.guest_cr3,
@@ -604,6 +610,7 @@ class SystemUnit(wiring.Component):
                 with m.If(self.vmx_exit.ready):
                     m.d.comb += self.timer_stop.eq(1)
                     m.d.sync += [self.vm_exit.eq(1), self.vm_exit_reason.eq(exit_reason),
+                                 self.vm_exit_qualification.eq(exit_qual),
                                  state.eq(SysState.EXIT_WAIT)]
 
             with m.Case(SysState.EXIT_WAIT):

@@ -3,12 +3,12 @@
 #   make test    create/refresh .venv if needed, run the test suite (parallel, pytest-xdist)
 #   make demo    the hypervisor demo on the system RTL (vtx run examples/hypervisor/hypervisor.S),
 #                with its waveform (build/waves/demo/hypervisor.vcd + .gtkw)
-#   make bench   run the benchmarks (python -m sim.bench)
+#   make bench   run the benchmarks (vtx bench: translation, vmx, system)
 #   make lint    Verilator lint of the generated Verilog (vtx lint)
-#   make formal  every formal proof and cover, with a results table (python -m sim.formal)
+#   make formal  every formal proof and cover, with a results table (vtx formal)
 #   make synth   FPGA build for the ULX3S (LFE5U-85F) + build/synth/report.md (vtx synth)
 #   make waves   open the last run's VCD + .gtkw in GTKWave, or print their paths without it
-#                (python -m sim.waves open; the run named by build/waves/LAST, else the newest)
+#                (vtx waves open; the run named by build/waves/LAST, else the newest)
 #   make clean   remove build/ (generated Verilog, Verilator models, runs, waves)
 #
 # WAVES=1 (e.g. `make test WAVES=1`) makes every simulation dump a VCD and a GTKWave save file
@@ -47,21 +47,19 @@ demo: $(STAMP)
 	    examples/hypervisor/hypervisor.S
 
 bench: $(STAMP)
-	$(VPY) -m sim.bench
-	$(VPY) -m sim.bench.vmx
-	$(VPY) -m sim.bench.system
+	$(VENV)/bin/vtx bench
 
 lint: $(STAMP)
 	$(VENV)/bin/vtx lint
 
 formal: $(STAMP)
-	$(VPY) -m sim.formal
+	$(VENV)/bin/vtx formal
 
 synth: $(STAMP)
 	$(VENV)/bin/vtx synth
 
 waves: $(STAMP)
-	$(VPY) -m sim.waves open
+	$(VENV)/bin/vtx waves open
 
 clean:
 	rm -rf build

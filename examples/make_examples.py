@@ -16,7 +16,7 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from rtl.arch import EPT_R, EPT_W, PAGE_2M, PAGE_4K, Access  # noqa: E402
-from sim.scenario import dump_scenario, scenario_to_json  # noqa: E402
+from sim.translate.scenario import dump_scenario, scenario_to_json  # noqa: E402
 from tb.model.translation import Request  # noqa: E402
 from tb.pagetables import PageTableBuilder  # noqa: E402
 

@@ -1,18 +1,18 @@
-"""The `vtx` command: one argparse program, one subcommand per module.
+"""The `vtx` command: one argparse program, one subcommand per job of `sim`.
 
 Adding a subcommand: write a module exposing ``add_parser(subparsers)``, which adds its parser
 with ``subparsers.add_parser(NAME, help=...)`` and sets ``parser.set_defaults(func=RUN)``, where
-``RUN(args) -> int`` returns the exit status; then list the module in `SUBCOMMANDS`.
+``RUN(args) -> int`` returns the exit status; then list it in `SUBCOMMANDS`.
 
-A listed module that does not exist yet is skipped; one that exists but fails to import still
-gets its subcommand, which then reports the import error (so `vtx lint` keeps working when
-another subcommand is broken, and the broken one says why).
+A module that fails to import still gets its subcommand, which then reports the import error
+(so `vtx lint` keeps working when another subcommand is broken, and the broken one says why).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -34,17 +34,19 @@ def int_option(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-#: Modules that provide subcommands, in the order of `vtx --help`.
-SUBCOMMANDS: list[str] = [
-    "sim.translate_cmd",  # vtx translate: run guest translations through the RTL (examples/*.json)
-    "sim.lint",  # vtx lint: Verilator lint of the generated Verilog
-    "sim.synth",  # vtx synth: FPGA build for the ULX3S (Yosys/nextpnr via YoWASP) + report
-    "sim.run",  # vtx run: run an x86-64 program (.S or flat binary) on the system RTL
-]
+#: Subcommand -> the module that provides it, in the order of `vtx --help`.
+SUBCOMMANDS: dict[str, str] = {
+    "run": "sim.run",               # run an x86-64 program (.S or flat binary) on the system RTL
+    "translate": "sim.translate",   # run guest translations through the RTL (examples/*.json)
+    "waves": "sim.waves",           # open / write / draw waveforms (make waves)
+    "lint": "sim.lint",             # Verilator lint of the generated Verilog (make lint)
+    "synth": "sim.synth",           # FPGA build for the ULX3S + report (make synth)
+    "bench": "sim.bench.command",   # the benchmarks (make bench)
+    "formal": "sim.formal",         # formal proofs, covers, mutation checks (make formal)
+}
 
 
-def _broken_subcommand(subparsers, module_name: str, error: BaseException) -> None:
-    name = command_name(module_name)
+def _broken_subcommand(subparsers, name: str, module_name: str, error: BaseException) -> None:
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     parser = subparsers.add_parser(name, help=f"(unavailable: {module_name} failed to import)",
                                    add_help=False)
@@ -57,11 +59,6 @@ def _broken_subcommand(subparsers, module_name: str, error: BaseException) -> No
     parser.set_defaults(func=run)
 
 
-def command_name(module_name: str) -> str:
-    """The subcommand of a module of `SUBCOMMANDS` (``sim.translate_cmd`` -> ``translate``)."""
-    return module_name.rsplit(".", 1)[-1].removesuffix("_cmd")
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `vtx` parser with every subcommand, or with subcommand `only` alone (its module is
     then the only one imported: `vtx run` does not pay for importing the others)."""
@@ -70,18 +67,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="VT-x in Amaranth HDL: simulation and checking tools.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMANDS:
-        if only is not None and command_name(module_name) != only:
+    for name, module_name in SUBCOMMANDS.items():
+        if only is not None and name != only:
             continue
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:  # not written yet
-                continue
-            _broken_subcommand(subparsers, module_name, e)
-            continue
         except Exception as e:  # report it, keep the other subcommands usable
-            _broken_subcommand(subparsers, module_name, e)
+            _broken_subcommand(subparsers, name, module_name, e)
             continue
         module.add_parser(subparsers)
     return parser
@@ -91,16 +83,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `vtx NAME ...`: build the parser of that subcommand only (imports are most of the start-up
     # time of a short `vtx run`); anything else (`vtx --help`, a typo) gets the whole parser.
-    names = {command_name(module_name) for module_name in SUBCOMMANDS}
-    parser = build_parser(argv[0] if argv and argv[0] in names else None)
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
+    if getattr(args, "func", None) is None:     # no subcommand: a usage error
+        parser.print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:         # `vtx ... | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
+        return 0
 
 
 if __name__ == "__main__":

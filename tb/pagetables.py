@@ -407,8 +407,8 @@ class RandomScenario:
     builder: PageTableBuilder | None = None
 
     def to_json(self) -> dict:
-        """The scenario in `vtx translate` input form (see sim.scenario)."""
-        from sim.scenario import scenario_to_json
+        """The scenario in `vtx translate` input form (see sim.translate.scenario)."""
+        from sim.translate.scenario import scenario_to_json
         return scenario_to_json(self.context, self.memory, self.requests)
 
 

@@ -1227,7 +1227,7 @@ async def shared_walk(dut):
 # pytest runners (the pytest entry point is tests/test_translation_rtl.py)
 
 TOPLEVEL = "translation_unit"
-FACTORY = "rtl.translation.unit:TranslationUnit"
+FACTORY = TranslationUnit
 PARAMS: dict = {}
 
 DIRECTED = ["page_sizes", "walk_reads", "ept_accessed_dirty", "execute_only_ept",

@@ -32,11 +32,12 @@ from rtl.arch.vmx import (
     VmxResult,
 )
 from rtl.vmx.ports import INSTR_LAYOUT, RESULT_LAYOUT
+from rtl.vmx.unit import VmxUnit
 from tb.model.vmx import CpuState, Operands, example_vmcs_fields
 from tb.structs import pack, unpack
 from tb.vmx_tb import VmxTB, cpu_fields
 
-FACTORY = "rtl.vmx.unit:VmxUnit"
+FACTORY = VmxUnit
 TOPLEVEL = "vmx_unit"
 PARAMS: dict = {}
 

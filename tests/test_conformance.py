@@ -96,8 +96,6 @@ def test_on_the_model(program):
     check_run(program, result.exit, result.console, symbols, result.regs)
 
 
-@pytest.mark.skipif(not system_run.available(),
-                    reason="the system (rtl/soc/soc.py) and `vtx run` (sim/run.py) are not there")
 @pytest.mark.parametrize("program", sorted(cases.PROGRAMS))
 def test_on_the_system(program):
     _, symbols = emulate.build(CONF / program)

@@ -258,6 +258,6 @@ def test_conditions_unicorn():
 def test_lint_alu(tmp_path):
     from sim import flow, lint
 
-    verilog = flow.generate_verilog("rtl.core.alu:Alu", "core_alu", {})
+    verilog = flow.generate_verilog(Alu, "core_alu", {})
     ok, output = lint.lint_verilog(verilog, top_module="core_alu")
     assert ok, output

@@ -23,6 +23,7 @@ import random
 
 import pytest
 
+from rtl.core.decode import Decoder
 from rtl.core.layouts import SEG_CS, SEG_FS, SEG_NONE, AluOp, InsnClass, OpMap, OpSize
 from tb.x86.asm import assemble, tool
 from tb.x86.decoder_tb import decode_windows
@@ -254,6 +255,6 @@ def test_trailing_bytes_do_not_matter():
 def test_lint_decoder():
     from sim import flow, lint
 
-    verilog = flow.generate_verilog("rtl.core.decode:Decoder", "core_decoder", {})
+    verilog = flow.generate_verilog(Decoder, "core_decoder", {})
     ok, output = lint.lint_verilog(verilog, top_module="core_decoder")
     assert ok, output

@@ -30,6 +30,7 @@ import pytest
 
 from rtl.arch.paging import PFEC_I, PFEC_W
 from rtl.arch.vmx import RFLAGS_ARITH
+from rtl.core.core import Core
 from rtl.core.core_layouts import NeedsUnit
 from tb.x86.core_progs import random_programs
 from tb.x86.core_tb import (
@@ -355,6 +356,6 @@ def test_random_programs_vs_unicorn(runs):
 def test_lint_core():
     from sim import flow, lint
 
-    verilog = flow.generate_verilog("rtl.core.core:Core", "core", {})
+    verilog = flow.generate_verilog(Core, "core", {})
     ok, output = lint.lint_verilog(verilog, top_module="core")
     assert ok, output

@@ -1,4 +1,4 @@
-"""Tests of the simulation flow itself (sim/flow.py, sim/waves.py, sim/lint.py, sim/cli.py).
+"""Tests of the simulation flow itself (sim/flow/, sim/waves/, sim/lint/, sim/cli.py).
 
 They use a tiny counter defined here, so they do not depend on the project's RTL; the last test
 lints the registered tops of `sim.lint.TOPS` once their modules exist.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -259,3 +261,57 @@ def test_cli_help_and_lint_list(capsys):
     assert vtx_main(["lint", "no_such_top"]) == 2
     unknown = capsys.readouterr()
     assert unknown.out == "" and "unknown top(s): no_such_top" in unknown.err
+
+
+def test_cli_front_door(capsys):
+    """Every job of sim/ is a `vtx` subcommand; usage errors go to stderr with status 2."""
+    from sim.cli import SUBCOMMANDS
+
+    with pytest.raises(SystemExit):
+        vtx_main(["--help"])
+    listed = capsys.readouterr().out
+    for name in ("run", "translate", "waves", "lint", "synth", "bench", "formal"):
+        assert name in SUBCOMMANDS and re.search(rf"^    {name}\b", listed, re.M), name
+    assert vtx_main([]) == 2
+    none = capsys.readouterr()
+    assert none.out == "" and "usage: vtx" in none.err
+    assert vtx_main(["bench", "nonsense"]) == 2
+    bad = capsys.readouterr()
+    assert bad.out == "" and "unknown benchmark 'nonsense'" in bad.err
+    assert vtx_main(["waves", "gtkw", "/nonexistent/x.vcd"]) == 2
+    bad = capsys.readouterr()
+    assert bad.out == "" and "/nonexistent/x.vcd: no such file" in bad.err
+    from tb.formal import catalog
+
+    assert vtx_main(["formal", "--list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == [job.name for job in catalog.proofs()]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_targets_call_vtx():
+    """`make bench`, `make formal`, `make waves`, `make lint`, `make synth` are `vtx` commands."""
+    expected = {"bench": "vtx bench", "formal": "vtx formal", "waves": "vtx waves open",
+                "lint": "vtx lint", "synth": "vtx synth"}
+    for target, command in expected.items():
+        proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", target], cwd=flow.REPO_ROOT,
+                              capture_output=True, text=True, check=True)
+        assert proc.stdout.strip().endswith(command), (target, proc.stdout)
+
+
+def test_package_layers():
+    """sim.paths imports nothing of sim; the waves package does not import the flow, even when
+    it finds the last run (the flow uses the waves after a run, never the other way round)."""
+    import json as _json
+    import sys as _sys
+
+    def loaded(statements: str) -> list[str]:
+        code = (f"import json, sys; {statements}; "
+                "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sim'))))")
+        proc = subprocess.run([_sys.executable, "-c", code], cwd=flow.REPO_ROOT,
+                              capture_output=True, text=True, check=True)
+        return _json.loads(proc.stdout)
+
+    waves_only = loaded("import sim.waves; sim.waves.find_last_vcd()")
+    assert "sim.flow" not in waves_only and "sim.paths" in waves_only, waves_only
+    assert loaded("import sim.paths") == ["sim", "sim.paths"]

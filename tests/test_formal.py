@@ -4,7 +4,7 @@
 - every mutation (a deliberately broken design, tb/formal/mutations.py) must make its proof
   FAIL with a counterexample, so that no proof can silently stop proving anything.
 
-`make formal` (python -m sim.formal) runs every proof and cover, and prints the table.
+`make formal` (vtx formal) runs every proof and cover, and prints the table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tb.formal import catalog
 
 FAST = [j for j in catalog.proofs() if j.fast]
 #: Mutation checks `make test` runs (`fast=True`; the slower VMX ones run with `make formal`
-#: / `python -m sim.formal --mutations`).
+#: / `vtx formal --mutations`).
 MUTATIONS = [j for j in catalog.mutations() if j.fast]
 
 

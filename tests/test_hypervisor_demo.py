@@ -9,7 +9,7 @@
   exits that happened.
 * The VMCS it built, replayed through a fresh `VmxModel` (VMXON, VMCLEAR, VMPTRLD, VMWRITE of
   every field, VMLAUNCH), passes every VM-entry check; its controls are the ones intended.
-* On the system RTL (`vtx run --json`, once rtl/soc and sim/run.py exist): the same console,
+* On the system RTL (`vtx run --json`): the same console,
   exit code and exit table, and the `vm_exits` counts the system reports equal the table.
 """
 
@@ -208,8 +208,6 @@ def test_demo_vmcs_passes_the_entry_checks(model_run):
     assert r.entry.ept_enabled and r.entry.vpid == 1
 
 
-@pytest.mark.skipif(not system_run.available(),
-                    reason="the system (rtl/soc/soc.py) and `vtx run` (sim/run.py) are not there")
 def test_demo_on_the_system():
     out = system_run.run(SOURCE)
     check_demo(out["console"], out["exit"], out["vm_exits"])

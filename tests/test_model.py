@@ -1,5 +1,5 @@
 """Directed tests of the translation reference model (tb/model/translation.py), the page-table
-builder (tb/pagetables.py), the scenario parser (sim/scenario.py) and the examples.
+builder (tb/pagetables.py), the scenario parser (sim/translate/scenario.py) and the examples.
 
 Each test names the rule of docs/translation-contract.md (or the row of the VMX reference's 5.5)
 it checks.
@@ -50,7 +50,7 @@ from rtl.arch import (  # noqa: E402
     PageSize,
     mask,
 )
-from sim.scenario import (  # noqa: E402
+from sim.translate.scenario import (  # noqa: E402
     ScenarioError,
     dump_scenario,
     format_output_lines,
@@ -824,7 +824,7 @@ def test_model_runs_requests_in_order():
     assert len(model.memory_after()) == len(results[0].writes)
 
 
-# --- sim/scenario.py ---------------------------------------------------------------------------
+# --- sim/translate/scenario.py ----------------------------------------------------------------
 
 def _good_doc():
     b, gla, gpa, hpa = setup()

@@ -1,5 +1,5 @@
-"""Tests of `vtx run` (sim/run.py, its C++-driven Verilator model sim/run_model.py with
-sim/run_model.cpp and sim/run_top.py) and its loader (sim/system.py).
+"""Tests of `vtx run` (sim/run/, its C++-driven Verilator model sim/run/model.py with
+sim/run/model.cpp and sim/run/top.py) and its loader (sim/run/program.py).
 
 * the loader, without simulation: assembly and linking (entry point, sections, .bss), flat
   binaries, the boot page tables and RAM image (hand-written expected words), the boot state,
@@ -9,7 +9,7 @@ sim/run_model.cpp and sim/run_top.py) and its loader (sim/system.py).
 * the command line: bad input exits 2 with one message on stderr and nothing on stdout, before
   anything is built;
 * the model's job and its bad input (`run_model.job_text`, the harness's exit status 2);
-* the example programs of examples/programs/ on the Verilated SoC (`sim.run_top.SocRunTop`,
+* the example programs of examples/programs/ on the Verilated SoC (`sim.run.top.SocRunTop`,
   default parameters: ONE model for every test here, built once and cached): console, exit
   kinds and codes, registers the programs compute, counters, --dump against the assembled
   image, --trace, --max-cycles, the console streaming while the simulation runs, the status
@@ -43,7 +43,7 @@ from rtl.arch.system import (
 )
 from rtl.arch.vmx import INVALID_VMCS_POINTER, ExitReason, VmxMode
 from sim import run as vtx_run
-from sim.system import (
+from sim.run.program import (
     SystemImageError,
     assemble,
     boot_image,
@@ -376,7 +376,7 @@ def test_summary_gives_build_and_run_times():
 
 
 def test_model_job_text():
-    from sim.run_model import job_text
+    from sim.run.model import job_text
 
     program = load_program(HALT)
     lines = job_text(program, RAM_BYTES, 1234, [(0x100000, 8), (BOOT_PML4, 16)], trace=True,
@@ -397,7 +397,7 @@ def test_model_job_text():
 def test_model_rejects_a_bad_job():
     """The harness checks its job: a bad line is exit status 2 with the line named, and no
     results (`run_model.run` turns that into a `ModelError`)."""
-    from sim import run_model
+    from sim.run import model as run_model
 
     model = run_model.build()
     for job, words in [(b"max_cycles 10\nfrobnicate 3\n", "bad job line: frobnicate 3"),
@@ -480,8 +480,8 @@ def test_cli_ram_too_big_for_elaboration(tmp_path):
 def test_ports_only_tracing_config():
     """The ports-only trace (`make demo`): the top's scope off, and the declaration lines of the
     untraced ports, found in the top module of the generated Verilog."""
-    from sim import run_model
-    from sim.run_model import TOPLEVEL, UNTRACED_PORTS, ports_only_tracing
+    from sim.run import model as run_model
+    from sim.run.model import TOPLEVEL, UNTRACED_PORTS, ports_only_tracing
 
     verilog = run_model.verilog(RAM_BYTES)
     vlt = ports_only_tracing(verilog)
@@ -727,7 +727,7 @@ def test_waves_ports_verilator(tmp_path):
     vcd = tmp_path / "exit.vcd"
     out = run_json("--waves", str(vcd), "--waves-ports", str(EXIT_CODE))
     assert out["exit"] == {"kind": "exit_port", "code": 3}
-    from sim.run_model import UNTRACED_PORTS
+    from sim.run.model import UNTRACED_PORTS
     from sim.waves import read_vcd_vars
 
     variables = read_vcd_vars(vcd)

@@ -28,13 +28,14 @@ from amaranth.sim import Simulator
 
 from rtl.arch.paging import MAXPHYADDR
 from rtl.arch.system import OPEN_BUS
+from rtl.fpga.system_top import SystemTop
 from rtl.soc.memory import SystemMemory
 from sim import flow
 
 ROOT = Path(__file__).resolve().parents[1]
 VLT = ROOT / "tb" / "system_top_public.vlt"
 TOPLEVEL = "system_top"
-FACTORY = "rtl.fpga.system_top:SystemTop"
+FACTORY = SystemTop
 #: UART clocks per bit in the test (the board: 217 at 25 MHz). At 128 the UART needs more cycles
 #: for the demo's console than the core needs for the whole run (about 1.15 M cycles without
 #: waiting), so the run only ends if the core waited for the UART and lost no byte.
@@ -157,7 +158,7 @@ def scenario():
 def test_page_set_from_the_reference_run(scenario):
     """The page set comes from a run that ended well, holds the image, and has the pages the
     demo's memory map names (hypervisor.S) and nothing far from them."""
-    from sim.system import boot_image
+    from sim.run.program import boot_image
 
     assert scenario.reference.exit == {"kind": "exit_port", "code": 0}
     pages = set(scenario.pages)

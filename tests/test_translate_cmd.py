@@ -1,4 +1,4 @@
-"""Tests of `vtx translate` (sim/translate_cmd.py, sim/translate_cocotb.py).
+"""Tests of `vtx translate` (sim/translate/, sim/translate/testbench.py).
 
 * every example of examples/ through the reference model (``--model``), the RTL in Amaranth's
   simulator (``--sim amaranth``) and the Verilated RTL (the default): the spec's output lines,
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from rtl.arch import Access, Outcome, PageSize
-from sim import translate_cmd
+import sim.translate as translate_cmd
 from sim.cli import main as vtx_main
-from sim.scenario import (
+from sim.translate.scenario import (
     ScenarioError,
     format_output_lines,
     load_scenario,

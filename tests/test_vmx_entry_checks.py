@@ -86,6 +86,7 @@ from rtl.arch import (
     VMCS_SHADOW_INDICATOR,
     VMFUNC_EPTP_SWITCHING,
 )
+from rtl.vmx.entry_checks import VmEntryChecks
 from rtl.vmx.layouts import EntryCheckKind
 from tb.vmx_entry_checks_tb import (
     BASES,
@@ -839,7 +840,7 @@ def test_random_differential(maxphyaddr, seed, count):
 def test_verilator_lint(maxphyaddr, build_root):
     from sim import flow, lint
 
-    verilog = flow.generate_verilog("rtl.vmx.entry_checks:VmEntryChecks", "vm_entry_checks",
+    verilog = flow.generate_verilog(VmEntryChecks, "vm_entry_checks",
                                     {"maxphyaddr": maxphyaddr}, build_root=build_root)
     ok, output = lint.lint_verilog(verilog, top_module="vm_entry_checks")
     assert ok, output

@@ -43,7 +43,7 @@ from rtl.arch.vmx import (
     CrAccessType,
     ExitReason,
 )
-from rtl.vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, ExitQueryKind
+from rtl.vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, ExitDecisions, ExitQueryKind
 from rtl.vmx.preemption_timer import PreemptionTimer
 from tb.model.translation import Memory
 from tb.vmx_exit_tb import (
@@ -591,9 +591,9 @@ def test_preemption_timer_against_model():
 
 
 @pytest.mark.parametrize("name,factory,params", [
-    ("exit_decisions", "rtl.vmx.exit_decisions:ExitDecisions", {}),
-    ("preemption_timer", "rtl.vmx.preemption_timer:PreemptionTimer", {}),
-    ("preemption_timer", "rtl.vmx.preemption_timer:PreemptionTimer", {"rate": 3}),
+    ("exit_decisions", ExitDecisions, {}),
+    ("preemption_timer", PreemptionTimer, {}),
+    ("preemption_timer", PreemptionTimer, {"rate": 3}),
 ])
 def test_lint(name, factory, params):
     from sim import lint

@@ -14,7 +14,9 @@ import os
 
 import pytest
 
-FACTORY = "rtl.vmx.unit:VmxUnit"
+from rtl.vmx.unit import VmxUnit
+
+FACTORY = VmxUnit
 TOPLEVEL = "vmx_unit"
 
 RANDOM_PARTS = 2

@@ -1,8 +1,8 @@
 """Waveforms: translate filters from the RTL's enums, .gtkw grouping by block, `make waves`.
 
-sim/gtkw_filters.py makes one GTKWave translate filter file per enum of the RTL and finds which
-VCD variable carries which enum (the generated Verilog's enum attributes first, name rules for
-plain vectors); sim/waves.py writes the .gtkw that attaches them and groups the signals by block.
+sim/waves/gtkw_filters.py makes one GTKWave translate filter file per enum of the RTL and finds
+which VCD variable carries which enum (the generated Verilog's enum attributes first, name rules for
+plain vectors); sim.waves writes the .gtkw that attaches them and groups the signals by block.
 One small design (`WavesDemo`, below) runs under Verilator with waves (this file is also its
 cocotb test module) so the names in the real VCD, the Verilog and the save file are checked
 against each other; the filters are checked by decoding the VCD's values through them exactly
@@ -32,8 +32,9 @@ from cocotb.triggers import ClockCycles
 from rtl.arch.paging import Outcome, PageSize
 from rtl.arch.vmx import ExitReason, VmInstructionError, VmxMode, VmxOp
 from rtl.translation.walker import WalkState
-from sim import gtkw_filters, gtkw_insn, waves
-from sim.gtkw_filters import EnumDecoder, EnumTable, rtl_enums, write_filter_files
+from sim import waves
+from sim.waves import gtkw_filters, gtkw_insn
+from sim.waves.gtkw_filters import EnumDecoder, EnumTable, rtl_enums, write_filter_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPLEVEL = "waves_demo"
@@ -675,7 +676,7 @@ def test_gtkwave_opens_vtx_run_ports_waves_on_the_whole_run(tmp_path):
     """`make demo`'s kind of dump (`vtx run --waves --waves-ports`) of hello.S: the whole run on
     screen; at retirements GTKWave shows the instruction objdump lists at that RIP in the
     linked program, and the console bytes read as "Hello, world!"."""
-    from sim.system import load_program
+    from sim.run.program import load_program
 
     _require_gtkwave()
     program_path = REPO_ROOT / "examples" / "programs" / "hello.S"

@@ -1,6 +1,5 @@
-"""Run an example program on the system RTL with `vtx run --json` (sim/run.py), for the tests.
+"""Run an example program on the system RTL with `vtx run --json` (sim/run/), for the tests.
 
-`available()` is False until the system (rtl/soc/soc.py) and `vtx run` (sim/run.py) exist.
 `run(program)` returns the parsed JSON object (`exit`, `regs`, `vm_exits`, `console`, ...).
 A `.S` file is passed as is (vtx run assembles it; the examples `.include` files next to them,
 so it must assemble with `-I` the program's directory); `prebuilt=True` assembles and links it
@@ -18,10 +17,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def available() -> bool:
-    return (ROOT / "sim" / "run.py").exists() and (ROOT / "rtl" / "soc" / "soc.py").exists()
 
 
 def exit_code(exit_: dict) -> int | None:

@@ -1,6 +1,7 @@
 """The system around the core (`rtl.soc`): memory map, boot state, I/O ports, CPUID and MSRs.
 
-One source of truth for the SoC RTL, the loader (`sim.system`), `vtx run`, the example programs'
+One source of truth for the SoC RTL, the loader (`sim.run.program`), `vtx run`, the example
+programs'
 documentation (docs/system.md) and the tests.
 
 Memory map (physical): RAM from 0 to `RAM_BYTES` (a parameter of `rtl.soc.Soc`; this is the

@@ -1,7 +1,7 @@
 """FPGA tops: the board self-test of the translation unit, the whole system running the demo, the
 ECP5 PLL, a UART transmitter.
 
-Built by `vtx synth` (sim/synth.py) for the ULX3S; see docs/fpga.md.
+Built by `vtx synth` (sim/synth/) for the ULX3S; see docs/fpga.md.
 """
 
 from .board import BAUD, LED_COUNT, board_uart_divisor, drive_leds_and_tx

@@ -1,7 +1,7 @@
 """The board self-test: the translation unit, a page-table image in block RAM, and a sequencer
 that runs a fixed list of translations and checks every answer.
 
-Everything the test knows comes in as build-time parameters (`sim/synth.py` computes them with
+Everything the test knows comes in as build-time parameters (`sim.synth` computes them with
 the reference model): the memory image (`MemoryImage`), the translation context, the requests
 with their expected answers (`Vector`) and the checksum the image must have once every request's
 accessed/dirty writes have landed. The hardware only compares.

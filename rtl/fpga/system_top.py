@@ -8,7 +8,7 @@ on the UART, its state on the LEDs.
   ({physical qword index: value}: the loader's boot page tables and the program), and the
   console with backpressure (``console_backpressure``);
 * a start sequencer: `start_delay` cycles after reset it pulses ``start`` once with the boot
-  state `boot` (``init_rip``, ``init_rsp``, ``init_cr3``: `sim.system.boot_state`). One run per
+  state `boot` (``init_rip``, ``init_rsp``, ``init_cr3``: `sim.run.program.boot_state`). One run per
   configuration of the FPGA: the run changes RAM, so running again means loading the bitstream
   again;
 * console bytes -> a `SyncFIFO` of `fifo_depth` bytes -> `UARTTx` (8N1, `uart_divisor` clocks a

@@ -1,4 +1,4 @@
-"""Benchmark of the translation unit: `python -m sim.bench` (``make bench``).
+"""Benchmark of the translation unit: `vtx bench translation` (part of ``make bench``).
 
 The bench top (`sim.bench.top.TranslationBench`: the unit, a traffic generator and a synthetic
 memory, all HDL) is built once per unit configuration into a Verilator model driven by a tight
@@ -30,8 +30,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sim.flow.verilator_exe import build_executable, run_tool
+
 from .. import flow
-from ..verilator_exe import build_executable, run_tool
 from .top import COUNTERS, MAX_LATENCY, TranslationBench, Workload
 
 __all__ = [
@@ -130,7 +131,8 @@ def generate_verilog(config: BenchConfig) -> Path:
 
 def _generate_verilog(config: BenchConfig, progress: Callable[[str], None],
                       env: dict[str, str]) -> Path:
-    """`generate_verilog` in a child process (``python -m sim.bench --verilog NAME``): Yosys
+    """`generate_verilog` in a child process (``python -m sim.bench.translation --verilog NAME``):
+    Yosys
     runs inside Python and would hold this process's interpreter lock for its whole run,
     silencing the progress lines of concurrent builds."""
     root = bench_dir()
@@ -139,7 +141,7 @@ def _generate_verilog(config: BenchConfig, progress: Callable[[str], None],
     os.close(fd)
     log = Path(log_name)
     try:
-        run_tool([sys.executable, "-m", "sim.bench", "--verilog", config.name], log,
+        run_tool([sys.executable, "-m", "sim.bench.translation", "--verilog", config.name], log,
                  f"{config.name} Verilog generation", progress, env, flow.REPO_ROOT)
         path = Path(log.read_text().strip().splitlines()[-1])
     finally:
@@ -152,7 +154,7 @@ def _generate_verilog(config: BenchConfig, progress: Callable[[str], None],
 def build_model(config: BenchConfig, *, progress: Callable[[str], None] = _quiet,
                 jobs: int = flow.BUILD_JOBS) -> Path:
     """Generate the Verilog of `config` and Verilate it (cached in ``build/bench/obj_<name>``,
-    `sim.verilator_exe`); return the binary's path."""
+    `sim.flow.verilator_exe`); return the binary's path."""
     progress(f"{config.name}: Verilog (contexts={config.contexts}, "
              f"{'uncached' if config.uncached else 'cached'})")
     env = flow.verilator_env()

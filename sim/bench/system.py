@@ -1,4 +1,4 @@
-"""System benchmark: ``python -m sim.bench.system`` writes ``build/bench/system.json``.
+"""System benchmark: ``vtx bench system`` writes ``build/bench/system.json``.
 
 Three programs run on the whole system (`rtl.soc.Soc`) through ``vtx run --json`` (Verilator),
 each measuring itself with RDTSC (the TSC is the system's cycle counter) and leaving its figures

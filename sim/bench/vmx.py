@@ -1,4 +1,4 @@
-"""VMX unit benchmark: ``python -m sim.bench.vmx`` writes ``build/bench/vmx.json``.
+"""VMX unit benchmark: ``vtx bench vmx`` writes ``build/bench/vmx.json``.
 
 Runs the cocotb test ``round_trip`` of tb/test_vmx_unit.py on the cached Verilator model of
 `VmxUnit()` (memory latency 2 cycles, no back-pressure, results taken at once) and records the
@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from .. import flow
+from rtl.vmx.unit import VmxUnit
+from sim import flow
 
-FACTORY = "rtl.vmx.unit:VmxUnit"
+FACTORY = VmxUnit
 TOPLEVEL = "vmx_unit"
 KEYS = ("vmread_cycles", "vmwrite_cycles", "vmptrld_hit_cycles", "vmptrld_miss_cycles",
         "vm_exit_cycles", "vm_entry_cycles", "round_trip_cycles")

@@ -2,7 +2,7 @@
 
 Nothing under `rtl/` imports this package: the harnesses wrap the RTL classes from outside, add
 `Assert`/`Assume`/`Cover` statements and shadow registers of their own, and are converted to
-RTLIL by `sim/formal.py` only for the proofs.
+RTLIL by `sim/formal/` only for the proofs.
 
 Helpers shared by the harnesses:
 

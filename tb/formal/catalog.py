@@ -1,4 +1,4 @@
-"""Every formal job: proofs, non-vacuity covers and mutation checks (run by `sim/formal.py`).
+"""Every formal job: proofs, non-vacuity covers and mutation checks (run by `sim.formal`).
 
 A job's `build` makes the harness top; `mode`/`depth` go to SymbiYosys. `fast` jobs are the
 subset `make test` runs (tests/test_formal.py); `make formal` runs all proofs and covers.
@@ -208,7 +208,7 @@ def mutations():
     return cache_mutations() + unit_mutations() + vmx_mutations()
 
 
-# --- VmxUnit -----------------------------------------------------------------------------------------
+# --- VmxUnit ------------------------------------------------------------------------------
 
 from .vmx import (VmxHarness, start_load_one_valid, start_root_fresh_vmcs,  # noqa: E402
                   start_root_one_vmcs)

@@ -2,7 +2,7 @@
 
 Each registered top is generated through `sim.flow.generate_verilog` (so the lint sees exactly
 what the simulations build) and linted with the project's one waiver file,
-``sim/lint_waivers.vlt``. To lint a new top, append to `TOPS`::
+``sim/lint/waivers.vlt``. To lint a new top, append to `TOPS`::
 
     Top("walker", "rtl.translation.walker:Walker", {"maxphyaddr": 40}),
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import flow
+from sim import flow
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ TOPS: list[Top] = [
     Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),
     Top("system_memory", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1}),
-    # The SoC as `vtx run` simulates it (sim.run_top: no reset input); with its reset, the
+    # The SoC as `vtx run` simulates it (sim.run.top: no reset input); with its reset, the
     # SoC is inside `system_top`.
-    Top("soc_run", "sim.run_top:SocRunTop", {}),
+    Top("soc_run", "sim.run.top:SocRunTop", {}),
     Top("system_memory_sparse", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1, "pages": (3, 1, 6),
          "init": {0x1008 // 8: 0x1111}}),
@@ -151,9 +151,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "lint",
         help="Verilator lint (-Wall) of the generated Verilog of every top",
-        description="Generate the Verilog of each registered top (sim/lint.py: TOPS) and run "
+        description="Generate the Verilog of each registered top (sim.lint.TOPS) and run "
                     "`verilator --lint-only -Wall` on it with the waivers in "
-                    "sim/lint_waivers.vlt. Exits 1 if any top has warnings or cannot be "
+                    "sim/lint/waivers.vlt. Exits 1 if any top has warnings or cannot be "
                     "generated.",
     )
     parser.add_argument("tops", nargs="*", metavar="TOP",

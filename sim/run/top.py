@@ -7,7 +7,7 @@ register's next-state logic on a combinational path from a top-level input, whic
 evaluates again on every ``eval()`` call; tied off, it folds away (docs/system.md, "Simulation
 speed", has the measurement).
 
-It lives apart from the C++ driver (`sim.run_model`), because the Verilog cache is keyed by the
+It lives apart from the C++ driver (`sim.run.model`), because the Verilog cache is keyed by the
 file that defines the factory: editing the driver rebuilds no model.
 """
 

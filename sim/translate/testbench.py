@@ -1,6 +1,6 @@
 """cocotb test module of `vtx translate --sim verilator`: one scenario through the Verilated unit.
 
-Not a test suite: `sim.translate_cmd` runs it through `sim.flow.run_cocotb` against the
+Not a test suite: `sim.translate` runs it through `sim.flow.run_cocotb` against the
 ``translation_unit`` model and talks to it through two JSON files named by environment variables:
 
 ``VTX_TRANSLATE_IN``  (read) the run: ``context`` (the ``ctx`` port's fields as integers),
@@ -17,7 +17,8 @@ The unit gets one request at a time, in the scenario's order (the spec: requests
 order): a request is offered, its response awaited, and the unit left to drain its accessed/dirty
 writes (``idle``) before the next request is offered. ``cycles`` counts the rising edges from the
 one where the request is first offered to the one after which its response is valid (as
-`sim.amaranth_run.run_amaranth` counts). Memory is `tb.memory.MemoryModel` with a fixed latency and
+`sim.translate.amaranth_sim.run_amaranth` counts). Memory is `tb.memory.MemoryModel` with a fixed
+latency and
 no back-pressure, so a run is deterministic; it also checks the memory port's protocol.
 """
 
@@ -32,8 +33,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from rtl.translation.layouts import (
-    COUNTERS,
     COUNTER_WIDTH,
+    COUNTERS,
     context_layout,
     request_layout,
     response_layout,

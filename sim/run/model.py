@@ -1,7 +1,7 @@
 """`vtx run`'s default back end: the Verilated SoC clocked by a C++ loop (``run_model.cpp``).
 
-The model is `sim.run_top.SocRunTop` (the SoC without a reset input) built with the harness
-``sim/run_model.cpp`` by `sim.verilator_exe.build_executable`, cached under
+The model is `sim.run.top.SocRunTop` (the SoC without a reset input) built with the harness
+``sim/run/model.cpp`` by `sim.flow.verilator_exe.build_executable`, cached under
 ``build/exe/soc_run[-ram<bytes>][-trace|-trace-ports]/``. Python takes no part in the per-cycle
 loop: it writes the job on the child's standard input, then reads the events the child prints
 (console bytes, retired instructions with ``--trace``, VM entries and exits, progress) as they
@@ -24,19 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtl.arch.system import RAM_BYTES
-
-from . import flow
-from .system import Program, boot_image, boot_state
-from .verilator_exe import build_executable
+from sim import flow
+from sim.flow.verilator_exe import build_executable
+from sim.run.program import Program, boot_image, boot_state
 
 __all__ = ["TOPLEVEL", "HARNESS", "UNTRACED_PORTS", "Model", "ModelError", "model_dir",
            "ports_only_tracing", "verilog", "build", "job_text", "run"]
 
 #: The Verilog module (and the Verilator class ``V<TOPLEVEL>``) of the model.
 TOPLEVEL = "soc_run"
-HARNESS = Path(__file__).with_name("run_model.cpp")
+HARNESS = Path(__file__).with_name("model.cpp")
 #: The top's factory, by name: a cached `verilog` imports no RTL.
-FACTORY = "sim.run_top:SocRunTop"
+FACTORY = "sim.run.top:SocRunTop"
 
 #: Ports left out of a ports-only trace: the cycle counter (the VCD's time axis already; ~70
 #: bytes every cycle) and the loader's read port (it follows RAM while the program runs).
@@ -139,7 +138,7 @@ def build(ram_bytes: int = RAM_BYTES, *, waves: bool = False, waves_ports: bool 
 def _train(binary: Path, ram_bytes: int, progress: Callable[[str], None]) -> None:
     """The training run of the profile-guided build: the demo on the instrumented `binary`.
     A failure costs only speed (the profile covers less), so it is reported, not raised."""
-    from .system import SystemImageError, load_program
+    from sim.run.program import SystemImageError, load_program
 
     try:
         program = load_program(TRAINING_PROGRAM, ram_bytes, disassemble=False)

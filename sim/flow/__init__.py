@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from sim.paths import REPO_ROOT, resolve_build_root
+
 from . import amaranth_patches  # noqa: F401  (all-zero memories without $meminit)
 
 __all__ = [
@@ -69,11 +71,9 @@ __all__ = [
     "current_test_name",
 ]
 
-#: Root of the source tree (the directory holding ``rtl/``, ``sim/``, ``tests/``).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RTL_DIR = REPO_ROOT / "rtl"
 #: The one Verilator configuration file with the project's lint waivers (also used for builds).
-WAIVERS = Path(__file__).resolve().parent / "lint_waivers.vlt"
+WAIVERS = REPO_ROOT / "sim" / "lint" / "waivers.vlt"
 
 #: Bump to invalidate every cache entry when the flow itself changes what it produces.
 FLOW_VERSION = "1"
@@ -97,17 +97,6 @@ class SimulationFailed(AssertionError):
 
 # ---------------------------------------------------------------------------------------------
 # Environment
-
-
-def resolve_build_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The build directory: `root` if given (relative paths are taken from the repo root), else
-    ``$VTX_BUILD_ROOT``, else ``<repo>/build``."""
-    if root is None:
-        root = os.environ.get("VTX_BUILD_ROOT") or "build"
-    path = Path(root)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    return path
 
 
 def waves_requested(waves: bool | None = None) -> bool:
@@ -623,7 +612,7 @@ def run_cocotb(
         if dump.is_file():
             result.vcd = dump.rename(test_dir / f"{toplevel}.vcd")
         if gtkw and result.vcd is not None:
-            from .waves import write_gtkw
+            from sim.waves import write_gtkw
 
             result.gtkw = write_gtkw(
                 result.vcd, test_dir / f"{toplevel}.gtkw", gtkw_groups, toplevel=toplevel,

@@ -6,22 +6,23 @@ path element so a dump opens in GTKWave with one group per interface, clock and 
 one (closed) group per block of the design, i.e. per VCD scope below the top (``core``, ``vmx``,
 ``vmx.cache``, ``translation.walker``, ...), holding the block's ports and its enum-typed signals.
 Every trace that carries an enum is shown through a GTKWave translate filter generated from the
-RTL's own enum (`sim.gtkw_filters`), so exit reasons, VM-instruction errors, walker and core
+RTL's own enum (`sim.waves.gtkw_filters`), so exit reasons, VM-instruction errors, walker and core
 states read as names.
 
 The save file opens on the whole run (`fit_zoom`; the dump's time range is read from its header,
 first timestamp and tail, `read_vcd_time_range`), in a 1400x800 window. Instruction bytes
 (``retired_bytes``) read as instructions and the console's byte as a character
-(`sim.gtkw_insn`): those filters depend on the run, so the dump is searched once for the values
-of those few signals (a fraction of a second for the demo's 90 MB); everything else reads only
+(`sim.waves.gtkw_insn`): those filters depend on the run, so the dump is searched once for the
+values
+of those few signals (a fraction of a second for the demo's 94 MB); everything else reads only
 the VCD header.
 
-Command line (``make waves`` runs ``open``)::
+Command line, `vtx waves` (``make waves`` runs ``open``; ``python -m sim.waves`` is the same)::
 
-    python -m sim.waves open [VCD]          # the last run's VCD in GTKWave (or print the paths)
-    python -m sim.waves gtkw VCD [--verilog V.v ...] [--toplevel NAME]
-    python -m sim.waves render VCD -o PNG [--signals GLOB ...] [--start T] [--end T]
-    python -m sim.waves screenshot GTKW -o PNG [--start T] [--end T]   # needs GTKWave + Xvfb
+    vtx waves open [VCD]          # the last run's VCD in GTKWave (or print the paths)
+    vtx waves gtkw VCD [--verilog V.v ...] [--toplevel NAME]
+    vtx waves render VCD -o PNG [--signals GLOB ...] [--start T] [--end T]
+    vtx waves screenshot GTKW -o PNG [--start T] [--end T]   # needs GTKWave + Xvfb
 """
 
 from __future__ import annotations
@@ -438,13 +439,13 @@ def write_gtkw(
     VCD path with the suffix ``.gtkw``). `toplevel` names the design's top module scope.
 
     verilog: the generated Verilog the model was built from; its enum attributes say which
-    signals carry which enum (else `sim.gtkw_filters.NAME_RULES` guess by name) and its module
+    signals carry which enum (else `sim.waves.gtkw_filters.NAME_RULES` guess by name) and its module
     headers which signals are a block's ports. filters: attach translate filter files (written
     to `filter_dir`, default ``filters/`` beside the save file). blocks: add the per-block
     groups (closed when GTKWave opens the file). decoder: a ready `EnumDecoder` (for tests).
 
     With `filters`, instruction bytes (``retired_bytes``, the core's fetch window) and the
-    console's byte also get filters (`sim.gtkw_insn`, generated from the values in the dump).
+    console's byte also get filters (`sim.waves.gtkw_insn`, generated from the values in the dump).
     The file opens on the dump's whole time range (`fit_zoom`) in a `GTKW_WINDOW` window.
     """
     from . import gtkw_filters, gtkw_insn
@@ -559,7 +560,7 @@ def write_gtkw(
 
 def _value_filters(vcd_path: Path, kinds: Mapping[VcdVar, str], directory: Path,
                    stem: str) -> dict[VcdVar, Path]:
-    """Write the filter files of `sim.gtkw_insn` the variables of `kinds` (variable ->
+    """Write the filter files of `sim.waves.gtkw_insn` the variables of `kinds` (variable ->
     ``"insn"`` / ``"console"``) need, into `directory`; returns variable -> filter file.
 
     The instruction table is the run's own (``<stem>.insn.txt``): every value those variables
@@ -610,7 +611,7 @@ LAST_ENV = "VTX_WAVES_LAST"
 def last_pointer(build_root: str | Path | None = None) -> Path:
     """The file naming the last run's VCD: ``<build_root>/waves/LAST`` for a `build_root` given,
     else ``$VTX_WAVES_LAST`` if set, else that of the default build root."""
-    from .flow import resolve_build_root
+    from sim.paths import resolve_build_root
 
     if build_root is None and os.environ.get(LAST_ENV):
         return Path(os.environ[LAST_ENV])
@@ -628,7 +629,7 @@ def record_last(vcd_path: str | Path, build_root: str | Path | None = None) -> P
 def find_last_vcd(build_root: str | Path | None = None) -> tuple[Path | None, str]:
     """The VCD to open and how it was chosen: the one `last_pointer` names if it exists, else
     the newest ``*.vcd`` under ``<build>/waves/``."""
-    from .flow import resolve_build_root
+    from sim.paths import resolve_build_root
 
     waves_dir = resolve_build_root(build_root) / "waves"
     pointer = last_pointer(build_root)
@@ -950,10 +951,11 @@ def screenshot(gtkw_path: str | Path, png_path: str | Path, start: int | None = 
 # Command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.waves", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_open = sub.add_parser("open", help="open the last run's waveform in GTKWave")
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The actions of `vtx waves` (and ``python -m sim.waves``)."""
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p_open = sub.add_parser("open", help="open the last run's waveform in GTKWave (make waves), "
+                            "or print where it is")
     p_open.add_argument("vcd", nargs="?", type=Path)
     p_gtkw = sub.add_parser("gtkw", help="(re)write the .gtkw save file and filters of a VCD")
     p_gtkw.add_argument("vcd", type=Path)
@@ -976,23 +978,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_shot.add_argument("--start", type=int)
     p_shot.add_argument("--end", type=int)
     p_shot.add_argument("--size", default="1500x640")
-    args = parser.parse_args(argv)
 
-    if args.command == "open":
-        return open_waves(args.vcd)
-    if args.command == "gtkw":
-        path = write_gtkw(args.vcd, args.output, toplevel=args.toplevel, verilog=args.verilog)
-        print(path)
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """`vtx waves`."""
+    parser = subparsers.add_parser("waves", help="open, write or draw waveforms (GTKWave)",
+                                   description=__doc__.split("\n")[0])
+    configure(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """One action; a missing or unreadable input is a usage error (exit 2), not a traceback."""
+    for name in ("vcd", "gtkw"):
+        path = getattr(args, name, None)
+        if path is not None and not path.is_file():
+            print(f"vtx waves {args.action}: error: {path}: no such file", file=sys.stderr)
+            return 2
+    try:
+        if args.action == "open":
+            return open_waves(args.vcd)
+        if args.action == "gtkw":
+            print(write_gtkw(args.vcd, args.output, toplevel=args.toplevel,
+                             verilog=args.verilog))
+            return 0
+        if args.action == "screenshot":
+            width, _, height = args.size.partition("x")
+            print(screenshot(args.gtkw, args.output, args.start, args.end,
+                             (int(width), int(height))))
+            return 0
+        print(render_png(args.vcd, args.output, args.gtkw, args.signals, args.start, args.end,
+                         args.title, args.time_unit, args.time_label))
         return 0
-    if args.command == "screenshot":
-        width, _, height = args.size.partition("x")
-        print(screenshot(args.gtkw, args.output, args.start, args.end, (int(width), int(height))))
-        return 0
-    path = render_png(args.vcd, args.output, args.gtkw, args.signals, args.start, args.end,
-                      args.title, args.time_unit, args.time_label)
-    print(path)
-    return 0
+    except (ValueError, RuntimeError) as e:
+        print(f"vtx waves {args.action}: error: {e}", file=sys.stderr)
+        return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim.waves", description=__doc__.split("\n")[0])
+    configure(parser)
+    return run(parser.parse_args(argv))

@@ -201,7 +201,7 @@ class SelfTestScenario:
     results: list = field(default_factory=list)    # model Results, one per vector
 
     def selftest_params(self) -> dict:
-        from sim.amaranth_run import context_values
+        from sim.translate.amaranth_sim import context_values
         return dict(image=self.image, context=context_values(self.context),
                     vectors=self.vectors, final_checksum=self.final_checksum,
                     unit_params={"maxphyaddr": self.context.maxphyaddr})
@@ -307,7 +307,7 @@ class SystemScenario:
     """What `rtl.fpga.system_top.SystemTop` is built with: the program's RAM image (boot page
     tables + program, {physical qword index: value}), its boot state, and the physical pages
     the board backs with block RAM."""
-    program: Any                    # sim.system.Program
+    program: Any                    # sim.run.program.Program
     image: dict
     boot: dict
     pages: tuple
@@ -381,16 +381,16 @@ def touched_pages(program) -> tuple[set[int], Any]:
 
 
 def page_tables_words() -> dict[int, int]:
-    from sim.system import page_tables
+    from sim.run.program import page_tables
     return page_tables()
 
 
 def system_scenario(program_path: str | os.PathLike | None = None) -> SystemScenario:
     """The system top's image for `program_path` (default: the hypervisor demo): the loader's
-    RAM image and boot state (`sim.system`), and the page set: the pages of the image (boot
+    RAM image and boot state (`sim.run.program`), and the page set: the pages of the image (boot
     tables, program with .bss) and the pages a run on the reference models touches
     (`touched_pages`). The run must end at the exit port with code 0."""
-    from sim.system import boot_image, boot_state, load_program
+    from sim.run.program import boot_image, boot_state, load_program
 
     program = load_program(program_path or SYSTEM_PROGRAM, disassemble=False)
     image = boot_image(program)

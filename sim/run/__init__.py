@@ -1,14 +1,15 @@
 """`vtx run PROGRAM`: run an x86-64 program on the whole system (`rtl.soc.Soc`).
 
 The program (a ``.S`` file assembled and linked with GNU binutils, or a flat binary) is loaded by
-`sim.system` at `PROGRAM_BASE` with the boot identity map, written into the SoC's RAM through its
+`sim.run.program` at `PROGRAM_BASE` with the boot identity map, written into the SoC's RAM
+through its
 debug port, started with the boot state, and run until it stops: at the exit port, HLT in root
 operation, a fault, or ``--max-cycles``. docs/system.md, "vtx run", is the user's reference.
 
 Back ends:
 
 * ``--sim verilator`` (default): the Verilated SoC clocked by a C++ loop of its own
-  (`sim.run_model`; the Verilog and the model are built once and cached under ``build/``).
+  (`sim.run.model`; the Verilog and the model are built once and cached under ``build/``).
   Python writes the job to the model's standard input and reads its events (console bytes,
   trace lines, VM entries/exits, progress) from its standard output as they come, so the
   console prints as the program writes it; no Python runs per cycle.
@@ -51,9 +52,10 @@ from rtl.arch.vmx import (
     ExitReason,
     VmxMode,
 )
-from sim import flow, run_model
+from sim import flow
 from sim.cli import RunError, UsageError, int_option
-from sim.system import (
+from sim.run import model as run_model
+from sim.run.program import (
     Program,
     SystemImageError,
     boot_image,
@@ -64,7 +66,7 @@ from sim.system import (
 
 PROG = "vtx run"
 
-#: The SoC as the Amaranth back end simulates it (the Verilator back end's top, `sim.run_top`,
+#: The SoC as the Amaranth back end simulates it (the Verilator back end's top, `sim.run.top`,
 #: wraps it without a reset input).
 FACTORY = "rtl.soc.soc:Soc"
 
@@ -353,7 +355,7 @@ class Printer:
                            + (f" ({what})" if what else ""))
 
     def event_line(self, line: str) -> None:
-        """One line of the Verilator model's event stream (`sim.run_model`)."""
+        """One line of the Verilator model's event stream (`sim.run.model`)."""
         parts = line.split()
         if not parts:
             return
@@ -410,7 +412,7 @@ def exit_reason_name(reason: int) -> str:
 def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
                   waves: Path | None, printer: Printer, waves_ports: bool = False,
                   progress_ms: int = 0) -> tuple[dict, Path, float]:
-    """The run on the Verilated SoC, clocked by its C++ harness (`sim.run_model`): (raw results,
+    """The run on the Verilated SoC, clocked by its C++ harness (`sim.run.model`): (raw results,
     the Verilog the model was built from, seconds spent building it).
 
     `waves_ports`: trace only the top's ports (`run_model.ports_only_tracing`; another model).

@@ -1,7 +1,7 @@
 """GTKWave translate filters for instruction bytes and console characters.
 
 `sim.waves.write_gtkw` attaches two more kinds of filter file besides the enum tables of
-`sim.gtkw_filters`:
+`sim.waves.gtkw_filters`:
 
 * **instructions**: a 120-bit signal that holds an instruction's bytes (the SoC's
   ``retired_bytes`` port, byte 0 = the first byte in the low bits, as `rtl.core` packs its

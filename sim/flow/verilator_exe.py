@@ -3,7 +3,7 @@
 The cocotb flow (`sim.flow.build_verilator`) makes models that Python drives cycle by cycle.
 Where Python would be the bottleneck, a C++ harness clocks the model itself and Python only
 starts it and reads what it prints: the translation benchmark (``sim/bench/main.cpp``) and
-`vtx run` (``sim/run_model.cpp``).
+`vtx run` (``sim/run/model.cpp``).
 
 `build_executable(verilog, top, harness, directory)` returns the binary
 ``<directory>/V<top>``, rebuilt only when its key changes: the Verilog text, the harness, the
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import flow
+from sim import flow
 
 __all__ = ["VERILATOR_ARGS", "MAKE_ARGS", "PGO_GENERATE", "PGO_USE", "HEARTBEAT_SECONDS",
            "build_executable", "run_tool"]

@@ -1,6 +1,6 @@
-// The C++ loop of `vtx run` on Verilator: one program on the SoC (sim/run_top.py, `soc_run`).
+// The C++ loop of `vtx run` on Verilator: one program on the SoC (sim/run/top.py, `soc_run`).
 //
-// sim/run_model.py builds this file with the Verilated SoC and runs it as a child process:
+// sim/run/model.py builds this file with the Verilated SoC and runs it as a child process:
 //
 //   Vsoc_run < job        (the job on standard input, events and results on standard output)
 //
@@ -381,7 +381,7 @@ class Run {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 1) fail(2, "usage", "Vsoc_run < job (see sim/run_model.cpp)");
+    if (argc != 1) fail(2, "usage", "Vsoc_run < job (see sim/run/model.cpp)");
     const Job job = read_job(stdin);
     Run run(job);
     run.load();

@@ -12,11 +12,13 @@ the SymbiYosys work directory ``run/``. Memories are mapped to flip-flops (`memo
 solver sees bit vectors rather than arrays, and the Amaranth `$check` cells are renamed after
 their messages, so a failing property is reported by name.
 
-    python -m sim.formal                 every proof and cover (`make formal`)
-    python -m sim.formal --fast          the subset `make test` runs
-    python -m sim.formal -k unit         only jobs whose name contains "unit"
-    python -m sim.formal --mutations     the mutation checks (each must FAIL)
-    python -m sim.formal --list          list the jobs
+    vtx formal                 every proof and cover (`make formal`)
+    vtx formal --fast          the subset `make test` runs
+    vtx formal -k unit         only jobs whose name contains "unit"
+    vtx formal --mutations     the mutation checks (each must FAIL)
+    vtx formal --list          list the jobs
+
+(``python -m sim.formal`` takes the same options.)
 """
 
 from __future__ import annotations
@@ -247,18 +249,34 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    from tb.formal import catalog
-
-    ap = argparse.ArgumentParser(prog="python -m sim.formal", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fast", action="store_true", help="only the fast subset (make test)")
     ap.add_argument("--mutations", action="store_true",
                     help="run the mutation checks (each must fail) instead of the proofs")
     ap.add_argument("--all", action="store_true", help="proofs, covers and mutations")
     ap.add_argument("-k", dest="pattern", help="only jobs whose name contains PATTERN")
     ap.add_argument("--list", action="store_true", help="list the jobs and exit")
-    args = ap.parse_args(argv)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """`vtx formal`."""
+    parser = subparsers.add_parser("formal", help="formal proofs, covers and mutation checks "
+                                   "(SymbiYosys), with a results table", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m sim.formal", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tb.formal import catalog
 
     if args.all:
         jobs = catalog.proofs() + catalog.mutations()

@@ -1,16 +1,19 @@
 """`vtx translate SCENARIO.json`: run a scenario's translation requests through the RTL.
 
-The contract is docs/translation-contract.md, section "vtx translate": the scenario format (checked
-by `sim.scenario`), one JSON object per request on stdout, then ``{"memory_after": [...]}``, and
-exit status 2 with a message naming the field for bad input (nothing is built or simulated then).
+The contract is docs/translation-contract.md, section "vtx translate": the scenario format
+(checked by `sim.translate.scenario`), one JSON object per request on stdout, then
+``{"memory_after": [...]}``, and exit status 2 with a message naming the field for bad input
+(nothing is built or simulated then).
 
 Backends:
 
 * ``--sim verilator`` (default): the ``translation_unit`` RTL, Verilated through `sim.flow`
   (Verilog and the Verilator model are cached under ``build/``, so only the first run builds),
-  driven by the cocotb module `sim.translate_cocotb`. The scenario reaches the simulator as a JSON
-  file named by ``$VTX_TRANSLATE_IN``; the results come back in the file ``$VTX_TRANSLATE_OUT``.
-* ``--sim amaranth``: the same RTL in Amaranth's simulator (`sim.amaranth_run.run_amaranth`).
+  driven by the cocotb module `sim.translate.testbench`. The scenario reaches the simulator as a
+  JSON file named by ``$VTX_TRANSLATE_IN``; the results come back in the file
+  ``$VTX_TRANSLATE_OUT``.
+* ``--sim amaranth``: the same RTL in Amaranth's simulator
+  (`sim.translate.amaranth_sim.run_amaranth`).
 * ``--model``: the reference model alone (`tb.model.translation`): no cycles, and ``mem_refs``
   is the model's uncached count.
 
@@ -41,7 +44,7 @@ from pathlib import Path
 from rtl.arch import ACCESS_NAMES, MAXPHYADDR, OUTCOME_NAMES, Outcome, PageSize
 from sim import flow
 from sim.cli import RunError, UsageError, int_option
-from sim.scenario import Scenario, ScenarioError, format_output_lines, load_scenario
+from sim.translate.scenario import Scenario, ScenarioError, format_output_lines, load_scenario
 from tb.model.translation import Memory, Request, Result, TranslationModel, hex_str
 
 PROG = "vtx translate"
@@ -52,7 +55,7 @@ FACTORY = "rtl.translation.unit:TranslationUnit"
 PARAMS: dict = {}
 #: The MAXPHYADDR of the design as built (and of the scenario checks).
 DESIGN_MAXPHYADDR = PARAMS.get("maxphyaddr", MAXPHYADDR)
-COCOTB_MODULE = "sim.translate_cocotb"
+COCOTB_MODULE = "sim.translate.testbench"
 
 #: GTKWave groups of the unit's ports (by exact port name).
 GTKW_PORT_GROUPS = {
@@ -229,7 +232,7 @@ def _build_model(waves: bool) -> Path:
 
 
 def _context_fields(scenario: Scenario) -> dict:
-    from sim.amaranth_run import context_values
+    from sim.translate.amaranth_sim import context_values
 
     return {k: int(v) for k, v in context_values(scenario.context).items()}
 
@@ -240,7 +243,7 @@ def _request_tuples(requests: Iterable[Request]) -> list[tuple]:
 
 def run_amaranth_backend(scenario: Scenario, latency: int, waves: Path | None,
                          progress: Progress):
-    from sim.amaranth_run import run_amaranth
+    from sim.translate.amaranth_sim import run_amaranth
 
     memory = scenario.make_memory()
     results, _total = run_amaranth(memory, scenario.context,

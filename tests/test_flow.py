@@ -294,8 +294,9 @@ def test_make_targets_call_vtx():
     expected = {"bench": "vtx bench", "formal": "vtx formal", "waves": "vtx waves open",
                 "lint": "vtx lint", "synth": "vtx synth"}
     for target, command in expected.items():
-        proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", target], cwd=flow.REPO_ROOT,
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed",
+                               target], cwd=flow.REPO_ROOT, capture_output=True, text=True,
+                              check=True)
         assert proc.stdout.strip().endswith(command), (target, proc.stdout)
 
 

@@ -37,7 +37,7 @@ VLT = ROOT / "tb" / "system_top_public.vlt"
 TOPLEVEL = "system_top"
 FACTORY = SystemTop
 #: UART clocks per bit in the test (the board: 217 at 25 MHz). At 128 the UART needs more cycles
-#: for the demo's console than the core needs for the whole run (about 1.15 M cycles without
+#: for the demo's console than the core needs for the whole run (about 1.1 M cycles without
 #: waiting), so the run only ends if the core waited for the UART and lost no byte.
 DIVISOR = 128
 FIFO_DEPTH = 4

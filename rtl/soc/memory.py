@@ -34,7 +34,7 @@ initialised by the bitstream), on flat or sparse RAM. Without ``pages`` the RAM 
 0 .. ``ram_bytes`` - 1 and the ports are exactly those of the table above.
 
 Timing: an access takes 3 cycles from acceptance to response (accept, read, capture), an
-atomic bit-set 3 cycles; simple over fast (docs/system.md, "Performance").
+atomic bit-set 3 cycles; simple over fast (docs/system.md, "Simplifications of the system").
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal

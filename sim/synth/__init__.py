@@ -98,7 +98,7 @@ PLACERS = ("heap", "static")
 #:   after about 25 iterations, tens to thousands of overused wires short of a routing. A
 #:   constant weight (multiplier 1) of 50 leaves the negotiation to the history cost, and
 #:   routed it;
-#: - ``seed``: the placement seed that routed with those settings (others: docs/fpga.md).
+#: - ``seed``: the placement seed that routed with those settings (the others tried: docs/fpga-log.md).
 TOP_NEXTPNR = {"system": {"placer": "static", "timing_driven": False, "seed": 5,
                           "router2": {"currCongWeightMult": 1.0, "initCurrCongWeight": 50.0}}}
 

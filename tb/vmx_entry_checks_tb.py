@@ -80,6 +80,8 @@ from tb.model.vmx import CpuState, Vmcs, VmxModel, example_vmcs_fields
 _U64 = mask(63, 0)
 #: Where the vectors put the linked VMCS region when they use one.
 LINK_REGION = 0x7000
+#: The current VMCS's region in the vectors (a valid address that is not LINK_REGION).
+CURRENT_VMCS = 0x6000
 SEGMENTS = ("ES", "CS", "SS", "DS", "FS", "GS", "LDTR", "TR")
 CODE_DATA = ("CS", "SS", "DS", "ES", "FS", "GS")
 
@@ -95,6 +97,8 @@ class EntryVector:
     fields: dict[str, int]
     cpu: CpuState = field(default_factory=CpuState)
     link_revision: int = VMCS_REVISION_ID
+    #: The current-VMCS pointer the entry runs with (the link pointer must differ from it).
+    current_vmcs: int = CURRENT_VMCS
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ def model_verdict(vec: EntryVector, maxphyaddr: int = MAXPHYADDR,
         # The upper dword (VMX-abort indicator) must not matter.
         memory.write(link, 0xDEAD_BEEF << 32 | vec.link_revision)
     model = VmxModel(memory, maxphyaddr=maxphyaddr, revision_id=revision_id)
+    model.current_pointer = vec.current_vmcs
     vmcs = Vmcs(full_fields(vec.fields))
     why = model.check_controls(vmcs)
     if why is not None:
@@ -378,7 +383,8 @@ def mutate(rng: random.Random, vec: EntryVector, maxphyaddr: int) -> None:
              rng.getrandbits(64)])
         f["GUEST_IA32_DEBUGCTL"] = rng.choice([0, DEBUGCTL_BTF, 1, 1 << 2, DEBUGCTL_BTF | 1])
     elif kind == 11:            # the VMCS link pointer and the dword at it
-        f["VMCS_LINK_POINTER"] = rng.choice([_U64, LINK_REGION, _address(rng, maxphyaddr)])
+        f["VMCS_LINK_POINTER"] = rng.choice([_U64, LINK_REGION, _address(rng, maxphyaddr),
+                                             vec.current_vmcs])
         vec.link_revision = rng.choice([VMCS_REVISION_ID, VMCS_REVISION_ID,
                                         VMCS_REVISION_ID | VMCS_SHADOW_INDICATOR,
                                         VMCS_REVISION_ID ^ 1, rng.getrandbits(32)])
@@ -501,10 +507,12 @@ def simulate(vectors: Sequence[EntryVector], *, maxphyaddr: int = MAXPHYADDR, se
                 ctx.set(dut.vmcs.as_value(), rng.getrandbits(VMCS_LAYOUT.size))
                 ctx.set(dut.cpu.as_value(), rng.getrandbits(CPU_STATE_LAYOUT.size))
                 ctx.set(dut.link_revision, rng.getrandbits(32))
+                ctx.set(dut.current_vmcs, rng.choice([rng.getrandbits(64), LINK_REGION]))
             else:
                 vec = vectors[item]
                 ctx.set(dut.vmcs.as_value(), vmcs_bits(vec.fields))
                 ctx.set(dut.cpu.as_value(), cpu_bits(vec.cpu))
+                ctx.set(dut.current_vmcs, vec.current_vmcs)
                 need = link_read_needed(vec.fields, maxphyaddr)
                 got_need, got_addr = ctx.get(dut.link_read_needed), ctx.get(dut.link_addr)
                 if got_need != need or got_addr != vec.fields["VMCS_LINK_POINTER"]:

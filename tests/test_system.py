@@ -68,7 +68,7 @@ def test_root_system_instructions(tmp_path):
     msrs = sorted(VMX_MSRS)
     lines: list[str] = []
     expect: list[int] = []
-    for leaf in (0, 1, 0x40000000):
+    for leaf in (0, 1, 0x40000000, 0x80000000, 0x80000008):
         lines += [f"  mov eax, {leaf:#x}", "  mov ecx, 0", "  cpuid", *store("rax", "rbx", "rcx", "rdx")]
         expect += list(CPUID_LEAVES.get(leaf, CPUID_LEAVES[CPUID_MAX_LEAF]))
     for msr in (IA32_FEATURE_CONTROL, MSR_EFER, *msrs):
@@ -109,6 +109,35 @@ def test_root_system_instructions(tmp_path):
     for i, want in enumerate(expect):
         assert got[i] == want, f"table[{i}] = {got[i]:#x}, expected {want:#x}"
     assert 0 < got[len(expect)] < 1000, "RDTSC did not count the cycles of five instructions"
+
+
+def test_cpuid_extended_leaves(tmp_path):
+    """CPUID 0x80000000 / 0x80000008 as the SDM defines them (Vol. 2A, CPUID): the highest
+    extended leaf covers 0x80000008, whose EAX gives the physical-address width (MAXPHYADDR =
+    40, what the translation checks) in bits 7:0 and the linear width (48, 4-level paging) in
+    15:8; 0x80000001 reports Intel 64; the brand string is ASCII; a leaf above the extended
+    maximum answers as the highest basic leaf (leaf 0's EAX), as on Intel parts."""
+    leaves = (0, 0x80000000, 0x80000001, 0x80000002, 0x80000003, 0x80000004, 0x80000008,
+              0x80000009)
+    lines: list[str] = []
+    for leaf in leaves:
+        lines += [f"  mov eax, {leaf:#x}", "  mov ecx, 0", "  cpuid",
+                  *store("rax", "rbx", "rcx", "rdx")]
+    lines += ["  mov eax, 1", "  cpuid", *store("rax", "rbx", "rcx", "rdx")]
+    lines += ["  mov eax, 0", "  out 0xf4, eax"]
+    r = vtx_run(tmp_path, "cpuid", program(lines), dump=4 * (len(leaves) + 1))
+    assert r["exit"] == {"kind": "exit_port", "code": 0}
+    t = r["table"]
+    answer = {leaf: t[4 * i:4 * i + 4] for i, leaf in enumerate(leaves)}
+    leaf1 = t[4 * len(leaves):]
+    assert answer[0x80000000][0] == 0x80000008
+    eax = answer[0x80000008][0]
+    assert eax & 0xFF == 40 and (eax >> 8) & 0xFF == 48 and eax >> 16 == 0
+    assert answer[0x80000001][3] >> 29 & 1          # Intel 64 architecture
+    brand = b"".join(v.to_bytes(4, "little") for leaf in (0x80000002, 0x80000003, 0x80000004)
+                     for v in answer[leaf])
+    assert brand.rstrip(b"\0").decode("ascii").isprintable() and brand[:3] == b"VTX"
+    assert answer[0][0] == 1 and answer[0x80000009] == leaf1
 
 
 FAULTS = {

@@ -90,6 +90,7 @@ from rtl.vmx.entry_checks import VmEntryChecks
 from rtl.vmx.layouts import EntryCheckKind
 from tb.vmx_entry_checks_tb import (
     BASES,
+    CURRENT_VMCS,
     LINK_REGION,
     CpuState,
     EntryVector,
@@ -697,6 +698,9 @@ LINK_CASES = [
     case("link/zero revision at address 0", LINK, "revision", link_revision=0,
          VMCS_LINK_POINTER=0),
     case("link/all ones: revision not read", OK, link_revision=0),
+    # SDM 26.3.1.5: outside SMM the link pointer must not contain the current-VMCS pointer (the
+    # region's revision dword is right: it is a VMCS).
+    case("link/the current VMCS", LINK, "current-VMCS pointer", VMCS_LINK_POINTER=CURRENT_VMCS),
     case("order/controls before host", CONTROLS, "VPID 0", VIRTUAL_PROCESSOR_ID=0, HOST_CR0=0),
     case("order/controls before guest and link", CONTROLS, "MSR lists",
          VM_ENTRY_MSR_LOAD_COUNT=1, GUEST_RFLAGS=0, VMCS_LINK_POINTER=1),

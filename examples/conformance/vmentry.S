@@ -334,6 +334,9 @@ _start:
     EXPECT_FIELD vmcs_link_pointer_failure_qualification_is_4, VMCS_EXIT_QUALIFICATION, ENTRY_FAIL_VMCS_LINK_POINTER
     BAD_GUEST vmcs_link_pointer_bad_revision_is_entry_failure, VMCS_VMCS_LINK_POINTER, BAD_REV
     EXPECT_FIELD vmcs_link_pointer_bad_revision_qualification_is_4, VMCS_EXIT_QUALIFICATION, ENTRY_FAIL_VMCS_LINK_POINTER
+    /* SDM 26.3.1.5: outside SMM the link pointer must not contain the current-VMCS pointer. */
+    BAD_GUEST vmcs_link_pointer_is_the_current_vmcs_is_entry_failure, VMCS_VMCS_LINK_POINTER, VMCS_A
+    EXPECT_FIELD vmcs_link_pointer_current_qualification_is_4, VMCS_EXIT_QUALIFICATION, ENTRY_FAIL_VMCS_LINK_POINTER
     call valid_vmcs
     WRITE VMCS_VMCS_LINK_POINTER, VMCS_B
     call launch

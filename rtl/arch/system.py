@@ -18,11 +18,14 @@ entry point.
 
 from amaranth.lib import data, enum
 
+from .paging import MAXPHYADDR
+
 __all__ = [
     "RunStop", "FAULT_LAYOUT",
     "RAM_BYTES", "OPEN_BUS", "BOOT_PML4", "BOOT_PDPT", "PROGRAM_BASE", "BOOT_STACK_TOP",
     "BOOT_RFLAGS", "IDENTITY_MAP_BYTES", "CONSOLE_PORT", "EXIT_PORT", "IO_OPEN_BUS",
-    "CPUID_VENDOR", "CPUID_MAX_LEAF", "CPUID_LEAVES", "cpuid", "MSR_TSC", "MSR_EFER",
+    "CPUID_VENDOR", "CPUID_MAX_LEAF", "CPUID_MAX_EXTENDED_LEAF", "CPUID_BRAND",
+    "LINEAR_ADDRESS_BITS", "CPUID_LEAVES", "cpuid", "MSR_TSC", "MSR_EFER",
     "FEATURE_CONTROL_RESET",
 ]
 
@@ -61,6 +64,12 @@ IO_OPEN_BUS = 0xFFFFFFFF
 CPUID_VENDOR = "VTXOpenCore!"   # 12 bytes: EBX, EDX, ECX as on silicon
 assert len(CPUID_VENDOR) == 12
 CPUID_MAX_LEAF = 1
+CPUID_MAX_EXTENDED_LEAF = 0x80000008
+#: Leaves 0x80000002..4: the processor brand string, 48 bytes, NUL-padded.
+CPUID_BRAND = "VTXOpenCore x86-64 with VMX"
+assert len(CPUID_BRAND) < 48
+#: Linear-address width (4-level paging), reported with MAXPHYADDR in leaf 0x80000008.
+LINEAR_ADDRESS_BITS = 48
 
 
 def _vendor_regs(vendor: str) -> tuple[int, int, int]:
@@ -71,14 +80,35 @@ def _vendor_regs(vendor: str) -> tuple[int, int, int]:
 
 _VB, _VC, _VD = _vendor_regs(CPUID_VENDOR)
 
+
+def _brand_regs(brand: str) -> list[tuple[int, int, int, int]]:
+    """Leaves 0x80000002..4: 16 bytes each, in EAX, EBX, ECX, EDX (little-endian)."""
+    b = brand.encode("ascii").ljust(48, b"\0")
+    words = [int.from_bytes(b[i:i + 4], "little") for i in range(0, 48, 4)]
+    return [tuple(words[i:i + 4]) for i in range(0, 12, 4)]
+
+
 #: leaf -> (EAX, EBX, ECX, EDX). Leaf 1: family 6 model 0 stepping 1; ECX bit 5 = VMX;
 #: EDX: FPU(0) TSC(4) MSR(5) PAE(6) CX8(8) PGE(13) CMOV(15) -- what the design honours.
-#: Leaves above CPUID_MAX_LEAF answer as the highest basic leaf does on Intel silicon.
+#: Extended leaves (SDM Vol. 2A, CPUID): 0x80000000 the highest extended leaf; 0x80000001 EDX
+#: XD/NX (20: EFER.NXE and the XD bit are honoured) and Intel 64 (29); 0x80000002..4 the brand
+#: string; 0x80000005..7 nothing to report; 0x80000008 EAX = linear << 8 | physical address
+#: width (MAXPHYADDR). Leaves above CPUID_MAX_LEAF or CPUID_MAX_EXTENDED_LEAF answer as the
+#: highest basic leaf does (as Intel silicon does).
 CPUID_LEAVES: dict[int, tuple[int, int, int, int]] = {
     0: (CPUID_MAX_LEAF, _VB, _VC, _VD),
     1: (0x00000601, 0x00000000, 1 << 5, (1 << 0) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8)
         | (1 << 13) | (1 << 15)),
+    0x80000000: (CPUID_MAX_EXTENDED_LEAF, 0, 0, 0),
+    0x80000001: (0, 0, 0, (1 << 20) | (1 << 29)),
+    **{0x80000002 + i: regs for i, regs in enumerate(_brand_regs(CPUID_BRAND))},
+    0x80000005: (0, 0, 0, 0),
+    0x80000006: (0, 0, 0, 0),
+    0x80000007: (0, 0, 0, 0),
+    0x80000008: (LINEAR_ADDRESS_BITS << 8 | MAXPHYADDR, 0, 0, 0),
 }
+assert max(leaf for leaf in CPUID_LEAVES if leaf < 0x80000000) == CPUID_MAX_LEAF
+assert max(CPUID_LEAVES) == CPUID_MAX_EXTENDED_LEAF
 
 
 def cpuid(leaf: int) -> tuple[int, int, int, int]:

@@ -25,7 +25,8 @@ group is the OR of its rules (each rule written with the conditions under which 
 evaluates it). The PDPTE check of a PAE guest (qualification 2) reads memory and is the VMX unit's
 job; it uses the exported `pdpte_ok`.
 
-Timing: ``start`` is a one-cycle pulse; the inputs (``vmcs``, ``cpu``, ``link_revision``) are
+Timing: ``start`` is a one-cycle pulse; the inputs (``vmcs``, ``cpu``, ``link_revision``,
+``current_vmcs``) are
 sampled in that cycle (the unit keeps them stable from ``start`` to ``done`` anyway). Stage 1
 evaluates every rule in parallel and registers one bit per rule (signals ``s1_<group>_<rule>``, for
 waveforms); stage 2 ORs each group, applies the priority and registers ``result``. ``done`` pulses
@@ -38,7 +39,9 @@ pointer is not all ones and is a valid address: 4 KiB aligned, below MAXPHYADDR)
 ``link_addr`` is where it is (the pointer itself). The unit reads that dword before ``start`` and
 presents it on ``link_revision`` in the start cycle; when ``link_read_needed`` is 0 the input is
 ignored. The dword must hold the VMCS revision identifier (constructor parameter `revision_id`,
-default `VMCS_REVISION_ID`, as the model's) with bit 31 (shadow-VMCS indicator) clear.
+default `VMCS_REVISION_ID`, as the model's) with bit 31 (shadow-VMCS indicator) clear. Outside
+SMM (always, here) the pointer must not be the current-VMCS pointer (``current_vmcs``, sampled
+with ``start``).
 
 The helpers below (`canonical`, `vmx_address_ok`, `eptp_ok`, `pdpte_ok`, `pat_ok`,
 `controls_ok`, `limit_granularity_ok`, `greater_than`, `any_bit`, `bits_above`) are pure functions
@@ -545,14 +548,18 @@ def link_pointer_needs_read(v, maxphyaddr: int) -> Value:
     return (link != _U64) & vmx_address_ok(link, maxphyaddr)
 
 
-def link_pointer_rules(v, link_revision, maxphyaddr: int,
+def link_pointer_rules(v, link_revision, current_vmcs, maxphyaddr: int,
                        revision_id: int = VMCS_REVISION_ID) -> dict[str, Value]:
-    """The VMCS link pointer (SDM 26.3.1.5, last bullet; qualification 4)."""
+    """The VMCS link pointer (SDM 26.3.1.5, last bullet; qualification 4): unless all ones, a
+    valid address whose region carries the revision identifier with the shadow indicator clear
+    (``link``), and, outside SMM, not the current-VMCS pointer (``link_current``)."""
     link = v.vmcs_link_pointer
     rev = Value.cast(link_revision)
     bad_revision = (((rev & VMCS_REVISION_MASK) != (revision_id & VMCS_REVISION_MASK))
                     | any_bit(rev, VMCS_SHADOW_INDICATOR))
-    return {"link": (link != _U64) & (~vmx_address_ok(link, maxphyaddr) | bad_revision)}
+    used = link != _U64
+    return {"link": used & (~vmx_address_ok(link, maxphyaddr) | bad_revision),
+            "link_current": used & (link == current_vmcs)}
 
 
 # =================================================================================================
@@ -569,6 +576,7 @@ class VmEntryChecks(wiring.Component):
         cpu: In(CPU_STATE_LAYOUT) -- processor state (only EFER.LMA is used), sampled with `start`
         link_revision: In(32) -- the dword at `link_addr`, sampled with `start` (ignored unless
             `link_read_needed`)
+        current_vmcs: In(64) -- the current-VMCS pointer, sampled with `start`
         link_read_needed: Out(1), link_addr: Out(64) -- combinational from `vmcs`
         start: In(1) -- one-cycle pulse; a new one may come in any cycle
         done: Out(1) -- one-cycle pulse `LATENCY` cycles after `start`
@@ -584,6 +592,7 @@ class VmEntryChecks(wiring.Component):
     vmcs: In(VMCS_LAYOUT)
     cpu: In(CPU_STATE_LAYOUT)
     link_revision: In(32)
+    current_vmcs: In(64)
     link_read_needed: Out(1)
     link_addr: Out(64)
     start: In(1)
@@ -616,7 +625,8 @@ class VmEntryChecks(wiring.Component):
                 **{f"rip_{k}": x for k, x in guest_rip_rflags_rules(v).items()},
                 **{f"nonreg_{k}": x for k, x in guest_nonregister_rules(v).items()},
             },
-            "link": link_pointer_rules(v, self.link_revision, mp, self.revision_id),
+            "link": link_pointer_rules(v, self.link_revision, self.current_vmcs, mp,
+                                       self.revision_id),
         }
 
     def elaborate(self, platform):

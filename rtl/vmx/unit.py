@@ -595,7 +595,8 @@ class VmxUnit(wiring.Component):
         # --- VM entry: checks block, host state, guest state loaded ---------------------------
         m.submodules.checks = checks = VmEntryChecks(maxphyaddr=mpa)
         link_rev = Signal(32)
-        m.d.comb += [checks.vmcs.eq(wc), checks.cpu.eq(q.cpu), checks.link_revision.eq(link_rev)]
+        m.d.comb += [checks.vmcs.eq(wc), checks.cpu.eq(q.cpu), checks.link_revision.eq(link_rev),
+                     checks.current_vmcs.eq(cur_ptr)]
         exit_ctls = wc.vm_exit_controls
         entry_ctls = wc.vm_entry_controls
         host64 = exit_ctls[bit(EXIT_CTL_HOST_ADDRESS_SPACE_SIZE)]

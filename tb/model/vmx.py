@@ -1065,6 +1065,9 @@ class VmxModel:
             rev = self._revision_dword(link)
             if rev & VMCS_REVISION_MASK != self.revision_id or rev & VMCS_SHADOW_INDICATOR:
                 return ENTRY_FAIL_VMCS_LINK_POINTER, f"VMCS link pointer revision {rev:#x}"
+            # Outside SMM (this processor has none) it must not be the current VMCS itself.
+            if link == self.current_pointer:
+                return ENTRY_FAIL_VMCS_LINK_POINTER, "VMCS link pointer = current-VMCS pointer"
         return None
 
     def _guest_regs_problem(self, vmcs: Vmcs) -> str | None:

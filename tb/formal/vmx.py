@@ -139,7 +139,8 @@ class FreeEntryChecks(wiring.Component):
         from rtl.vmx.layouts import CPU_STATE_LAYOUT, VMCS_LAYOUT
         super().__init__({
             "vmcs": In(VMCS_LAYOUT), "cpu": In(CPU_STATE_LAYOUT), "link_revision": In(32),
-            "current_vmcs": In(64), "link_read_needed": Out(1), "link_addr": Out(64), "start": In(1), "done": Out(1),
+            "current_vmcs": In(64), "link_read_needed": Out(1), "link_addr": Out(64),
+            "start": In(1), "done": Out(1),
             "result": Out(ENTRY_CHECK_RESULT_LAYOUT),
         })
 

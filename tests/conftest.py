@@ -85,17 +85,21 @@ def make_private_build_root(directory: Path) -> Path:
 
 #: The build/ entries that hold what users' commands write (`make demo`/`make waves`, `make bench`,
 #: `make synth`), as opposed to caches: files there must come out of the session unchanged.
-#: build/bench's subdirectories are the bench's model caches.
-USER_OUTPUTS = {"waves": True, "bench": False, "synth": True}    # name -> recursive
+#: name -> (recursive, the suffixes of the outputs or None for all): build/bench's reports sit
+#: beside the bench's model caches (obj_*/, their build logs and locks).
+USER_OUTPUTS = {"waves": (True, None), "bench": (False, (".json", ".md", ".png", ".S")),
+                "synth": (True, None)}
 
 
 def _user_outputs(root: Path) -> dict[str, tuple[int, int]]:
     files = {}
-    for name, recursive in USER_OUTPUTS.items():
+    for name, (recursive, suffixes) in USER_OUTPUTS.items():
         base = root / name
         if not base.is_dir():
             continue
         for path in base.rglob("*") if recursive else base.iterdir():
+            if suffixes is not None and path.suffix not in suffixes:
+                continue
             if path.is_file() and not path.is_symlink():
                 stat = path.stat()
                 files[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)

@@ -34,6 +34,18 @@ def int_option(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def standalone_main(prog: str, description: str, configure, run,
+                    argv: Sequence[str] | None = None, *, raw_description: bool = True) -> int:
+    """The ``python -m sim.X`` entry of a subcommand: the parser `configure(parser)` fills,
+    under the name `prog`, then `run(args)`'s exit status."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        formatter_class=(argparse.RawDescriptionHelpFormatter if raw_description
+                         else argparse.HelpFormatter))
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
 #: Subcommand -> the module that provides it, in the order of `vtx --help`.
 SUBCOMMANDS: dict[str, str] = {
     "run": "sim.run",               # run an x86-64 program (.S or flat binary) on the system RTL

@@ -12,8 +12,9 @@ A TLB hit that would fault goes to the walker, which finds the exact fault with 
 caches change only how many references and cycles a request takes, never its outcome.
 
 Responses leave from one registered output; finished walks take precedence over hits there so
-that walks always finish. Invalidations wait until nothing is in flight, then clear every
-matching entry of every cache in one cycle.
+that walks always finish. Invalidations wait until nothing is in flight, then start in every
+cache at once: ALL clears in that cycle, the other kinds scan each cache's sets (one per cycle)
+while new requests are held.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
@@ -23,7 +24,7 @@ from amaranth.utils import ceil_log2
 from .. import arch
 from ..arch import Access, Outcome, PageSize
 from . import checks, keys
-from .cam import AssocCache
+from .cache import MAX_WAYS, SetAssocCache, cache_geometry
 from .layouts import COUNTERS, translation_signature
 from .walker import Walker
 
@@ -45,8 +46,9 @@ class TranslationUnit(wiring.Component):
 
     def __init__(self, *, maxphyaddr=arch.MAXPHYADDR, tag_width=8, contexts=8,
                  tlb_entries=(32, 8, 4), gpsc_entries=(4, 4, 32), epsc_entries=(4, 4, 32),
-                 nested_entries=16):
+                 nested_entries=16, ways=MAX_WAYS):
         self.maxphyaddr = maxphyaddr
+        self.ways = ways
         self.tag_width = tag_width
         self.contexts = contexts
         self.tlb_entries = tuple(tlb_entries)
@@ -65,7 +67,7 @@ class TranslationUnit(wiring.Component):
         m.submodules.walker = walker = Walker(
             maxphyaddr=M, tag_width=self.tag_width, contexts=self.contexts,
             gpsc_entries=self.gpsc_entries, epsc_entries=self.epsc_entries,
-            nested_entries=self.nested_entries)
+            nested_entries=self.nested_entries, ways=self.ways)
         wiring.connect(m, walker.mem_req, wiring.flipped(self.mem_req))
         wiring.connect(m, wiring.flipped(self.mem_resp), walker.mem_resp)
         m.d.comb += [walker.ctx.eq(ctx), walker.inval.eq(self.inval.payload)]
@@ -76,16 +78,19 @@ class TranslationUnit(wiring.Component):
 
         tlb = []
         for (size, shift), entries in zip(TLB_SIZES, self.tlb_entries):
-            cache = AssocCache(key_width=keys.tlb_key_width(shift, M),
-                               data_width=keys.tlb_payload(M).size, entries=entries)
+            sets, ways = cache_geometry(entries, self.ways)
+            cache = SetAssocCache(key_width=keys.tlb_key_width(shift, M),
+                                  data_width=keys.tlb_payload(M).size, sets=sets, ways=ways)
             m.submodules[f"tlb_{size.name[5:].lower()}"] = cache
             tlb.append(cache)
 
         # --- invalidation ----------------------------------------------------------------------
         l1_valid = Signal()
         inval_now = Signal()
+        scanning = Signal()                # a cache scans for an invalidation: requests wait
         m.d.comb += [
-            inval_now.eq(self.inval.valid & ~l1_valid & walker.idle),
+            scanning.eq(Cat(c.busy for c in tlb).any() | walker.inval_busy),
+            inval_now.eq(self.inval.valid & ~l1_valid & walker.idle & ~scanning),
             self.inval.ready.eq(inval_now),
             walker.inval_en.eq(inval_now),
         ]
@@ -111,7 +116,7 @@ class TranslationUnit(wiring.Component):
         m.d.comb += [
             l0_req.eq(Mux(use_replay, walker.replay.payload.req, self.req.payload)),
             walker.replay.ready.eq(advance),
-            self.req.ready.eq(advance & ~use_replay & ~self.inval.valid),
+            self.req.ready.eq(advance & ~use_replay & ~self.inval.valid & ~scanning),
         ]
         l0_valid = use_replay | (self.req.valid & self.req.ready)
         for cache, (size, shift) in zip(tlb, TLB_SIZES):
@@ -208,7 +213,7 @@ class TranslationUnit(wiring.Component):
         m.d.comb += advance.eq(~l1_valid | l1_leaves)
 
         # --- status and counters ---------------------------------------------------------------
-        m.d.comb += self.idle.eq(~l1_valid & walker.idle & ~self.resp.valid)
+        m.d.comb += self.idle.eq(~l1_valid & walker.idle & ~self.resp.valid & ~scanning)
         events = {
             "requests": self.req.valid & self.req.ready,
             "tlb_hits": l1_resp_taken & hit_ok,

@@ -12,14 +12,16 @@ write the same context in the same cycle:
     COMMIT --all accessed/dirty writes accepted by memory--> DONE --response taken--> FREE
 
 The step engine is a two-stage pipeline shared by all contexts, one event per cycle:
-  E0  picks an event: a memory response (from a skid register) or a context that wants a cache
-      probe; presents the probe keys (guest PSC, EPT PSC, nested TLB) to the tag compares.
+  E0  picks an event: a memory response (straight from `mem_resp`, or from the skid register
+      when one had to wait) or a context that wants a cache probe; presents the probe keys
+      (guest PSC, EPT PSC, nested TLB) to the tag compares.
   E1  has the entry and the probe payloads; applies the spec's checks, computes the context's
       next state and the address of its next memory reference, appends accessed/dirty writes to
       the context's write list and fills caches.
-Memory requests leave from a registered output chosen among contexts in MEM_ISSUE (and the write
-committer), so a memory response reaches the next request only through E1's registers and the
-context registers: there is no combinational path from `mem_resp` to `mem_req`.
+Memory requests leave from a registered output: E1's read when the port is free and nothing
+waits for it, else one chosen among contexts in MEM_ISSUE (and the write committer). So a memory
+response reaches the next request only through E1's registers: there is no combinational path
+from `mem_resp` to `mem_req`.
 
 Accessed/dirty flags are collected per context in a write list (a `Memory`) and written only
 when the request has succeeded (spec rule 6). Caches are filled only with entries whose flags
@@ -34,7 +36,7 @@ from amaranth.utils import ceil_log2
 from .. import arch
 from ..arch import Access, Outcome, PageSize
 from . import checks, keys
-from .cam import AssocCache
+from .cache import MAX_WAYS, SetAssocCache, cache_geometry
 from .layouts import (context_layout, invalidation_layout, mem_request_layout,
                       mem_response_layout, request_layout, response_layout)
 
@@ -116,8 +118,10 @@ def _is_walking(state):
 
 class Walker(wiring.Component):
     def __init__(self, *, maxphyaddr=arch.MAXPHYADDR, tag_width=8, contexts=8,
-                 gpsc_entries=(4, 4, 32), epsc_entries=(4, 4, 32), nested_entries=16):
+                 gpsc_entries=(4, 4, 32), epsc_entries=(4, 4, 32), nested_entries=16,
+                 ways=MAX_WAYS):
         self.maxphyaddr = maxphyaddr
+        self.ways = ways
         self.tag_width = tag_width
         self.contexts = contexts
         self.gpsc_entries = gpsc_entries    # PML4E, PDPTE, PDE
@@ -139,9 +143,14 @@ class Walker(wiring.Component):
                 "en": 1, "size": PageSize, "gla": 64, "data": keys.tlb_payload(M)})),
             "inval_en": In(1),
             "inval": In(invalidation_layout()),
+            "inval_busy": Out(1),      # a cache of the walker scans for an invalidation
             "idle": Out(1),
             "walk_started": Out(1), "read_issued": Out(1), "write_issued": Out(1),
         })
+
+    def _geometry(self, entries):
+        sets, ways = cache_geometry(entries, self.ways)
+        return dict(sets=sets, ways=ways)
 
     def elaborate(self, platform):
         m = Module()
@@ -180,17 +189,21 @@ class Walker(wiring.Component):
         # --- caches owned by the walker --------------------------------------------------------
         gpsc = {}
         for level, entries in zip((3, 2, 1), self.gpsc_entries):
-            gpsc[level] = AssocCache(key_width=keys.gpsc_key_width(level, M),
-                                     data_width=keys.gpsc_payload(M).size, entries=entries)
+            gpsc[level] = SetAssocCache(key_width=keys.gpsc_key_width(level, M),
+                                        data_width=keys.gpsc_payload(M).size,
+                                        **self._geometry(entries))
             m.submodules[f"gpsc_{arch.LEVEL_NAMES[level].lower()}"] = gpsc[level]
         epsc = {}
         for level, entries in zip((3, 2, 1), self.epsc_entries):
-            epsc[level] = AssocCache(key_width=keys.epsc_key_width(level, M),
-                                     data_width=keys.epsc_payload(M).size, entries=entries)
+            epsc[level] = SetAssocCache(key_width=keys.epsc_key_width(level, M),
+                                        data_width=keys.epsc_payload(M).size,
+                                        **self._geometry(entries))
             m.submodules[f"epsc_{arch.LEVEL_NAMES[level].lower()}"] = epsc[level]
-        m.submodules.nested_tlb = nested = AssocCache(
+        m.submodules.nested_tlb = nested = SetAssocCache(
             key_width=keys.nested_key_width(M), data_width=keys.nested_payload(M).size,
-            entries=self.nested_entries)
+            **self._geometry(self.nested_entries))
+        caches = [*gpsc.values(), *epsc.values(), nested]
+        m.d.comb += self.inval_busy.eq(Cat(c.busy for c in caches).any())
 
         for level, cache in gpsc.items():
             en, mask, match = keys.linear_inval(self.inval, False, 48 - arch.level_shift(level), M)
@@ -252,36 +265,46 @@ class Walker(wiring.Component):
         probe_idx, probe_any = _priority(
             m, in_state(WalkState.PROBE_GUEST, WalkState.PROBE_EPT), cw)
         prefer_probe = Signal()
+        take_skid = Signal()                # the response in the skid register
+        take_direct = Signal()              # the response on `mem_resp`, skid register empty
         take_rsp = Signal()
         take_probe = Signal()
+        rsp_turn = ~(probe_any & prefer_probe)
         m.d.comb += [
-            take_rsp.eq(rsp_valid & ~(probe_any & prefer_probe)),
+            take_skid.eq(rsp_valid & rsp_turn),
+            take_direct.eq(~rsp_valid & self.mem_resp.valid & rsp_turn),
+            take_rsp.eq(take_skid | take_direct),
             take_probe.eq(probe_any & ~take_rsp),
-            self.mem_resp.ready.eq(~rsp_valid | take_rsp),
+            # From registers only: no path from `mem_resp.valid` to `mem_resp.ready`.
+            self.mem_resp.ready.eq(~rsp_valid | take_skid),
         ]
-        with m.If(self.mem_resp.valid & self.mem_resp.ready):
+        with m.If(self.mem_resp.valid & self.mem_resp.ready & ~take_direct):
             m.d.sync += [rsp_valid.eq(1), rsp_tag.eq(self.mem_resp.payload.tag),
                          rsp_data.eq(self.mem_resp.payload.data)]
-        with m.Elif(take_rsp):
+        with m.Elif(take_skid):
             m.d.sync += rsp_valid.eq(0)
         with m.If(take_rsp | take_probe):
             m.d.sync += prefer_probe.eq(take_rsp)
+        ev_tag = Mux(rsp_valid, rsp_tag, self.mem_resp.payload.tag)
+        ev_data = Mux(rsp_valid, rsp_data, self.mem_resp.payload.data)
 
         e0_ctx = Signal(cw)
-        m.d.comb += e0_ctx.eq(Mux(take_rsp, rsp_tag, probe_idx))
-        e0 = select(e0_ctx, "e0_sel", ("gla", "target"))
+        m.d.comb += e0_ctx.eq(Mux(take_rsp, ev_tag, probe_idx))
         with m.If(take_rsp | take_probe):
             m.d.sync += state_arr[e0_ctx].eq(WalkState.ENGINE)
 
-        # Probe keys, from the context's registers only.
+        # Probe keys, from the registers of the context that wants a probe (E1 uses the hits
+        # only for a probe event, so the keys need not wait for the choice between the two).
+        # Only a probe taken counts as a use for the caches' replacement order.
+        probe = select(probe_idx, "probe_sel", ("gla", "target"))
         for level, cache in gpsc.items():
-            m.d.comb += [cache.lookup_key.eq(keys.gpsc_key(e0.gla, level, tag, ctx.vpid)),
-                         cache.lookup_en.eq(1)]
+            m.d.comb += [cache.lookup_key.eq(keys.gpsc_key(probe.gla, level, tag, ctx.vpid)),
+                         cache.lookup_en.eq(take_probe)]
         for level, cache in epsc.items():
-            m.d.comb += [cache.lookup_key.eq(keys.epsc_key(e0.target, level, tag, M)),
-                         cache.lookup_en.eq(1)]
-        m.d.comb += [nested.lookup_key.eq(keys.nested_key(e0.target, tag, M)),
-                     nested.lookup_en.eq(1)]
+            m.d.comb += [cache.lookup_key.eq(keys.epsc_key(probe.target, level, tag, M)),
+                         cache.lookup_en.eq(take_probe)]
+        m.d.comb += [nested.lookup_key.eq(keys.nested_key(probe.target, tag, M)),
+                     nested.lookup_en.eq(take_probe)]
 
         e1_valid = Signal()
         e1_ctx = Signal(cw)
@@ -296,7 +319,7 @@ class Walker(wiring.Component):
             e1_ctx.eq(e0_ctx),
             e1_probe.eq(take_probe),
             e1_probe_guest.eq(state_arr[probe_idx] == WalkState.PROBE_GUEST),
-            e1_data.eq(rsp_data),
+            e1_data.eq(ev_data),
             n_hit.eq(nested.lookup_hit),
         ]
         m.d.sync += [g_hit[lv].eq(c.lookup_hit) for lv, c in gpsc.items()]
@@ -310,10 +333,15 @@ class Walker(wiring.Component):
         nxt = Signal(layout, name="e1_next")
         nstate = Signal(WalkState, name="e1_next_state")
         m.d.comb += [nxt.eq(cur), nstate.eq(WalkState.ENGINE)]
+        # A read E1 asks for goes straight into the memory port's register when the port is free
+        # and nobody waits for it (no write to commit, no context in MEM_ISSUE), so the context
+        # skips MEM_ISSUE; otherwise it queues there.
+        direct_issue = Signal()
         with m.If(e1_valid):
             for i in range(N):
                 with m.If(e1_ctx == i):
-                    m.d.sync += [wc[i].eq(nxt), state[i].eq(nstate)]
+                    m.d.sync += [wc[i].eq(nxt),
+                                 state[i].eq(Mux(direct_issue, WalkState.MEM_WAIT, nstate))]
 
         # The write list: E1 appends, the committer reads.
         wentry = write_entry_layout(M)
@@ -411,6 +439,7 @@ class Walker(wiring.Component):
                 m.d.comb += [nxt.entry_eperm.eq(perm), nxt.entry_clean.eq(clean)]
                 issue_read(hpa, 0)
 
+        fill_sources = {}                   # cache -> (key, payload) of its one fill site
         write = cur.access == Access.WRITE
         user = cur.cpl == 3
         entry = e1_data
@@ -482,11 +511,9 @@ class Walker(wiring.Component):
                 with m.If(leaf & (cur.purpose == 0)):
                     entry_translated(hpa, perm, clean)
                     with m.If(clean & perm[0] & (~ad | perm[1])):
-                        m.d.comb += [
-                            nested.fill_en.eq(1),
-                            nested.fill_key.eq(keys.nested_key(cur.target, tag, M)),
-                            nested.fill_data.eq(Cat(hpa[12:M], perm)),
-                        ]
+                        fill_sources[nested] = (keys.nested_key(cur.target, tag, M),
+                                                Cat(hpa[12:M], perm))
+                        m.d.comb += nested.fill_en.eq(1)
                 with m.Elif(leaf):
                     with m.If(~checks.ept_access_allowed(cur.access, perm)):
                         violation(acc_bits, perm, 1, cur.target)
@@ -501,11 +528,9 @@ class Walker(wiring.Component):
                     m.d.comb += nxt.e_clean.eq(clean)
                     for lv, cache in epsc.items():
                         with m.If((lvl == lv) & clean):
-                            m.d.comb += [
-                                cache.fill_en.eq(1),
-                                cache.fill_key.eq(keys.epsc_key(cur.target, lv, tag, M)),
-                                cache.fill_data.eq(Cat(entry[12:M], perm)),
-                            ]
+                            fill_sources[cache] = (keys.epsc_key(cur.target, lv, tag, M),
+                                                   Cat(entry[12:M], perm))
+                            m.d.comb += cache.fill_en.eq(1)
                     issue_ept_read(entry[12:M], lvl - 1, perm)
 
         with m.Elif(e1_valid):
@@ -569,13 +594,16 @@ class Walker(wiring.Component):
                 with m.Else():
                     for lv, cache in gpsc.items():
                         with m.If((lvl == lv) & g_clean):
-                            m.d.comb += [
-                                cache.fill_en.eq(1),
-                                cache.fill_key.eq(keys.gpsc_key(cur.gla, lv, tag, ctx.vpid)),
-                                cache.fill_data.eq(Cat(entry[12:M], rw, us, xd)),
-                            ]
+                            fill_sources[cache] = (keys.gpsc_key(cur.gla, lv, tag, ctx.vpid),
+                                                   Cat(entry[12:M], rw, us, xd))
+                            m.d.comb += cache.fill_en.eq(1)
                     m.d.comb += [nxt.gtable.eq(entry[12:M]), nxt.glevel.eq(lvl - 1)]
                     begin_entry_translation(index_addr(entry[12:M], cur.gla, lvl - 1))
+
+        # The caches' fill keys and payloads, outside the conditions that decide `fill_en`: the
+        # fill registers then load every cycle, and only `fill_en` waits for E1's decision.
+        for cache, (fill_key, fill_data) in fill_sources.items():
+            m.d.comb += [cache.fill_key.eq(fill_key), cache.fill_data.eq(fill_data)]
 
         # --- the write committer ---------------------------------------------------------------
         commit_idx, commit_any = _priority(m, in_state(WalkState.COMMIT), cw)
@@ -612,6 +640,17 @@ class Walker(wiring.Component):
         issue_idx, issue_any = _priority(m, in_state(WalkState.MEM_ISSUE), cw)
         issue_sel = select(issue_idx, "issue_sel", ("rd_addr",))
         slot_free = ~self.mem_req.valid | self.mem_req.ready
+
+        def offer_read(tag, addr):
+            m.d.sync += [
+                self.mem_req.valid.eq(1),
+                self.mem_req.payload.tag.eq(tag),
+                self.mem_req.payload.addr.eq(addr),
+                self.mem_req.payload.write.eq(0),
+                self.mem_req.payload.data.eq(0),
+            ]
+        m.d.comb += direct_issue.eq(e1_valid & (nstate == WalkState.MEM_ISSUE) & slot_free
+                                    & ~(cm_busy & cm_have) & ~issue_any)
         with m.If(slot_free):
             with m.If(cm_busy & cm_have):
                 m.d.comb += cm_take.eq(1)
@@ -627,16 +666,13 @@ class Walker(wiring.Component):
                         | (wl_rd.data.ept_d << arch.EPT_D_BIT)),
                 ]
             with m.Elif(issue_any):
-                m.d.sync += [
-                    self.mem_req.valid.eq(1),
-                    self.mem_req.payload.tag.eq(issue_idx),
-                    self.mem_req.payload.addr.eq(issue_sel.rd_addr),
-                    self.mem_req.payload.write.eq(0),
-                    self.mem_req.payload.data.eq(0),
-                    state_arr[issue_idx].eq(WalkState.MEM_WAIT),
-                ]
+                offer_read(issue_idx, issue_sel.rd_addr)
+                m.d.sync += state_arr[issue_idx].eq(WalkState.MEM_WAIT)
             with m.Else():
-                m.d.sync += self.mem_req.valid.eq(0)
+                # E1's read, if it asks for one. The payload is loaded either way, so that only
+                # `valid` waits for E1's decision (the registers' enables stay off its path).
+                offer_read(e1_ctx, nxt.rd_addr)
+                m.d.sync += self.mem_req.valid.eq(direct_issue)
         m.d.comb += handshake.eq(self.mem_req.valid & self.mem_req.ready)
         m.d.comb += [
             self.read_issued.eq(handshake & ~self.mem_req.payload.write),

@@ -66,7 +66,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    configure(parser)
-    return run(parser.parse_args(argv))
+    from sim.cli import standalone_main
+    return standalone_main("python -m sim.bench", __doc__, configure, run, argv)

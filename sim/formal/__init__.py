@@ -269,10 +269,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m sim.formal", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    configure(ap)
-    return run(ap.parse_args(argv))
+    from sim.cli import standalone_main
+    return standalone_main("python -m sim.formal", __doc__, configure, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

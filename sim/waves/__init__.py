@@ -130,12 +130,7 @@ def sanitize_vcd_header(vcd_path: str | Path) -> int:
     """
     changed = 0
     with open(vcd_path, "r+b") as f:
-        header = b""
-        while b"$enddefinitions" not in header:
-            chunk = f.read(1 << 20)
-            if not chunk:
-                break
-            header += chunk
+        header = _vcd_header(f)
 
         def fix(m: re.Match) -> bytes:
             nonlocal changed
@@ -1017,6 +1012,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.waves", description=__doc__.split("\n")[0])
-    configure(parser)
-    return run(parser.parse_args(argv))
+    from sim.cli import standalone_main
+    return standalone_main("python -m sim.waves", __doc__.split("\n")[0], configure, run, argv,
+                           raw_description=False)

@@ -1,5 +1,5 @@
-"""Formal harness of `AssocCache`, the associative cache every TLB, paging-structure cache and
-the nested TLB are built from, together with the key and invalidation construction of
+"""Formal harness of `SetAssocCache`, the set-associative cache every TLB, paging-structure
+cache and the nested TLB are built from, together with the key and invalidation construction of
 `rtl/translation/keys.py` as the unit wires it.
 
 The environment is free: every cycle the solver picks a lookup (key, enable), a fill (enable,
@@ -12,9 +12,11 @@ holds for every key. The harness keeps a shadow of what the cache should know ab
     dead   an invalidation covering K came after K's last fill
 
 A fill is registered at the cache's input: presented in cycle t, it takes effect at the end of
-cycle t+1 unless an invalidation is applied in that cycle (then it is dropped, so no stale
-translation survives the invalidation). The harness models exactly that, with its own copy of
-the input register.
+cycle t+1 unless an invalidation is applied in that cycle or a scan runs (then it is dropped, so
+no stale translation survives the invalidation). The harness models exactly that, with its own
+copy of the input register. The environment applies invalidations only while the cache is not
+busy (the unit's contract); an invalidation's effect is judged in the first cycle after its
+scan, when the cache answers lookups again.
 
 Properties (each can be selected on its own; see `PROPERTIES`):
 
@@ -24,12 +26,14 @@ Properties (each can be selected on its own; see `PROPERTIES`):
                    VPID) was filled: entries of one VPID or EPTP never answer for another
     inval          after an invalidation that covers K (spec terms: ALL; VPID; EPTP; VPID+address)
                    a lookup of K misses until K is filled again
-    inval_precise  an invalidation that does not cover K leaves K's entry in the cache
+    inval_precise  an invalidation that does not cover K leaves K's entry in the cache: K hits
+                   in the first cycle after the invalidation (after its scan)
     unique         no two valid entries hold the same key
 
 Auxiliary assertions (always on, so proven too; they make k-induction close): the harness's
-fill register equals the cache's, and every valid entry whose key is K holds `have` and `data`
-(read through comb read ports added to the cache's payload memory, outside the RTL source).
+fill register equals the cache's, the scan position is a set, and every valid entry whose key is
+K holds `have` and `data` unless the running scan removes K and has not reached K's set yet
+(entries read through comb read ports added to the cache's memories, outside the RTL source).
 
 Key schemes (`scheme`):
 
@@ -56,7 +60,7 @@ from amaranth.lib import data
 from rtl import arch
 from rtl.arch import Invalidation
 from rtl.translation import keys
-from rtl.translation.cam import AssocCache
+from rtl.translation.cache import SetAssocCache
 from rtl.translation.layouts import invalidation_layout
 
 from . import AnyConst, AnySeq, Assert, Cover, FormalTop, internal_signal, past
@@ -67,26 +71,36 @@ SCHEMES = ("raw", "tlb4k", "tlb2m", "tlb1g", "gpsc1", "gpsc2", "gpsc3",
 INVAL_KINDS = ("ALL", "VPID", "EPTP", "VPID_ADDR")
 
 
-class ObservedAssocCache(AssocCache):
-    """`AssocCache` exactly as in rtl/, plus handles on its internal state for the harness:
-    `obs_keys` (the key registers), `obs_fill` (the registered fill: en, key, data) and
-    `obs_mem` (one combinational read port per entry of the payload memory; read ports do not
-    change what the memory holds). Mutations subclass this and override `mutate`."""
+class ObservedSetAssocCache(SetAssocCache):
+    """`SetAssocCache` exactly as in rtl/, plus handles on its internal state for the harness,
+    entry `e` = set * ways + way: `obs_keys` (the key each entry holds: its set index and the
+    tag memory's row), `obs_mem` (its payload), both through combinational read ports added to
+    the memories (read ports do not change what a memory holds); `obs_valid`, `obs_fill` (the
+    registered fill: en, key, data), `obs_busy` and `obs_scan` (set, mask, match of the running
+    scan). Mutations subclass this and override `mutate`."""
 
     def elaborate(self, platform):
         m = super().elaborate(platform)
         if self.entries == 0:
             return m
-        self.obs_keys = [internal_signal(m, f"key{i}", "sync") for i in range(self.entries)]
+        ib, kw = self.index_width, self.key_width
+        tw = kw - ib
         self.obs_valid = internal_signal(m, "valid", "sync")
         self.obs_fill = tuple(internal_signal(m, name, "sync")
                               for name in ("fill_en", "fill_key", "fill_data"))
-        mem = m.submodules["data"]
-        self.obs_mem = []
-        for i in range(self.entries):
-            port = mem.read_port(domain="comb")
-            m.d.comb += port.addr.eq(i)
-            self.obs_mem.append(port.data)
+        self.obs_busy = internal_signal(m, "busy", "sync")
+        self.obs_scan = tuple(internal_signal(m, name, "sync")
+                              for name in ("scan_set", "scan_mask", "scan_match"))
+        self.obs_keys, self.obs_mem = [], []
+        for s in range(self.sets):
+            for w in range(self.ways):
+                tag = m.submodules[f"tag{w}"].read_port(domain="comb")
+                pay = m.submodules[f"data{w}"].read_port(domain="comb")
+                m.d.comb += [tag.addr.eq(s), pay.addr.eq(s)]
+                key = Signal(kw, name=f"obs_key{s}_{w}")
+                m.d.comb += key.eq(Cat(Const(s, ib), tag.data[:tw]) if ib else tag.data[:tw])
+                self.obs_keys.append(key)
+                self.obs_mem.append(pay.data)
         self.mutate(m)
         return m
 
@@ -185,10 +199,21 @@ class _Scheme:
         return (kind == Invalidation.ALL) | ((kind == Invalidation.EPTP) & same_ept)
 
 
+def _after_invalidation(m, busy, event, name):
+    """1 in the first cycle after the invalidation applied when `event` was 1 has finished: the
+    next cycle for a one-cycle clear, the first cycle after its scan otherwise."""
+    flag = Signal(name=name)
+    with m.If(event):
+        m.d.sync += flag.eq(1)
+    with m.Elif(~busy):
+        m.d.sync += flag.eq(0)
+    return flag & ~busy
+
+
 # --- the harness -------------------------------------------------------------------------------
 
 class CacheHarness(FormalTop):
-    """`AssocCache` in a free environment with the shadow of one symbolic key (module doc).
+    """`SetAssocCache` in a free environment with the shadow of one symbolic key (module doc).
 
     `props`: the properties asserted (all by default); `covers`: emit the non-vacuity covers
     instead of the assertions; `aux`: also assert the auxiliary assertions (and `unique`),
@@ -197,12 +222,13 @@ class CacheHarness(FormalTop):
     `linear_inval`/`physical_inval`: the invalidation constructors (mutations pass broken ones).
     """
 
-    def __init__(self, *, scheme="raw", entries=3, key_width=4, data_width=3, maxphyaddr=40,
-                 props=PROPERTIES, covers=False, aux=True, cache_cls=ObservedAssocCache,
+    def __init__(self, *, scheme="raw", sets=2, ways=2, key_width=4, data_width=3,
+                 maxphyaddr=40, props=PROPERTIES, covers=False, aux=True,
+                 cache_cls=ObservedSetAssocCache,
                  linear_inval=keys.linear_inval, physical_inval=keys.physical_inval):
         super().__init__()
         self.scheme = _Scheme(scheme, maxphyaddr, key_width)
-        self.entries = entries
+        self.sets, self.ways = sets, ways
         self.data_width = data_width
         self.props = set(props)
         assert self.props <= set(PROPERTIES), self.props
@@ -215,9 +241,9 @@ class CacheHarness(FormalTop):
     def elaborate(self, platform):
         m = self.formal_module()
         sc = self.scheme
-        n = self.entries
+        n = self.sets * self.ways
         kw, dw = sc.key_width, self.data_width
-        cache = self.cache_cls(key_width=kw, data_width=dw, entries=n)
+        cache = self.cache_cls(key_width=kw, data_width=dw, sets=self.sets, ways=self.ways)
         # Elaborated here (not by Amaranth later) so the harness gets the `obs_*` handles.
         m.submodules.cache = cache.elaborate(platform)
         cache._MustUse__silence = True
@@ -228,7 +254,10 @@ class CacheHarness(FormalTop):
         fill_data = AnySeq(dw)
         fill_en = AnySeq(1)
         lookup_en = AnySeq(1)
-        inval_go = AnySeq(1)            # the unit's "apply an invalidation now"
+        # The unit's "apply an invalidation now": never while a scan runs (the unit waits).
+        inval_go = Signal(name="inval_go")
+        busy = cache.obs_busy
+        m.d.comb += inval_go.eq(AnySeq(1) & ~busy)
         inv, inv_en, mask, match = sc.inval(m, self.linear_inval, self.physical_inval)
         applied = Signal()
         m.d.comb += [
@@ -250,7 +279,7 @@ class CacheHarness(FormalTop):
         p_data = Signal(dw, name="p_fill_data")
         m.d.sync += [p_en.eq(fill_en), p_key.eq(fill_key), p_data.eq(fill_data)]
         commit_k = Signal(name="commit_k")         # K's fill takes effect at the end of this cycle
-        m.d.comb += commit_k.eq(p_en & (p_key == K) & ~applied)
+        m.d.comb += commit_k.eq(p_en & (p_key == K) & ~applied & ~busy)
 
         ever = Signal(name="k_ever")
         have = Signal(name="k_have")
@@ -265,12 +294,13 @@ class CacheHarness(FormalTop):
         m.d.comb += hit_k.eq((lookup_key == K) & cache.lookup_hit)
         prev_read_k = past(m, lookup_en & hit_k, "prev_read_k")
         prev_kdata = past(m, kdata, "prev_k_data")
-        prev_precise = past(m, applied & hit_k & ~covered, "prev_precise")
-        # K present before an invalidation that does not cover it, and looked up again now.
+        # K was present when an invalidation that does not cover it was applied, and that
+        # invalidation has just finished (its scan, if any, is over).
+        prev_precise = _after_invalidation(m, busy, applied & hit_k & ~covered, "precise")
 
         if self.covers:
             self._covers(m, sc, cache, inv, covered, hit_k, prev_read_k, prev_kdata,
-                         prev_precise, applied, lookup_key, K, commit_k)
+                         prev_precise, applied, lookup_key, K, busy)
             return m
 
         # --- auxiliary assertions (inductive strengthening) -----------------------------------
@@ -286,9 +316,15 @@ class CacheHarness(FormalTop):
             m.d.comb += Assert((c_en == p_en) & (c_key == p_key) & (c_data == p_data),
                                "aux: fill register")
             m.d.comb += Assert(~have | (ever & ~dead), "aux: shadow")
+            scan_set, scan_mask, scan_match = cache.obs_scan
+            m.d.comb += Assert(~busy | (scan_set < self.sets), "aux: scan position")
+            # An entry holding K is current, unless the running scan removes K and has not
+            # reached K's set yet.
+            scan_kills_k = busy & ((K & scan_mask) == (scan_match & scan_mask))
             for i in range(n):
                 holds_k = cache.obs_valid[i] & (cache.obs_keys[i] == K)
-                m.d.comb += Assert(~holds_k | (have & (cache.obs_mem[i] == kdata)),
+                pending = scan_kills_k & (scan_set <= i // self.ways)
+                m.d.comb += Assert(~holds_k | (have & (cache.obs_mem[i] == kdata)) | pending,
                                    f"aux: entry {i} holding K")
 
         # --- the properties -------------------------------------------------------------------
@@ -304,7 +340,7 @@ class CacheHarness(FormalTop):
         return m
 
     def _covers(self, m, sc, cache, inv, covered, hit_k, prev_read_k, prev_kdata,
-                prev_precise, applied, lookup_key, K, commit_k):
+                prev_precise, applied, lookup_key, K, busy):
         """Non-vacuity: each property's antecedent happens."""
         m.d.comb += [
             Cover(prev_read_k & (cache.lookup_data == prev_kdata) & (prev_kdata != 0),
@@ -315,13 +351,13 @@ class CacheHarness(FormalTop):
         ]
         # K present, then an invalidation of each kind removes it.
         if sc.kind == "raw":
-            killed = past(m, hit_k & applied & covered, "killed")
+            killed = _after_invalidation(m, busy, hit_k & applied & covered, "killed")
             m.d.comb += Cover(killed & (lookup_key == K) & ~cache.lookup_hit,
                               "invalidation removes K")
             return
         kinds = INVAL_KINDS if sc.kind == "linear" else ("ALL", "EPTP")
         for kname in kinds:
             kind_now = applied & covered & (inv.kind == Invalidation[kname])
-            killed = past(m, hit_k & kind_now, f"killed_{kname}")
+            killed = _after_invalidation(m, busy, hit_k & kind_now, f"killed_{kname}")
             m.d.comb += Cover(killed & (lookup_key == K) & ~cache.lookup_hit,
                               f"invalidation {kname} removes K")

@@ -14,9 +14,11 @@ from .cache import PROPERTIES as CACHE_PROPERTIES
 from .cache import CacheHarness
 from .unit import UnitHarness
 
-# The cache configuration of the proofs: 3 entries (a full cache exercises round-robin
-# replacement, a free entry exercises first-free allocation), 2-bit payloads; raw keys of 4 bits.
-CACHE_ENTRIES = 3
+# The cache configuration of the proofs: 2 sets of 2 ways (a full set exercises pseudo-LRU
+# replacement, a free way first-free allocation, a scan has two steps), 2-bit payloads; raw keys
+# of 4 bits (1 set-index bit, 3 tag bits).
+CACHE_SETS = 2
+CACHE_WAYS = 2
 CACHE_DATA = 2
 RAW_KEY = 4
 #: k-induction depth of the cache proofs (the auxiliary assertions make depth 3 enough).
@@ -58,7 +60,7 @@ class Job:
 
 
 def _cache(scheme="raw", **kw):
-    return CacheHarness(scheme=scheme, entries=CACHE_ENTRIES, key_width=RAW_KEY,
+    return CacheHarness(scheme=scheme, sets=CACHE_SETS, ways=CACHE_WAYS, key_width=RAW_KEY,
                         data_width=CACHE_DATA, **kw)
 
 
@@ -96,6 +98,9 @@ def cache_mutations():
         _cache_mutation("lookup-ignores-vpid", "isolation", "tlb4k",
                         cache_cls=mut.lookup_ignores_high_bits(vpid_bits)),
         _cache_mutation("ignores-invalidation", "inval", cache_cls=mut.IgnoresInvalidation),
+        _cache_mutation("scan-ends-early", "inval", cache_cls=mut.ScanEndsEarly),
+        _cache_mutation("hits-during-scan", "inval", cache_cls=mut.HitsDuringScan),
+        _cache_mutation("fills-during-scan", "inval", cache_cls=mut.FillsDuringScan),
         _cache_mutation("inval-vpid-ignores-vpid", "inval_precise", "tlb4k",
                         linear_inval=mut.linear_inval_vpid_ignores_vpid),
         _cache_mutation("inval-addr-wrong-vpid", "inval", "tlb2m",

@@ -2,9 +2,9 @@
 
 Nothing in rtl/ is edited. A mutation is either
 
-- a subclass of `ObservedAssocCache` (itself the unchanged `AssocCache`) whose `mutate` hook adds
-  a later assignment that overrides one internal combinational signal of the elaborated cache
-  (in Amaranth the last assignment to a signal wins), or
+- a subclass of `ObservedSetAssocCache` (itself the unchanged `SetAssocCache`) whose `mutate`
+  hook adds a later assignment that overrides one internal combinational signal of the
+  elaborated cache (in Amaranth the last assignment to a signal wins), or
 - a broken replacement of a keys.py invalidation constructor, handed to the harness, or
 - for the translation unit, a subclass of `Walker` / `TranslationUnit` that overrides signals of
   the elaborated module in the same way (see `tb/formal/unit.py`).
@@ -18,51 +18,85 @@ from rtl.arch import Invalidation
 from rtl.translation import keys
 
 from . import internal_signal
-from .cache import ObservedAssocCache
+from .cache import ObservedSetAssocCache
 
-# --- AssocCache ----------------------------------------------------------------------------------
+# --- SetAssocCache -------------------------------------------------------------------------------
 
 
-class FillIgnoresSameKey(ObservedAssocCache):
-    """A fill never looks for an entry already holding its key: it takes a free or round-robin
-    entry, so the key can end up in two entries (breaks `unique`)."""
+class FillIgnoresSameKey(ObservedSetAssocCache):
+    """A fill never looks for a way already holding its key: it takes a free or pseudo-LRU way,
+    so the key can end up in two ways (breaks `unique`)."""
 
     def mutate(self, m):
         m.d.comb += internal_signal(m, "fill_match").eq(0)
 
 
-class FillWritesWrongEntry(ObservedAssocCache):
-    """The payload of a fill is written to the round-robin entry instead of the chosen victim
-    (breaks `hit_data`)."""
+class FillWritesWrongEntry(ObservedSetAssocCache):
+    """The payload of a fill is written to the next way of the set instead of the way that
+    takes its tag (breaks `hit_data`)."""
 
     def mutate(self, m):
-        m.d.comb += internal_signal(m, "wr__addr").eq(internal_signal(m, "rr", "sync"))
+        tag_we = internal_signal(m, "tag_we")
+        m.d.comb += internal_signal(m, "payload_we").eq(Cat(tag_we[-1], tag_we[:-1]))
 
 
 def lookup_ignores_high_bits(ignored):
     """A cache whose tag compare ignores the top `ignored` key bits (for a TLB-shaped key: the
     VPID), so an entry of one VPID answers for another (breaks `isolation`)."""
 
-    class LookupIgnoresHighBits(ObservedAssocCache):
+    class LookupIgnoresHighBits(ObservedSetAssocCache):
         def mutate(self, m):
             cut = self.key_width - ignored
+            ib, W = self.index_width, self.ways
+            key = self.lookup_key
             match = internal_signal(m, "match")
             m.d.comb += match.eq(Cat(
-                (self.obs_keys[i][:cut] == self.lookup_key[:cut]) & self.obs_valid[i]
-                for i in range(self.entries)))
+                Cat(((key[:ib] == s) if ib else Const(1, 1))
+                    & self.obs_valid[s * W + w]
+                    & (self.obs_keys[s * W + w][:cut] == key[:cut])
+                    for s in range(self.sets)).any()
+                for w in range(W)))
 
     return LookupIgnoresHighBits
 
 
-class IgnoresInvalidation(ObservedAssocCache):
-    """`inval_en` is never acted on (breaks `inval`)."""
+class IgnoresInvalidation(ObservedSetAssocCache):
+    """`inval_en` is never acted on: no scan starts, a zero mask clears nothing (breaks
+    `inval`)."""
 
     def mutate(self, m):
-        valid = self.obs_valid
-        # Re-assign `valid` in the sync domain after the RTL's statements: keep the effect of a
-        # fill, ignore the invalidation.
+        busy = self.obs_busy
+        new_valid = internal_signal(m, "new_valid")
+        m.d.sync += busy.eq(0)
         with m.If(self.inval_en):
-            m.d.sync += valid.eq(valid)
+            m.d.sync += self.obs_valid.eq(new_valid)
+
+
+class ScanEndsEarly(ObservedSetAssocCache):
+    """The invalidation scan stops before the last set (breaks `inval`: an entry of the last
+    set survives)."""
+
+    def mutate(self, m):
+        busy, (scan_set, _, _) = self.obs_busy, self.obs_scan
+        with m.If(busy & (scan_set == self.sets - 2)):
+            m.d.sync += busy.eq(0)
+
+
+class HitsDuringScan(ObservedSetAssocCache):
+    """Lookups are answered while the scan runs, from sets it has not reached (breaks
+    `inval`)."""
+
+    def mutate(self, m):
+        m.d.comb += self.lookup_hit.eq(internal_signal(m, "match").any())
+
+
+class FillsDuringScan(ObservedSetAssocCache):
+    """A fill that meets a scan is kept (breaks `inval`: a fill from before the invalidation
+    lands in a set the scan has passed)."""
+
+    def mutate(self, m):
+        m.d.comb += internal_signal(m, "fill_go").eq(
+            self.obs_fill[0] & ~self.inval_en)
 
 
 # --- keys.py invalidation constructors -----------------------------------------------------------

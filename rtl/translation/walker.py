@@ -404,16 +404,24 @@ class Walker(wiring.Component):
             finish(Outcome.EPT_VIOLATION, gpa=gpa,
                    qual=checks.violation_qualification(acc_bits, perm, final))
 
-        def succeed(*, hpa, gpa, psize, rw, us, xd, eperm, write_ok, writes):
+        # The TLB fill of a walk that succeeds, one per way of succeeding: after an EPT entry
+        # (`rd_ept`) or after a guest entry with EPT off. The fill's fields are chosen by
+        # `cur.rd_ept` alone, outside the conditions that decide `tlb_fill.en`, so that only
+        # `en` waits for E1's decision.
+        tlb_fill_sources = {}
+
+        def succeed(*, after_ept, hpa, gpa, psize, rw, us, xd, eperm, write_ok, writes):
             m.d.comb += [
                 nxt.outcome.eq(Outcome.OK), nxt.err.eq(0), nxt.qual.eq(0),
                 nxt.rgpa.eq(gpa), nxt.hpa.eq(hpa), nxt.psize.as_value().eq(psize),
                 nstate.eq(Mux(writes != 0, WalkState.COMMIT, WalkState.DONE)),
-                tlb_fill.en.eq(1), tlb_fill.size.as_value().eq(psize), tlb_fill.gla.eq(cur.gla),
-                tlb_fill.data.hpa_page.eq(hpa[12:M]), tlb_fill.data.gpa_page.eq(gpa[12:M]),
-                tlb_fill.data.rw.eq(rw), tlb_fill.data.us.eq(us), tlb_fill.data.xd.eq(xd),
-                tlb_fill.data.eperm.eq(eperm), tlb_fill.data.write_ok.eq(write_ok),
+                tlb_fill.en.eq(1),
             ]
+            assert after_ept not in tlb_fill_sources
+            fields = Cat(Const(0, 1), Cat(psize)[:2], cur.gla, hpa[12:M], gpa[12:M], rw, us, xd,
+                         Const(eperm, 3) if isinstance(eperm, int) else eperm, write_ok)
+            assert len(fields) == len(tlb_fill.as_value())
+            tlb_fill_sources[after_ept] = fields
 
         def issue_read(addr, ept):
             m.d.comb += [nxt.rd_addr.eq(addr), nxt.rd_ept.eq(ept), nstate.eq(WalkState.MEM_ISSUE)]
@@ -520,7 +528,8 @@ class Walker(wiring.Component):
                     with m.Else():
                         gsize = cur.gsize.as_value()
                         psize = Mux(lvl < gsize, lvl, gsize)
-                        succeed(hpa=hpa, gpa=cur.target, psize=psize, rw=cur.g_rw,
+                        succeed(after_ept=True, hpa=hpa, gpa=cur.target, psize=psize,
+                                rw=cur.g_rw,
                                 us=cur.g_us, xd=cur.g_xd, eperm=perm,
                                 write_ok=cur.g_dirty_ok & (~ad | entry[arch.EPT_D_BIT] | write),
                                 writes=writes)
@@ -588,7 +597,8 @@ class Walker(wiring.Component):
                                      nxt.g_dirty_ok.eq(entry[arch.PTE_D_BIT] | write),
                                      nstate.eq(WalkState.PROBE_EPT)]
                     with m.Else():
-                        succeed(hpa=gpa, gpa=gpa, psize=lvl, rw=rw, us=us, xd=xd,
+                        succeed(after_ept=False, hpa=gpa, gpa=gpa, psize=lvl, rw=rw, us=us,
+                                xd=xd,
                                 eperm=0b111, write_ok=entry[arch.PTE_D_BIT] | write,
                                 writes=writes)
                 with m.Else():
@@ -600,6 +610,8 @@ class Walker(wiring.Component):
                     m.d.comb += [nxt.gtable.eq(entry[12:M]), nxt.glevel.eq(lvl - 1)]
                     begin_entry_translation(index_addr(entry[12:M], cur.gla, lvl - 1))
 
+        fill_fields = Mux(cur.rd_ept, tlb_fill_sources[True], tlb_fill_sources[False])
+        m.d.comb += tlb_fill.as_value()[1:].eq(fill_fields[1:])
         # The caches' fill keys and payloads, outside the conditions that decide `fill_en`: the
         # fill registers then load every cycle, and only `fill_en` waits for E1's decision.
         for cache, (fill_key, fill_data) in fill_sources.items():

@@ -29,11 +29,14 @@ Properties (each can be selected on its own; see `PROPERTIES`):
     inval_precise  an invalidation that does not cover K leaves K's entry in the cache: K hits
                    in the first cycle after the invalidation (after its scan)
     unique         no two valid entries hold the same key
+    scan_clean     when an invalidation's scan ends, no valid entry matches its mask and match
+                   (whatever the key; the structural form of `inval`)
 
 Auxiliary assertions (always on, so proven too; they make k-induction close): the harness's
-fill register equals the cache's, the scan position is a set, and every valid entry whose key is
-K holds `have` and `data` unless the running scan removes K and has not reached K's set yet
-(entries read through comb read ports added to the cache's memories, outside the RTL source).
+fill register equals the cache's, the scan position is a set, every valid entry whose key is
+K holds `have` and `data` unless the running scan removes K and has not reached K's set yet, and
+the sets a running scan has passed hold no entry it removes (entries read through comb read
+ports added to the cache's memories, outside the RTL source).
 
 Key schemes (`scheme`):
 
@@ -65,7 +68,7 @@ from rtl.translation.layouts import invalidation_layout
 
 from . import AnyConst, AnySeq, Assert, Cover, FormalTop, internal_signal, past
 
-PROPERTIES = ("hit_data", "isolation", "inval", "inval_precise", "unique")
+PROPERTIES = ("hit_data", "isolation", "inval", "inval_precise", "unique", "scan_clean")
 SCHEMES = ("raw", "tlb4k", "tlb2m", "tlb1g", "gpsc1", "gpsc2", "gpsc3",
            "epsc1", "epsc2", "epsc3", "nested")
 INVAL_KINDS = ("ALL", "VPID", "EPTP", "VPID_ADDR")
@@ -199,6 +202,10 @@ class _Scheme:
         return (kind == Invalidation.ALL) | ((kind == Invalidation.EPTP) & same_ept)
 
 
+def _matches(key, mask, match):
+    return (key & mask) == (match & mask)
+
+
 def _after_invalidation(m, busy, event, name):
     """1 in the first cycle after the invalidation applied when `event` was 1 has finished: the
     next cycle for a one-cycle clear, the first cycle after its scan otherwise."""
@@ -320,7 +327,13 @@ class CacheHarness(FormalTop):
             m.d.comb += Assert(~busy | (scan_set < self.sets), "aux: scan position")
             # An entry holding K is current, unless the running scan removes K and has not
             # reached K's set yet.
-            scan_kills_k = busy & ((K & scan_mask) == (scan_match & scan_mask))
+            scan_kills_k = busy & _matches(K, scan_mask, scan_match)
+            # The sets the running scan has passed hold no entry it removes.
+            for i in range(n):
+                m.d.comb += Assert(
+                    ~(busy & (i // self.ways < scan_set) & cache.obs_valid[i]
+                      & _matches(cache.obs_keys[i], scan_mask, scan_match)),
+                    f"aux: scanned entry {i}")
             for i in range(n):
                 holds_k = cache.obs_valid[i] & (cache.obs_keys[i] == K)
                 pending = scan_kills_k & (scan_set <= i // self.ways)
@@ -334,6 +347,12 @@ class CacheHarness(FormalTop):
             m.d.comb += Assert(~hit_k | ever, "isolation")
         if "inval" in self.props:
             m.d.comb += Assert(~hit_k | ~dead, "inval")
+        if "scan_clean" in self.props:
+            scan_set, scan_mask, scan_match = cache.obs_scan
+            ended = past(m, busy, "was_busy") & ~busy
+            for i in range(n):
+                m.d.comb += Assert(~(ended & cache.obs_valid[i] & _matches(
+                    cache.obs_keys[i], scan_mask, scan_match)), f"scan_clean {i}")
         if "inval_precise" in self.props:
             m.d.comb += Assert(~(prev_precise & (lookup_key == K)) | cache.lookup_hit,
                                "inval_precise")

@@ -32,6 +32,7 @@ CACHE_WHAT = {
     "inval": "no hit on a key an invalidation covered",
     "inval_precise": "an invalidation keeps the keys it does not cover",
     "unique": "no two valid entries hold the same key",
+    "scan_clean": "no entry an invalidation matches survives its scan",
 }
 
 #: Structured key schemes proven with all properties in one job: the keys.py key and
@@ -98,7 +99,7 @@ def cache_mutations():
         _cache_mutation("lookup-ignores-vpid", "isolation", "tlb4k",
                         cache_cls=mut.lookup_ignores_high_bits(vpid_bits)),
         _cache_mutation("ignores-invalidation", "inval", cache_cls=mut.IgnoresInvalidation),
-        _cache_mutation("scan-ends-early", "inval", cache_cls=mut.ScanEndsEarly),
+        _cache_mutation("scan-ends-early", "scan_clean", cache_cls=mut.ScanEndsEarly),
         _cache_mutation("hits-during-scan", "inval", cache_cls=mut.HitsDuringScan),
         _cache_mutation("fills-during-scan", "inval", cache_cls=mut.FillsDuringScan),
         _cache_mutation("inval-vpid-ignores-vpid", "inval_precise", "tlb4k",

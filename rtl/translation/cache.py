@@ -31,7 +31,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-__all__ = ["SetAssocCache", "cache_geometry", "plru_victim", "plru_touch", "MAX_WAYS"]
+__all__ = ["SetAssocCache", "cache_geometry", "cache_of", "plru_victim", "plru_touch", "MAX_WAYS"]
 
 #: Ways of a cache of `entries` entries when the caller does not say (at most this many).
 MAX_WAYS = 4
@@ -77,6 +77,12 @@ def plru_touch(state, way, ways):
             on_path = (way >> (levels - level)) == j
             out[node - 1] = Mux(on_path, away, state[node - 1])
     return Cat(*out)
+
+
+def cache_of(entries, *, key_width, data_width, ways=MAX_WAYS):
+    """A `SetAssocCache` of `entries` entries in the geometry `cache_geometry` gives."""
+    sets, w = cache_geometry(entries, ways)
+    return SetAssocCache(key_width=key_width, data_width=data_width, sets=sets, ways=w)
 
 
 class SetAssocCache(wiring.Component):

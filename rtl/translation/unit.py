@@ -24,7 +24,7 @@ from amaranth.utils import ceil_log2
 from .. import arch
 from ..arch import Access, Outcome, PageSize
 from . import checks, keys
-from .cache import MAX_WAYS, SetAssocCache, cache_geometry
+from .cache import MAX_WAYS, cache_of
 from .layouts import COUNTERS, translation_signature
 from .walker import Walker
 
@@ -78,9 +78,8 @@ class TranslationUnit(wiring.Component):
 
         tlb = []
         for (size, shift), entries in zip(TLB_SIZES, self.tlb_entries):
-            sets, ways = cache_geometry(entries, self.ways)
-            cache = SetAssocCache(key_width=keys.tlb_key_width(shift, M),
-                                  data_width=keys.tlb_payload(M).size, sets=sets, ways=ways)
+            cache = cache_of(entries, key_width=keys.tlb_key_width(shift, M),
+                             data_width=keys.tlb_payload(M).size, ways=self.ways)
             m.submodules[f"tlb_{size.name[5:].lower()}"] = cache
             tlb.append(cache)
 

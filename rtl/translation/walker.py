@@ -36,7 +36,7 @@ from amaranth.utils import ceil_log2
 from .. import arch
 from ..arch import Access, Outcome, PageSize
 from . import checks, keys
-from .cache import MAX_WAYS, SetAssocCache, cache_geometry
+from .cache import MAX_WAYS, cache_of
 from .layouts import (context_layout, invalidation_layout, mem_request_layout,
                       mem_response_layout, request_layout, response_layout)
 
@@ -148,10 +148,6 @@ class Walker(wiring.Component):
             "walk_started": Out(1), "read_issued": Out(1), "write_issued": Out(1),
         })
 
-    def _geometry(self, entries):
-        sets, ways = cache_geometry(entries, self.ways)
-        return dict(sets=sets, ways=ways)
-
     def elaborate(self, platform):
         m = Module()
         M = self.maxphyaddr
@@ -189,19 +185,17 @@ class Walker(wiring.Component):
         # --- caches owned by the walker --------------------------------------------------------
         gpsc = {}
         for level, entries in zip((3, 2, 1), self.gpsc_entries):
-            gpsc[level] = SetAssocCache(key_width=keys.gpsc_key_width(level, M),
-                                        data_width=keys.gpsc_payload(M).size,
-                                        **self._geometry(entries))
+            gpsc[level] = cache_of(entries, key_width=keys.gpsc_key_width(level, M),
+                                   data_width=keys.gpsc_payload(M).size, ways=self.ways)
             m.submodules[f"gpsc_{arch.LEVEL_NAMES[level].lower()}"] = gpsc[level]
         epsc = {}
         for level, entries in zip((3, 2, 1), self.epsc_entries):
-            epsc[level] = SetAssocCache(key_width=keys.epsc_key_width(level, M),
-                                        data_width=keys.epsc_payload(M).size,
-                                        **self._geometry(entries))
+            epsc[level] = cache_of(entries, key_width=keys.epsc_key_width(level, M),
+                                   data_width=keys.epsc_payload(M).size, ways=self.ways)
             m.submodules[f"epsc_{arch.LEVEL_NAMES[level].lower()}"] = epsc[level]
-        m.submodules.nested_tlb = nested = SetAssocCache(
-            key_width=keys.nested_key_width(M), data_width=keys.nested_payload(M).size,
-            **self._geometry(self.nested_entries))
+        m.submodules.nested_tlb = nested = cache_of(
+            self.nested_entries, key_width=keys.nested_key_width(M),
+            data_width=keys.nested_payload(M).size, ways=self.ways)
         caches = [*gpsc.values(), *epsc.values(), nested]
         m.d.comb += self.inval_busy.eq(Cat(c.busy for c in caches).any())
 

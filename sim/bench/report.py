@@ -160,9 +160,9 @@ def summarise(results: dict, speed: dict, meta: dict) -> dict:
         "uncached_4k_walk_refs": walk20["port_reads"],
         "uncached_4k_walk_cycles_latency_20": walk20["lat_sum"],
         # The walker's own cycles per reference of that walk (the memory's latency + 1 apart).
-        "walk_pipeline_cycles_per_ref": _div(
-            walk20["lat_sum"] - walk20["port_reads"] * (walk20["spec"]["latency"] + 1),
-            walk20["port_reads"]),
+        "walk_pipeline_cycles_per_ref": next(
+            w["overhead_cycles_per_ref"] for w in walks
+            if w["latency"] == walk20["spec"]["latency"]),
         "refs_per_miss_random_64mib": workloads[0]["refs_per_miss"],
         "refs_per_miss_random_1gib": workloads[1]["refs_per_miss"],
         "refs_per_miss_sequential": workloads[2]["refs_per_miss"],

@@ -65,9 +65,12 @@ def _memory_bench(body):
             ctx.set(dut.data_req.valid, 1)
             ctx.set(dut.data_resp.ready, 1)
             for _ in range(20):
+                accepted = ctx.get(dut.data_req.ready)
                 await ctx.tick()
-                if ctx.get(dut.data_req.ready) == 0:
+                if accepted:
                     break
+            else:
+                raise AssertionError(f"the access at {addr:#x} was never accepted")
             ctx.set(dut.data_req.valid, 0)
             for _ in range(20):
                 if ctx.get(dut.data_resp.valid):

@@ -33,8 +33,14 @@ flag). ``init`` ({physical qword index: value}) is the RAM's initial contents (b
 initialised by the bitstream), on flat or sparse RAM. Without ``pages`` the RAM is the flat
 0 .. ``ram_bytes`` - 1 and the ports are exactly those of the table above.
 
-Timing: an access takes 3 cycles from acceptance to response (accept, read, capture), an
-atomic bit-set 3 cycles; simple over fast (docs/system.md, "Simplifications of the system").
+Timing: a two-stage pipeline that accepts one access per cycle. Cycle t accepts (the arbiter's
+choice is registered); t+1 (stage 1) presents the address to the RAM's read port; t+2 (stage 2)
+has the word: a read answers from the RAM's output in that cycle, a write (plain or the bit-set,
+OR-ed into the word just read) writes the RAM. Reads are transparent to the write of the access
+ahead, so every access sees every access accepted before it, whichever port it came from. A
+response its requester does not take holds the whole pipeline (the RAM's read enable too), so no
+access is lost or repeated: on the FPGA the read port is a block RAM port and the write port the
+other one.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -78,13 +84,6 @@ class MemOwner(enum.Enum, shape=2):
     VMX = 1
     BITMAP = 2
     DATA = 3
-
-
-class _State(enum.Enum, shape=2):
-    IDLE = 0
-    ACCESS = 1      # the RAM read port has the address (or the write happens)
-    CAPTURE = 2     # the read data is there: register it (or finish the bit-set)
-    RESPOND = 3     # the response waits for its requester's ready
 
 
 class SystemMemory(wiring.Component):
@@ -161,107 +160,128 @@ class SystemMemory(wiring.Component):
                     m.d.comb += [hit.eq(1), slot.eq(i)]
         return hit, slot
 
+    def _ram_address(self, m, addr, name):
+        """(backed, RAM word index) of the physical byte address `addr` (comb)."""
+        aw = max(1, (self.words - 1).bit_length())
+        backed = Signal(name=f"{name}_backed")
+        index = Signal(aw, name=f"{name}_index")
+        if self.pages is None:
+            m.d.comb += [backed.eq(addr[3:] < self.words), index.eq(addr[3:3 + aw])]
+        else:
+            hit, slot = self._lookup(m, addr[12:], name)
+            m.d.comb += [backed.eq(hit), index.eq(Cat(addr[3:12], slot))]
+        return backed, index
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.ram = ram = Memory(shape=64, depth=self.words, init=self.init)
-        rd = ram.read_port()
         wr = ram.write_port(granularity=8)
+        # Transparent: stage 1 reads the word stage 2 writes in the same cycle (the access
+        # accepted just before it) and gets the new value.
+        rd = ram.read_port(transparent_for=(wr,))
         aw = max(1, (self.words - 1).bit_length())
         sparse = self.pages is not None
+        tag_width = len(self.walk_req.payload.tag)
 
-        state = Signal(_State)
-        owner = Signal(MemOwner)
-        addr = Signal(self.maxphyaddr)
-        write = Signal()
-        mask = Signal(8)
-        wdata = Signal(64)
-        tag = Signal(len(self.walk_req.payload.tag))
-        rdata = Signal(64)
-        in_ram = Signal()
-        ram_addr = Signal(aw)
-        dbg_in_ram = Signal()
-        dbg_ram_addr = Signal(aw)
-        if not sparse:
-            m.d.comb += [in_ram.eq(addr[3:] < self.words), ram_addr.eq(addr[3:3 + aw]),
-                         dbg_in_ram.eq(self.dbg_addr < self.words),
-                         dbg_ram_addr.eq(self.dbg_addr)]
-            m.d.comb += self.dbg_rdata.eq(rd.data)
-        else:
-            hit, slot = self._lookup(m, addr[12:], "page")
-            m.d.comb += [in_ram.eq(hit), ram_addr.eq(Cat(addr[3:12], slot))]
-            dbg_hit, dbg_slot = self._lookup(m, self.dbg_addr[9:], "dbg_page")
-            m.d.comb += [dbg_in_ram.eq(dbg_hit),
-                         dbg_ram_addr.eq(Cat(self.dbg_addr[:9], dbg_slot))]
-            dbg_read_hit = Signal()
-            m.d.sync += dbg_read_hit.eq(dbg_hit)
-            m.d.comb += self.dbg_rdata.eq(Mux(dbg_read_hit, rd.data, OPEN_BUS))
-            # An access to a page of RAM that is not backed: the program left the page set.
-            with m.If((state == _State.ACCESS) & ~hit & (addr[3:] < self.ram_bytes // 8)
-                      & ~self.unmapped):
-                m.d.sync += [self.unmapped.eq(1), self.unmapped_addr.eq(addr)]
+        def stage(name):
+            return {
+                "valid": Signal(name=f"{name}_valid"),
+                "owner": Signal(MemOwner, name=f"{name}_owner"),
+                "write": Signal(name=f"{name}_write"),     # a write (plain or bit-set)
+                "setbits": Signal(name=f"{name}_setbits"),  # the walker's atomic bit-set
+                "respond": Signal(name=f"{name}_respond"),  # the requester gets a response
+                "mask": Signal(8, name=f"{name}_mask"),
+                "wdata": Signal(64, name=f"{name}_wdata"),
+                "tag": Signal(tag_width, name=f"{name}_tag"),
+            }
 
-        m.d.comb += [rd.addr.eq(ram_addr), wr.addr.eq(ram_addr), wr.data.eq(wdata)]
+        s1 = stage("s1")
+        s1_addr = Signal(self.maxphyaddr)
+        s2 = stage("s2")
+        s2_backed = Signal()
+        s2_index = Signal(aw)
 
+        resps = {MemOwner.WALK: self.walk_resp, MemOwner.VMX: self.vmx_resp,
+                 MemOwner.BITMAP: self.bitmap_resp, MemOwner.DATA: self.data_resp}
         reqs = ((MemOwner.WALK, self.walk_req), (MemOwner.VMX, self.vmx_req),
                 (MemOwner.BITMAP, self.bitmap_req), (MemOwner.DATA, self.data_req))
 
-        m.d.comb += self.idle.eq(state == _State.IDLE)
-        with m.Switch(state):
-            with m.Case(_State.IDLE):
-                with m.If(self.dbg_active):
-                    m.d.comb += [rd.addr.eq(dbg_ram_addr), wr.addr.eq(dbg_ram_addr),
-                                 wr.data.eq(self.dbg_wdata),
-                                 wr.en.eq(Mux(self.dbg_we & dbg_in_ram, 0xFF, 0))]
-                with m.Else():
-                    first = True
-                    for who, req in reqs:
-                        with (m.If if first else m.Elif)(req.valid):
-                            p = req.payload
-                            m.d.comb += req.ready.eq(1)
-                            m.d.sync += [owner.eq(who), addr.eq(p.addr), state.eq(_State.ACCESS)]
-                            if who is MemOwner.WALK:
-                                m.d.sync += [write.eq(p.write), wdata.eq(p.data), tag.eq(p.tag),
-                                             mask.eq(0)]
-                            elif who is MemOwner.VMX:
-                                m.d.sync += [write.eq(p.write), wdata.eq(p.data),
-                                             mask.eq(Mux(p.write, 0xFF, 0))]
-                            elif who is MemOwner.BITMAP:
-                                m.d.sync += [write.eq(0), mask.eq(0)]
-                            else:
-                                m.d.sync += [write.eq(p.write), wdata.eq(p.data),
-                                             mask.eq(Mux(p.write, p.mask, 0))]
-                        first = False
+        # --- stage 2: the word is on the read port; answer, or write ----------------------------
+        s2_taken = Signal()
+        with m.Switch(s2["owner"]):
+            for who, resp in resps.items():
+                with m.Case(who):
+                    m.d.comb += s2_taken.eq(resp.ready)
+        stall = Signal()
+        m.d.comb += stall.eq(s2["valid"] & s2["respond"] & ~s2_taken)
+        word = Mux(s2_backed, rd.data, OPEN_BUS)
+        for who, resp in resps.items():
+            m.d.comb += [resp.valid.eq(s2["valid"] & s2["respond"] & (s2["owner"] == who)),
+                         resp.payload.data.eq(Mux(s2["write"], 0, word))]
+        m.d.comb += self.walk_resp.payload.tag.eq(s2["tag"])
+        # A held write writes the same value again (the read port holds its word too).
+        m.d.comb += [wr.addr.eq(s2_index),
+                     wr.data.eq(Mux(s2["setbits"], rd.data | s2["wdata"], s2["wdata"])),
+                     wr.en.eq(Mux(s2["valid"] & s2["write"] & s2_backed, s2["mask"], 0))]
 
-            with m.Case(_State.ACCESS):
-                # Plain writes happen here; reads and bit-sets present the address.
-                m.d.comb += wr.en.eq(Mux(in_ram, mask, 0))
-                with m.If(write & (mask != 0)):
-                    m.d.sync += rdata.eq(0)
-                    with m.If(owner == MemOwner.DATA):
-                        m.d.sync += state.eq(_State.RESPOND)
-                    with m.Else():
-                        m.d.sync += state.eq(_State.IDLE)
-                with m.Else():
-                    m.d.sync += state.eq(_State.CAPTURE)
+        # --- stage 1: the address goes to the RAM's read port ----------------------------------
+        s1_backed, s1_index = self._ram_address(m, s1_addr, "s1")
+        m.d.comb += [rd.addr.eq(s1_index), rd.en.eq(~stall)]
+        with m.If(~stall):
+            m.d.sync += [s2[k].eq(s1[k]) for k in s1]
+            m.d.sync += [s2_backed.eq(s1_backed), s2_index.eq(s1_index)]
+        if sparse:
+            # An access to a page of RAM that is not backed: the program left the page set.
+            with m.If(s1["valid"] & ~s1_backed & (s1_addr[3:] < self.ram_bytes // 8)
+                      & ~self.unmapped):
+                m.d.sync += [self.unmapped.eq(1), self.unmapped_addr.eq(s1_addr)]
 
-            with m.Case(_State.CAPTURE):
-                value = Mux(in_ram, rd.data, OPEN_BUS)
-                with m.If(write):
-                    # The walker's atomic bit-set: OR into the word, no response.
-                    m.d.comb += [wr.data.eq(rd.data | wdata), wr.en.eq(Mux(in_ram, 0xFF, 0))]
-                    m.d.sync += state.eq(_State.IDLE)
-                with m.Else():
-                    m.d.sync += [rdata.eq(value), state.eq(_State.RESPOND)]
+        # --- acceptance: the fixed-priority arbiter -------------------------------------------
+        accept = Signal()
+        m.d.comb += accept.eq(~stall & ~self.dbg_active)
+        with m.If(~stall):
+            m.d.sync += s1["valid"].eq(0)
+        with m.If(accept):
+            first = True
+            for who, req in reqs:
+                with (m.If if first else m.Elif)(req.valid):
+                    p = req.payload
+                    m.d.comb += req.ready.eq(1)
+                    m.d.sync += [s1["valid"].eq(1), s1["owner"].eq(who), s1_addr.eq(p.addr)]
+                    if who is MemOwner.WALK:
+                        m.d.sync += [s1["write"].eq(p.write), s1["setbits"].eq(p.write),
+                                     s1["respond"].eq(~p.write), s1["mask"].eq(0xFF),
+                                     s1["wdata"].eq(p.data), s1["tag"].eq(p.tag)]
+                    elif who is MemOwner.VMX:
+                        m.d.sync += [s1["write"].eq(p.write), s1["setbits"].eq(0),
+                                     s1["respond"].eq(~p.write), s1["mask"].eq(0xFF),
+                                     s1["wdata"].eq(p.data)]
+                    elif who is MemOwner.BITMAP:
+                        m.d.sync += [s1["write"].eq(0), s1["setbits"].eq(0),
+                                     s1["respond"].eq(1)]
+                    else:
+                        m.d.sync += [s1["write"].eq(p.write), s1["setbits"].eq(0),
+                                     s1["respond"].eq(1), s1["mask"].eq(p.mask),
+                                     s1["wdata"].eq(p.data)]
+                first = False
 
-            with m.Case(_State.RESPOND):
-                resps = ((MemOwner.WALK, self.walk_resp), (MemOwner.VMX, self.vmx_resp),
-                         (MemOwner.BITMAP, self.bitmap_resp), (MemOwner.DATA, self.data_resp))
-                with m.Switch(owner):
-                    for who, resp in resps:
-                        with m.Case(who):
-                            m.d.comb += [resp.valid.eq(1), resp.payload.data.eq(rdata)]
-                            if who is MemOwner.WALK:
-                                m.d.comb += resp.payload.tag.eq(tag)
-                            with m.If(resp.ready):
-                                m.d.sync += state.eq(_State.IDLE)
+        m.d.comb += self.idle.eq(~s1["valid"] & ~s2["valid"])
+        with m.If(~stall):
+            m.d.sync += s2["valid"].eq(s1["valid"])
+
+        # --- the debug port: owns both RAM ports once the pipeline is empty --------------------
+        dbg_backed, dbg_index = Signal(), Signal(aw)
+        if not sparse:
+            m.d.comb += [dbg_backed.eq(self.dbg_addr < self.words), dbg_index.eq(self.dbg_addr)]
+            m.d.comb += self.dbg_rdata.eq(rd.data)
+        else:
+            dbg_hit, dbg_slot = self._lookup(m, self.dbg_addr[9:], "dbg_page")
+            m.d.comb += [dbg_backed.eq(dbg_hit), dbg_index.eq(Cat(self.dbg_addr[:9], dbg_slot))]
+            dbg_read_hit = Signal()
+            m.d.sync += dbg_read_hit.eq(dbg_hit)
+            m.d.comb += self.dbg_rdata.eq(Mux(dbg_read_hit, rd.data, OPEN_BUS))
+        with m.If(self.dbg_active & self.idle):
+            m.d.comb += [rd.addr.eq(dbg_index), rd.en.eq(1), wr.addr.eq(dbg_index),
+                         wr.data.eq(self.dbg_wdata),
+                         wr.en.eq(Mux(self.dbg_we & dbg_backed, 0xFF, 0))]
         return m

@@ -2,9 +2,9 @@
 
 Blocks and how they meet (docs/system.md has the picture):
 
-* `rtl.core.core.Core` issues linear qword accesses; the data path below sends each through the
-  `rtl.translation.unit.TranslationUnit` (host paging in root operation, guest paging x EPT in
-  non-root) and then to RAM, and answers the core with the data or the fault;
+* `rtl.core.core.Core` issues linear qword accesses; `rtl.soc.data_path.DataPath` sends each
+  through the `rtl.translation.unit.TranslationUnit` (host paging in root operation, guest
+  paging x EPT in non-root) and then to RAM, and answers the core with the data or the fault;
 * the core's system port goes to `rtl.soc.system_unit.SystemUnit`, which drives the
   `rtl.vmx.unit.VmxUnit`, the `rtl.vmx.exit_decisions.ExitDecisions` block and the
   `rtl.vmx.preemption_timer.PreemptionTimer`, and owns the I/O ports;
@@ -28,11 +28,11 @@ debug port: the RAM takes no new access, so every block waits for its next one; 
 in flight has finished (a few cycles), `paused` rises and the debug port owns the RAM.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import data, enum, wiring
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arch.paging import MAXPHYADDR, Access, Outcome
+from ..arch.paging import MAXPHYADDR
 from ..arch.system import BOOT_RFLAGS, FAULT_LAYOUT, RAM_BYTES, RunStop
 from ..arch.vmx import VmxMode
 from ..core.core import Core
@@ -42,6 +42,7 @@ from ..translation.unit import TranslationUnit
 from ..vmx.exit_decisions import ExitDecisions
 from ..vmx.preemption_timer import PreemptionTimer
 from ..vmx.unit import VmxUnit
+from .data_path import DataPath
 from .memory import SystemMemory
 from .system_unit import SystemUnit
 
@@ -53,15 +54,6 @@ __all__ = ["Soc", "RunStop", "FAULT_LAYOUT", "SOC_TRANSLATION"]
 #: arrays.
 SOC_TRANSLATION = dict(tag_width=1, contexts=1, tlb_entries=(16, 4, 2), gpsc_entries=(2, 2, 4),
                        epsc_entries=(2, 2, 4), nested_entries=8)
-
-
-class _Data(enum.Enum, shape=3):
-    """The core's access on its way: translation, then RAM."""
-    IDLE = 0
-    XLATE = 1       # the translation unit has it
-    MEM = 2         # offer it to RAM
-    MEM_WAIT = 3
-    RESPOND = 4     # answer the core
 
 
 class Soc(wiring.Component):
@@ -162,7 +154,7 @@ class Soc(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         # --- memory and the debug port -----------------------------------------------------------
-        # Paused, the arbiter takes no new access once the one in flight (3 cycles) is done.
+        # Paused, the arbiter takes no new access; the ones in its pipeline finish (2 cycles).
         m.d.comb += [mem.dbg_active.eq(~running | pause), self.paused.eq(pause & mem.idle),
                      mem.dbg_addr.eq(self.dbg_addr),
                      mem.dbg_we.eq(self.dbg_we), mem.dbg_wdata.eq(self.dbg_wdata),
@@ -192,62 +184,13 @@ class Soc(wiring.Component):
         m.d.comb += su.vpid.eq(tu.ctx.vpid)
 
         # --- the core's accesses: translation, then RAM -------------------------------------------
-        dstate = Signal(_Data)
-        d_write = Signal()
-        d_mask = Signal(8)
-        d_data = Signal(64)
-        d_hpa = Signal(M)
-        d_resp = Signal(core.mem_resp.payload.shape())
-        f_outcome = Signal(Outcome)
-        f_gla = Signal(64)
-        f_gpa = Signal(64)
-        f_qual = Signal(64)
-        creq = core.mem_req
-        first_byte = Signal(3)
-        for k in reversed(range(8)):
-            with m.If(d_mask[k]):
-                m.d.comb += first_byte.eq(k)
-        with m.Switch(dstate):
-            with m.Case(_Data.IDLE):
-                m.d.comb += [tu.req.valid.eq(creq.valid), tu.req.payload.gla.eq(creq.payload.addr),
-                             tu.req.payload.access.eq(creq.payload.kind),
-                             tu.req.payload.cpl.eq(0), tu.req.payload.tag.eq(0),
-                             creq.ready.eq(tu.req.ready)]
-                with m.If(creq.valid & tu.req.ready):
-                    m.d.sync += [d_write.eq(creq.payload.kind == Access.WRITE),
-                                 d_mask.eq(creq.payload.mask), d_data.eq(creq.payload.data),
-                                 dstate.eq(_Data.XLATE)]
-            with m.Case(_Data.XLATE):
-                t = tu.resp.payload
-                m.d.comb += tu.resp.ready.eq(1)
-                with m.If(tu.resp.valid):
-                    with m.If(t.outcome == Outcome.OK):
-                        m.d.sync += [d_hpa.eq(t.hpa), dstate.eq(_Data.MEM)]
-                    with m.Else():
-                        # The exit reports the address of the access's first byte: the request
-                        # is qword aligned, the mask says where the bytes start.
-                        m.d.sync += [d_resp.data.eq(0), d_resp.outcome.eq(t.outcome),
-                                     d_resp.error_code.eq(t.error_code),
-                                     f_outcome.eq(t.outcome),
-                                     f_gla.eq(Cat(first_byte, t.gla[3:])),
-                                     f_gpa.eq(Cat(first_byte, t.gpa[3:])),
-                                     f_qual.eq(t.qualification), dstate.eq(_Data.RESPOND)]
-            with m.Case(_Data.MEM):
-                p = mem.data_req.payload
-                m.d.comb += [mem.data_req.valid.eq(1), p.addr.eq(Cat(0, 0, 0, d_hpa[3:])),
-                             p.write.eq(d_write), p.mask.eq(d_mask), p.data.eq(d_data)]
-                with m.If(mem.data_req.ready):
-                    m.d.sync += dstate.eq(_Data.MEM_WAIT)
-            with m.Case(_Data.MEM_WAIT):
-                m.d.comb += mem.data_resp.ready.eq(1)
-                with m.If(mem.data_resp.valid):
-                    m.d.sync += [d_resp.data.eq(mem.data_resp.payload.data),
-                                 d_resp.outcome.eq(Outcome.OK), d_resp.error_code.eq(0),
-                                 dstate.eq(_Data.RESPOND)]
-            with m.Case(_Data.RESPOND):
-                m.d.comb += [core.mem_resp.valid.eq(1), core.mem_resp.payload.eq(d_resp)]
-                with m.If(core.mem_resp.ready):
-                    m.d.sync += dstate.eq(_Data.IDLE)
+        m.submodules.data_path = dp = DataPath(maxphyaddr=M)
+        wiring.connect(m, core.mem_req, dp.core_req)
+        wiring.connect(m, dp.core_resp, core.mem_resp)
+        wiring.connect(m, dp.xlate_req, tu.req)
+        wiring.connect(m, tu.resp, dp.xlate_resp)
+        wiring.connect(m, dp.ram_req, mem.data_req)
+        wiring.connect(m, mem.data_resp, dp.ram_resp)
 
         # --- the system unit -------------------------------------------------------------------
         wiring.connect(m, core.sys_req, su.sys_req)
@@ -258,8 +201,9 @@ class Soc(wiring.Component):
                      su.core_cr3.eq(core.cr3), su.core_cr4.eq(core.cr4),
                      su.core_efer.eq(core.efer),
                      su.core_retiring.eq(core.state == CoreState.RETIRE),
-                     su.fault_outcome.eq(f_outcome), su.fault_gla.eq(f_gla),
-                     su.fault_gpa.eq(f_gpa), su.fault_qualification.eq(f_qual),
+                     su.fault_outcome.eq(dp.fault.outcome), su.fault_gla.eq(dp.fault.gla),
+                     su.fault_gpa.eq(dp.fault.gpa),
+                     su.fault_qualification.eq(dp.fault.qualification),
                      su.tsc.eq(self.cycles)]
         m.d.comb += [su.core_gpr[i].eq(core.gpr[i]) for i in range(16)]
         wiring.connect(m, su.vmx_instr, vmx.instr)

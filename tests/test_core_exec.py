@@ -7,8 +7,9 @@ after random delays, and a watchdog.
 * directed programs assembled with GNU `as`: arithmetic and flags, zero-extension of 32-bit
   results and merging of 8/16-bit ones, AH..BH, memory forms (unaligned and split accesses,
   SIB, RIP-relative loads and stores), stack, CALL/RET (rel and register), loops with Jcc,
-  SETcc/CMOVcc, shifts, PUSHFQ/POPFQ; each with hand-written expected registers, flags and
-  memory, AND compared with Unicorn;
+  SETcc/CMOVcc, shifts, PUSHFQ/POPFQ, self-modifying code (a store into the next instruction,
+  and into a loop body followed by the jump back); each with hand-written expected registers,
+  flags and memory, AND compared with Unicorn;
 * stops: #UD, #GP (15-byte limit, non-canonical address and branch target), #SS, #PF from the
   memory port (load, store, split access, fetch, and a fetch that must NOT fault because the
   instruction ends before the unmapped page), and every "needs unit X" class; the state must be
@@ -207,6 +208,25 @@ DIRECTED = [
      {"rax": 0xFFFFFFFFFFFFFFFB, "rbx": 0x0F0FF0F0, "rcx": 0xFFFFFFE6,
       "rdx": lambda r: 0xAAAA_0000 | ((CODE_BASE + 0x1D + 0x1234) & 0xFFFF),
       "rflags": F | CF | SF | AF}),
+    # Self-modifying code: a store into the next instruction (already in the window buffer)...
+    ("smc_next", """
+        leaq patched(%rip), %rdi
+        movl $0x22222222, 1(%rdi)
+        patched: movl $0x11111111, %eax
+        hlt_here: hlt
+     """, {}, {"rax": 0x22222222, "rdi": lambda r: CODE_BASE + 14}),
+    # ... and into a loop body fetched before, followed by the jump back (SDM Vol. 3A 8.1.3).
+    ("smc_loop", """
+        xorl %ecx, %ecx
+        leaq body(%rip), %rdi
+        body: movl $0x11111111, %eax
+        addl %eax, %ecx
+        cmpl $0x11111111, %eax
+        jne done
+        movl $0x22222222, 1(%rdi)
+        jmp body
+        done: hlt_here: hlt
+     """, {}, {"rax": 0x22222222, "rcx": 0x33333333, "rdi": lambda r: CODE_BASE + 9}),
 ]
 
 # Programs that stop: (name, source, initial registers, expected stop, expected registers).

@@ -7,6 +7,7 @@ it ended are compared with values written down from the SDM and docs/system.md:
 * root operation: CPUID leaves, RDMSR of every capability MSR, IA32_FEATURE_CONTROL and EFER,
   RDTSC, MOV from/to CR0/CR3/CR4, IN (open bus, partial register writes), WRMSR EFER.NXE,
   INVLPG, the console; and one program per fault (root operation has no IDT: the run stops);
+  self-modifying code written through an alias (another linear address of the same page);
 * non-root operation: one exit of each kind the system decides (exception bitmap, triple fault,
   CR3-load exiting, RDMSR without MSR bitmaps, HLT exiting, unconditional I/O exiting, EPT
   violation, EPT misconfiguration, MTF, VMCALL) with reason, qualification, interruption
@@ -23,8 +24,8 @@ import sys
 
 import pytest
 
-from rtl.arch.system import (CPUID_LEAVES, CPUID_MAX_LEAF, FEATURE_CONTROL_RESET, IO_OPEN_BUS,
-                             MSR_EFER)
+from rtl.arch.system import (BOOT_PDPT, CPUID_LEAVES, CPUID_MAX_LEAF, FEATURE_CONTROL_RESET,
+                             IO_OPEN_BUS, MSR_EFER)
 from rtl.arch.vmx import (IA32_FEATURE_CONTROL, PROC_CR3_LOAD_EXITING, PROC_HLT_EXITING,
                           PROC_MONITOR_TRAP_FLAG, PROC_TRUE_DEFAULT1,
                           PROC_UNCONDITIONAL_IO_EXITING, PROC_ACTIVATE_SECONDARY, VMX_MSRS,
@@ -169,6 +170,25 @@ def test_root_hlt_stops(tmp_path):
     r = vtx_run(tmp_path, "hlt", program(["  mov rbx, 5", "  hlt", "  mov rbx, 6"]))
     assert r["exit"] == {"kind": "hlt"}
     assert r["regs"]["rbx"] == 5
+
+
+def test_self_modifying_code_through_an_alias(tmp_path):
+    """A store that changes code through another linear address (the same physical page) is
+    seen by the next fetch: the code just behind the store, and a loop body fetched before
+    (followed by the jump back). The patched immediates must be what runs."""
+    alias = 4 << 30                 # PDPTE 4 maps linear 4 GiB .. 5 GiB onto physical 0
+    lines = [f"  mov rax, {0x83:#x}", f"  mov [{BOOT_PDPT + 8 * 4:#x}], rax",
+             f"  mov rsi, {alias:#x}",
+             "  lea rbx, [rip + patched]", "  add rbx, rsi",
+             "  mov dword ptr [rbx + 1], 0x22222222",
+             "patched:", "  mov eax, 0x11111111", *store("rax"),
+             "  xor ecx, ecx", "  lea rbx, [rip + body]", "  add rbx, rsi",
+             "body:", "  mov eax, 0x33333333", "  add ecx, eax", "  cmp eax, 0x33333333",
+             "  jne done", "  mov dword ptr [rbx + 1], 0x44444444", "  jmp body",
+             "done:", *store("rax", "rcx"), "  mov eax, 0", "  out 0xf4, eax"]
+    r = vtx_run(tmp_path, "smc_alias", program(lines), dump=3)
+    assert r["exit"] == {"kind": "exit_port", "code": 0}
+    assert r["table"] == [0x22222222, 0x44444444, 0x77777777]
 
 
 # --- non-root operation: one exit of each kind --------------------------------------------------

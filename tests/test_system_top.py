@@ -72,6 +72,8 @@ def _memory_bench(body):
             else:
                 raise AssertionError(f"the access at {addr:#x} was never accepted")
             ctx.set(dut.data_req.valid, 0)
+            if write:
+                return None                             # writes have no response
             for _ in range(20):
                 if ctx.get(dut.data_resp.valid):
                     value = ctx.get(dut.data_resp.payload.data)

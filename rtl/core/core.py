@@ -58,6 +58,7 @@ from .core_layouts import (
     SysKind,
 )
 from .decode import Decoder
+from .fetch_lines import FetchLines
 from .layouts import (MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp, InsnClass, OpSize,
                       is_one_of)
 
@@ -73,6 +74,8 @@ RESET_EFER = EFER_LME | EFER_LMA
 POPF_MASK = (RFLAGS_ARITH | RFLAGS_TF | RFLAGS_IF | RFLAGS_DF | RFLAGS_IOPL | RFLAGS_NT
              | RFLAGS_AC | RFLAGS_ID)
 RSP = 4
+#: Qwords of recently fetched code kept by linear address (`rtl.core.fetch_lines`).
+FETCH_LINES = 4
 
 _NEEDS_UNIT = {
     InsnClass.CPUID: NeedsUnit.CPUID, InsnClass.RDTSC: NeedsUnit.TSC,
@@ -129,6 +132,7 @@ class Core(wiring.Component):
     sys_req: Out(stream.Signature(SYS_REQ_LAYOUT))
     sys_resp: In(stream.Signature(SYS_RESP_LAYOUT))
     event_pending: In(1)    # an event waits for the next instruction boundary (or wakes HLT)
+    fetch_flush: Out(1)     # every fetched byte is dropped now (see `MEM_RESP_LAYOUT.code`)
 
     load: In(1)
     init_rip: In(64)
@@ -161,6 +165,9 @@ class Core(wiring.Component):
         m = Module()
         m.submodules.decoder = dec = Decoder()
         m.submodules.alu = alu = Alu()
+        m.submodules.lines = lines = FetchLines(lines=FETCH_LINES, ports=2)
+        flush_lines = Signal()
+        m.d.comb += [lines.flush.eq(flush_lines), self.fetch_flush.eq(flush_lines)]
 
         # --- Architectural state -----------------------------------------------------------
         gpr = [Signal(64, name=f"gpr{i}") for i in range(16)]
@@ -203,9 +210,13 @@ class Core(wiring.Component):
                      self.halted.eq(fsm == CoreState.HALTED)]
 
         # --- Fetch window -------------------------------------------------------------------
-        buf = Signal(3 * 64)            # qwords fetched from RIP & ~7
+        buf = Signal(3 * 64)            # qwords fetched from the window's qword
         nq = Signal(2)                  # how many are valid
-        with m.Switch(rip[:3]):
+        # The window's start in the first qword: RIP[2:0], except in the RETIRE of an
+        # instruction whose successor's window was set up in EXEC (`advanced`).
+        woff = Signal(3)
+        advanced = Signal()
+        with m.Switch(woff):
             for o in range(8):
                 with m.Case(o):
                     m.d.comb += dec.window.as_value().eq(buf[8 * o:8 * (o + MAX_INSN_BYTES)])
@@ -213,7 +224,7 @@ class Core(wiring.Component):
         # Small operands are widened through tables of constants: Verilator's -Wall wants both
         # operands of an addition or comparison at the expression's width.
         fetched = Signal(5)             # bytes of the window that are real: 8 * nq - rip[2:0]
-        with m.Switch(Cat(rip[:3], nq)):
+        with m.Switch(Cat(woff, nq)):
             for k in range(4):
                 for o in range(8):
                     with m.Case(o + 8 * k):
@@ -302,6 +313,8 @@ class Core(wiring.Component):
         size = insn.opsize
         ea = Signal(64)                 # effective address (registered in DECODE)
         ea_comb = Signal(64)
+        ea_x = Signal(64)               # the EA for EXEC: computed now when EXEC is in DECODE
+        m.d.comb += ea_x.eq(Mux(fsm == CoreState.DECODE, ea_comb, ea))
         base_v = Mux(insn.base_valid, reg(insn.base), C(0, 64))
         index_r = reg(insn.index)
         index_v = Signal(64)
@@ -369,7 +382,7 @@ class Core(wiring.Component):
             with m.Case(InsnClass.MOVSX):
                 m.d.comb += b.eq(_extend(rm_val, insn.src_size, 1))
             with m.Case(InsnClass.LEA):
-                m.d.comb += b.eq(ea)
+                m.d.comb += b.eq(ea_x)
             with m.Case(InsnClass.CMOVCC):
                 # A false condition still writes the destination (32-bit: zero-extends it).
                 m.d.comb += b.eq(Mux(alu.cond, rm_val, reg_val))
@@ -415,6 +428,7 @@ class Core(wiring.Component):
         sp_new = Signal(64)
         halt = Signal()
         stored = Signal()               # the instruction wrote memory (see RETIRE)
+        ret_bytes = Signal(8 * MAX_INSN_BYTES)  # the window DECODE last saw (`retired_bytes`)
 
         # --- Register write-back (RETIRE) ----------------------------------------------------
         wb_tgt = Mux(wb_hi8, wb_reg & 3, wb_reg)
@@ -447,12 +461,104 @@ class Core(wiring.Component):
                      sp.seg.eq(Mux((insn.seg == SEG_FS) | (insn.seg == SEG_GS), insn.seg,
                                    Mux(ss_ref, SEG_SS, SEG_DS)))]
 
+        # --- EXEC: the ALU's results registered, the next state chosen ---------------------------
+        # Run in EXEC after a load, or right in DECODE when the instruction loads nothing.
+        dest_rm = is_one_of(cls, InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
+                            InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
+                            InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
+        dest_rm_mem = Signal()
+        dest_rm_reg = Signal()
+        m.d.comb += [dest_rm_mem.eq(insn.mem & dest_rm), dest_rm_reg.eq(~insn.mem & dest_rm)]
+        dest_reg = is_one_of(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
+                             InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
+        dest_acc = cls == InsnClass.ALU_ACC_IMM
+        dest_opreg = is_one_of(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
+        writes = alu.writes_result
+        dsize = Signal(OpSize)
+        wreg = Signal(4)
+        m.d.comb += [dsize.eq(Mux(setcc_size, OpSize.S8, size)),
+                     wreg.eq(Mux(dest_rm_reg, insn.rm, Mux(dest_reg, insn.reg,
+                                                           Mux(dest_opreg, insn.opreg, 0))))]
+        # The next instruction's window when this one falls through: offset and qwords passed.
+        adv_sum = Signal(5)             # woff + length, as a table (see `fetched`)
+        with m.Switch(Cat(woff, insn.length)):
+            for o in range(8):
+                for k in range(16):
+                    with m.Case(o + 8 * k):
+                        m.d.comb += adv_sum.eq(o + k)
+        adv_q = adv_sum[3:5]
+
+        def advance():
+            """The instruction falls through: the next one's window is set up now, so the
+            decoder has it during RETIRE and DECODE follows RETIRE directly. Only when the
+            buffered bytes are still the code's (no store that may have changed them).
+            `acc_addr` gets back the address of the qword after the buffer (an access used it)."""
+            with m.Switch(adv_q):
+                for k in (1, 2):
+                    with m.Case(k):
+                        m.d.sync += buf.eq(Cat(buf[64 * k:], C(0, 64 * k)))
+            m.d.sync += [nq.eq(nq - adv_q), woff.eq(adv_sum[:3]), advanced.eq(1),
+                         acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes)]
+
+        def execute():
+            m.d.sync += [
+                wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
+                wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
+                wb_val.eq(alu.result),
+                new_rflags.eq(alu.rflags_out),
+                new_rip.eq(Mux(taken, target, next_rip)),
+                halt.eq(0),
+                count_it.eq(1),
+                acc_part.eq(0),
+            ]
+            with m.If(cls == InsnClass.POPF):
+                mask = Mux(size == OpSize.S16, C(POPF_MASK & 0xFFFF, 64), C(POPF_MASK, 64))
+                m.d.sync += new_rflags.eq((rflags & ~(mask | RFLAGS_RF)) | (ld_val & mask)
+                                          | RFLAGS_FIXED1)
+            # Stack pointer.
+            m.d.sync += sp_en.eq(is_stack_load | is_stack_store)
+            m.d.sync += sp_new.eq(Mux(is_stack_load, rsp + stack_size, rsp - stack_size))
+            # Stores: memory destinations and pushes.
+            m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, alu.result))
+            with m.If(taken & ~_canonical(target)):
+                fault(VECTOR_GP, 0)
+            with m.Elif(((dest_rm_mem & writes) | is_stack_store)):
+                with m.If(is_stack_store):
+                    m.d.sync += [acc_addr.eq(rsp - stack_size), acc_size.eq(stack_size),
+                                 acc_ss.eq(1)]
+                with m.Else():
+                    m.d.sync += [acc_addr.eq(ea_x), acc_size.eq(_bytes_of(dsize)),
+                                 acc_ss.eq(ss_ref)]
+                m.d.sync += fsm.eq(CoreState.STORE)
+            with m.Elif(is_stack_load):
+                m.d.sync += fsm.eq(CoreState.SP_UPDATE)
+            with m.Else():
+                m.d.sync += fsm.eq(CoreState.RETIRE)
+                with m.If(~taken):
+                    advance()
+
+        # Port 0: the qword FETCH asks for, or in RETIRE the new RIP's; port 1: the one after it.
+        # (RETIRE fills the buffer from the lines after a branch without going through FETCH.)
+        in_retire = fsm == CoreState.RETIRE
+        m.d.comb += [lines.lookup_addr[0].eq(Mux(in_retire, new_rip[3:], acc_addr[3:])),
+                     lines.lookup_addr[1].eq(new_rip[3:] + 1),
+                     lines.fill_addr.eq(acc_addr[3:])]
+
+        def put_fetched(qword):
+            """The qword at `acc_addr` joins the window buffer."""
+            with m.Switch(nq):
+                for k in range(3):
+                    with m.Case(k):
+                        m.d.sync += buf[64 * k:64 * (k + 1)].eq(qword)
+            m.d.sync += [nq.eq(nq + 1), acc_addr.eq(acc_addr + 8), fsm.eq(CoreState.DEC_WAIT)]
+
         with m.Switch(fsm):
             with m.Case(CoreState.IDLE, CoreState.STOPPED):
                 pass
 
             with m.Case(CoreState.HALTED):
                 with m.If(self.event_pending):
+                    m.d.comb += flush_lines.eq(1)
                     m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
 
             with m.Case(CoreState.SYS_REQ):
@@ -464,6 +570,8 @@ class Core(wiring.Component):
                 m.d.comb += sresp.ready.eq(1)
                 a = sresp.payload
                 with m.If(sresp.valid):
+                    # The system may have changed the translation context or memory.
+                    m.d.comb += flush_lines.eq(1)
                     m.d.sync += sw.eq(a)
                     with m.Switch(a.action):
                         with m.Case(SysAction.RETIRE, SysAction.HALT):
@@ -523,9 +631,13 @@ class Core(wiring.Component):
                     m.d.sync += [sys_loading.eq(0), sys_loaded.eq(1), fsm.eq(CoreState.SYS_REQ)]
 
             with m.Case(CoreState.FETCH):
-                m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.FETCH)]
-                with m.If(req.ready):
-                    m.d.sync += fsm.eq(CoreState.FETCH_WAIT)
+                with m.If(lines.lookup_hit[0]):
+                    # Fetched a few instructions ago and nothing changed since: no access.
+                    put_fetched(lines.lookup_data[0])
+                with m.Else():
+                    m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.FETCH)]
+                    with m.If(req.ready):
+                        m.d.sync += fsm.eq(CoreState.FETCH_WAIT)
 
             with m.Case(CoreState.FETCH_WAIT):
                 m.d.comb += resp.ready.eq(1)
@@ -535,17 +647,14 @@ class Core(wiring.Component):
                         # (DECODE asked for this qword because the decode runs past them).
                         mem_fault()
                     with m.Else():
-                        with m.Switch(nq):
-                            for k in range(3):
-                                with m.Case(k):
-                                    m.d.sync += buf[64 * k:64 * (k + 1)].eq(resp.payload.data)
-                        m.d.sync += [nq.eq(nq + 1), acc_addr.eq(acc_addr + 8),
-                                     fsm.eq(CoreState.DEC_WAIT)]
+                        put_fetched(resp.payload.data)
+                        m.d.comb += [lines.fill_en.eq(1), lines.fill_data.eq(resp.payload.data)]
 
             with m.Case(CoreState.DEC_WAIT):
                 m.d.sync += fsm.eq(CoreState.DECODE)
 
             with m.Case(CoreState.DECODE):
+                m.d.sync += ret_bytes.eq(dec.window.as_value())
                 full = fetched >= MAX_INSN_BYTES
                 longer = ~fetched[4] & (insn.length > fetched[:4])
                 with m.If((insn.ud | insn.too_long | longer) & ~full):
@@ -572,7 +681,7 @@ class Core(wiring.Component):
                                                      _bytes_of(size))),
                                      fsm.eq(CoreState.LOAD)]
                     with m.Else():
-                        m.d.sync += fsm.eq(CoreState.EXEC)
+                        execute()
 
             with m.Case(CoreState.LOAD):
                 with m.If(~_canonical(acc_addr)):
@@ -600,57 +709,7 @@ class Core(wiring.Component):
                             m.d.sync += fsm.eq(CoreState.EXEC)
 
             with m.Case(CoreState.EXEC):
-                # Defaults: no write-back, flags unchanged, fall through to the next insn.
-                dest_rm_mem = insn.mem & is_one_of(cls,
-                    InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
-                    InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
-                    InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
-                dest_rm_reg = ~insn.mem & is_one_of(cls,
-                    InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
-                    InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
-                    InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
-                dest_reg = is_one_of(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
-                                     InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
-                dest_acc = cls == InsnClass.ALU_ACC_IMM
-                dest_opreg = is_one_of(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
-                writes = alu.writes_result
-                dsize = Mux(setcc_size, OpSize.S8, size)
-                wreg = Mux(dest_rm_reg, insn.rm, Mux(dest_reg, insn.reg,
-                                                      Mux(dest_opreg, insn.opreg, 0)))
-                m.d.sync += [
-                    wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
-                    wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
-                    wb_val.eq(alu.result),
-                    new_rflags.eq(alu.rflags_out),
-                    new_rip.eq(Mux(taken, target, next_rip)),
-                    halt.eq(0),
-                    count_it.eq(1),
-                    acc_part.eq(0),
-                ]
-                with m.If(cls == InsnClass.POPF):
-                    mask = Mux(size == OpSize.S16, C(POPF_MASK & 0xFFFF, 64), C(POPF_MASK, 64))
-                    m.d.sync += new_rflags.eq((rflags & ~(mask | RFLAGS_RF)) | (ld_val & mask)
-                                              | RFLAGS_FIXED1)
-                # Stack pointer.
-                m.d.sync += sp_en.eq(is_stack_load | is_stack_store)
-                m.d.sync += sp_new.eq(Mux(is_stack_load, rsp + stack_size, rsp - stack_size))
-                # Stores: memory destinations and pushes.
-                m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, alu.result))
-                with m.If(is_stack_store):
-                    m.d.sync += [acc_addr.eq(rsp - stack_size), acc_size.eq(stack_size),
-                                 acc_ss.eq(1)]
-                with m.Else():
-                    m.d.sync += [acc_addr.eq(ea), acc_size.eq(_bytes_of(dsize)),
-                                 acc_ss.eq(ss_ref)]
-                with m.If(taken & ~_canonical(target)):
-                    fault(VECTOR_GP, 0)
-                with m.Elif(((dest_rm_mem & writes) | is_stack_store)):
-                    m.d.sync += fsm.eq(CoreState.STORE)
-                with m.Elif(is_stack_load):
-                    m.d.sync += fsm.eq(CoreState.SP_UPDATE)
-                with m.Else():
-                    m.d.sync += fsm.eq(CoreState.RETIRE)
-
+                execute()
             with m.Case(CoreState.STORE):
                 with m.If(~_canonical(acc_addr)):
                     fault(Mux(acc_ss, VECTOR_SS, VECTOR_GP), 0)
@@ -662,7 +721,8 @@ class Core(wiring.Component):
             with m.Case(CoreState.STORE_WAIT):
                 m.d.comb += resp.ready.eq(1)
                 with m.If(resp.valid):
-                    m.d.sync += stored.eq(1)
+                    code_written = stored | resp.payload.code
+                    m.d.sync += stored.eq(code_written)
                     with m.If(resp.payload.outcome != Outcome.OK):
                         mem_fault()
                     with m.Elif(two_parts & ~acc_part):
@@ -671,10 +731,14 @@ class Core(wiring.Component):
                         m.d.sync += fsm.eq(CoreState.SP_UPDATE)
                     with m.Else():
                         m.d.sync += fsm.eq(CoreState.RETIRE)
+                        with m.If(~code_written & ~taken):
+                            advance()
 
             with m.Case(CoreState.SP_UPDATE):
                 # Before the destination write, so POP RSP ends with the popped value.
                 m.d.sync += [gpr[RSP].eq(sp_new), fsm.eq(CoreState.RETIRE)]
+                with m.If(~stored & ~taken):
+                    advance()
 
             with m.Case(CoreState.RETIRE):
                 with m.If(wb_en):
@@ -686,7 +750,7 @@ class Core(wiring.Component):
                 with m.If(count_it):
                     m.d.sync += [count.eq(count + 1), self.retired.eq(1),
                                  self.retired_rip.eq(rip), self.retired_len.eq(insn.length),
-                                 self.retired_bytes.eq(dec.window.as_value())]
+                                 self.retired_bytes.eq(ret_bytes)]
                 with m.If(sys_ret):
                     # The system's writes (after the GPR write-back: they name other registers).
                     for i, name in enumerate(("rax", "rcx", "rdx", "rbx")):
@@ -703,24 +767,40 @@ class Core(wiring.Component):
                 # stored to memory: a store may have changed code bytes (self-modifying code).
                 skip = Signal(61)
                 m.d.comb += skip.eq(new_rip[3:] - rip[3:])
+                with m.If(stored):
+                    m.d.comb += flush_lines.eq(1)
                 with m.If(halt):
                     m.d.sync += fsm.eq(CoreState.HALTED)
                 with m.Elif(self.event_pending):
                     # An instruction boundary with an event waiting (a VM exit, usually).
+                    m.d.comb += flush_lines.eq(1)
                     m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+                with m.Elif(advanced):
+                    # EXEC set up this window and the decoder has decoded it meanwhile.
+                    m.d.sync += fsm.eq(CoreState.DECODE)
                 with m.Elif(~stored & (skip[2:] == 0) & (skip[:2] < nq)):
                     with m.Switch(skip[:2]):
                         for k in (1, 2):
                             with m.Case(k):
                                 m.d.sync += buf.eq(Cat(buf[64 * k:], C(0, 64 * k)))
-                    m.d.sync += [nq.eq(nq - skip[:2]),
+                    m.d.sync += [nq.eq(nq - skip[:2]), woff.eq(new_rip[:3]),
                                  acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes),
                                  fsm.eq(CoreState.DEC_WAIT)]
+                with m.Elif(~stored & lines.lookup_hit[0]):
+                    # A branch to code fetched a few instructions ago: one or two qwords from
+                    # the lines (not after a store or a system instruction, which empty them).
+                    m.d.sync += [buf[:64].eq(lines.lookup_data[0]), woff.eq(new_rip[:3]),
+                                 acc_part.eq(0), fsm.eq(CoreState.DEC_WAIT)]
+                    with m.If(lines.lookup_hit[1]):
+                        m.d.sync += [buf[64:128].eq(lines.lookup_data[1]), nq.eq(2),
+                                     acc_addr.eq(Cat(C(0, 3), new_rip[3:] + 2))]
+                    with m.Else():
+                        m.d.sync += [nq.eq(1), acc_addr.eq(Cat(C(0, 3), new_rip[3:] + 1))]
                 with m.Else():
-                    m.d.sync += [nq.eq(0), acc_part.eq(0),
+                    m.d.sync += [nq.eq(0), acc_part.eq(0), woff.eq(new_rip[:3]),
                                  acc_addr.eq(Cat(C(0, 3), new_rip[3:])),
                                  fsm.eq(CoreState.FETCH)]
-                m.d.sync += stored.eq(0)
+                m.d.sync += [stored.eq(0), advanced.eq(0)]
 
         # FETCH uses acc_addr as the qword address (acc_size 8, offset 0 -> mask 0xFF).
         with m.If(is_one_of(fsm, CoreState.FETCH, CoreState.FETCH_WAIT)):
@@ -728,12 +808,14 @@ class Core(wiring.Component):
                          req.payload.data.eq(0)]
 
         with m.If(self.load):
+            m.d.comb += flush_lines.eq(1)
             m.d.sync += [gpr[i].eq(self.init_gpr[i]) for i in range(16)]
             m.d.sync += [rip.eq(self.init_rip),
                          rflags.eq(self.init_rflags),
                          cr0.eq(RESET_CR0), cr3.eq(self.init_cr3), cr4.eq(RESET_CR4),
                          efer.eq(RESET_EFER), sys_ret.eq(0), sys_loading.eq(0),
-                         nq.eq(0), acc_part.eq(0), stored.eq(0),
+                         nq.eq(0), acc_part.eq(0), stored.eq(0), advanced.eq(0),
+                         woff.eq(self.init_rip[:3]),
                          acc_addr.eq(Cat(C(0, 3), self.init_rip[3:])),
                          exc.eq(0), count.eq(0), fsm.eq(CoreState.FETCH)]
 

@@ -34,6 +34,9 @@ MEM_RESP_LAYOUT = data.StructLayout({
     "data": 64,         # FETCH/READ: the qword (bytes outside `mask` are don't-care)
     "outcome": Outcome,  # OK, or the fault the access raised (nothing was written)
     "error_code": 32,   # the fault's error code (#PF error code, 0 for #GP)
+    # WRITE: the write may have changed bytes fetched since the core's last `fetch_flush`, so
+    # the core must fetch again (self-modifying code). 1 is always correct; 0 is a promise.
+    "code": 1,
 })
 
 

@@ -11,7 +11,7 @@ port        requests                                       responses
             OR-ed into the word: the A/D flag update)
 ``vmx``     the VMX unit: qword read or write               reads only
 ``bitmap``  the exit-decision block's bitmap reads          every request
-``data``    the core's accesses after translation: a      every request (writes answer 0)
+``data``    the core's accesses after translation: a      reads only
             read, or a write of the bytes in ``mask``
 ==========  =============================================  ===================================
 
@@ -217,9 +217,10 @@ class SystemMemory(wiring.Component):
         word = Mux(s2_backed, rd.data, OPEN_BUS)
         for who, resp in resps.items():
             m.d.comb += [resp.valid.eq(s2["valid"] & s2["respond"] & (s2["owner"] == who)),
-                         resp.payload.data.eq(Mux(s2["write"], 0, word))]
+                         resp.payload.data.eq(word)]
         m.d.comb += self.walk_resp.payload.tag.eq(s2["tag"])
-        # A held write writes the same value again (the read port holds its word too).
+        # Writes never respond, so never hold the pipeline themselves; one held behind a
+        # response writes the same value again (the read port holds its word too).
         m.d.comb += [wr.addr.eq(s2_index),
                      wr.data.eq(Mux(s2["setbits"], rd.data | s2["wdata"], s2["wdata"])),
                      wr.en.eq(Mux(s2["valid"] & s2["write"] & s2_backed, s2["mask"], 0))]
@@ -261,7 +262,7 @@ class SystemMemory(wiring.Component):
                                      s1["respond"].eq(1)]
                     else:
                         m.d.sync += [s1["write"].eq(p.write), s1["setbits"].eq(0),
-                                     s1["respond"].eq(1), s1["mask"].eq(p.mask),
+                                     s1["respond"].eq(~p.write), s1["mask"].eq(p.mask),
                                      s1["wdata"].eq(p.data)]
                 first = False
 

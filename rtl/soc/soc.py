@@ -191,6 +191,7 @@ class Soc(wiring.Component):
         wiring.connect(m, tu.resp, dp.xlate_resp)
         wiring.connect(m, dp.ram_req, mem.data_req)
         wiring.connect(m, mem.data_resp, dp.ram_resp)
+        m.d.comb += dp.fetch_flush.eq(core.fetch_flush)
 
         # --- the system unit -------------------------------------------------------------------
         wiring.connect(m, core.sys_req, su.sys_req)

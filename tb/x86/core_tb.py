@@ -124,6 +124,9 @@ class Memory:
         self._put(CODE_BASE, prog.image)
         self._put(DATA_BASE, prog.data)
         self._put(STACK_BASE, prog.stack)
+        # Pages fetched from since the core's last `fetch_flush`: a write to one is answered
+        # with `code` = 1 (the memory port's contract for self-modifying code).
+        self.code_pages = set()
 
     def _put(self, addr, data):
         self.regions[addr][:len(data)] = data
@@ -135,19 +138,21 @@ class Memory:
         return None, None
 
     def access(self, addr, kind, mask, data):
-        """One qword access of the port; returns (outcome, data, error_code)."""
+        """One qword access of the port; returns (outcome, data, error_code, code)."""
         assert addr % 8 == 0 and mask, f"bad request addr={addr:#x} mask={mask:#x}"
         buf, off = self._find(addr)
         if buf is None:
             ec = (PFEC_W if kind == Access.WRITE else 0) | (PFEC_I if kind == Access.FETCH
                                                             else 0)
-            return Outcome.PAGE_FAULT, 0, ec
+            return Outcome.PAGE_FAULT, 0, ec, 0
         if kind == Access.WRITE:
             for k in range(8):
                 if mask >> k & 1:
                     buf[off + k] = data >> (8 * k) & 0xFF
-            return Outcome.OK, 0, 0
-        return Outcome.OK, int.from_bytes(buf[off:off + 8], "little"), 0
+            return Outcome.OK, 0, 0, int(addr >> 12 in self.code_pages)
+        if kind == Access.FETCH:
+            self.code_pages.add(addr >> 12)
+        return Outcome.OK, int.from_bytes(buf[off:off + 8], "little"), 0, 0
 
     def snapshot(self):
         return {base: bytes(buf) for base, buf in self.regions.items()}
@@ -181,10 +186,19 @@ def run_core(programs: list[Program], seed: int = 1, dut=None) -> list[Result]:
         await ctx.tick()
         ctx.set(dut.sys_resp.valid, 0)
 
+    current = {"mem": None}
+
+    async def snoop(ctx):
+        """The core's `fetch_flush` empties the memory's code pages."""
+        while True:
+            if ctx.get(dut.fetch_flush) and current["mem"] is not None:
+                current["mem"].code_pages.clear()
+            await ctx.tick()
+
     async def bench(ctx):
         req, resp = dut.mem_req, dut.mem_resp
         for prog in programs:
-            mem = Memory(prog)
+            mem = current["mem"] = Memory(prog)
             ctx.set(dut.init_rip, CODE_BASE)
             ctx.set(dut.init_rflags, prog.rflags)
             for i, name in enumerate(REG_NAMES):
@@ -207,10 +221,11 @@ def run_core(programs: list[Program], seed: int = 1, dut=None) -> list[Result]:
                 ctx.set(req.ready, 1)
                 await ctx.tick()
                 ctx.set(req.ready, 0)
-                outcome, rdata, ec = mem.access(addr, kind, mask, data)
+                outcome, rdata, ec, code = mem.access(addr, kind, mask, data)
                 for _ in range(rng.choice((0, 0, 0, 1, 4))):
                     await ctx.tick()
-                ctx.set(resp.payload, {"data": rdata, "outcome": outcome, "error_code": ec})
+                ctx.set(resp.payload, {"data": rdata, "outcome": outcome, "error_code": ec,
+                                       "code": code})
                 ctx.set(resp.valid, 1)
                 # The core waits for every response with ready high (watchdog: one cycle).
                 assert ctx.get(resp.ready), "core not ready for its response"
@@ -233,6 +248,7 @@ def run_core(programs: list[Program], seed: int = 1, dut=None) -> list[Result]:
     sim = Simulator(dut)
     sim.add_clock(PERIOD)
     sim.add_testbench(bench)
+    sim.add_testbench(snoop, background=True)
     # Watchdog: the whole batch must finish within its cycle budget (a hung core or a request
     # never made would otherwise run forever).
     steps = 0

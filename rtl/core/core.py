@@ -59,8 +59,8 @@ from .core_layouts import (
 )
 from .decode import Decoder
 from .fetch_lines import FetchLines
-from .layouts import (MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp, InsnClass, OpSize,
-                      is_one_of)
+from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp,
+                      InsnClass, OpSize, is_one_of)
 
 __all__ = ["Core", "RESET_CR0", "RESET_CR4", "RESET_EFER", "POPF_MASK"]
 
@@ -145,6 +145,7 @@ class Core(wiring.Component):
     halted: Out(1)
     exception: Out(EXCEPTION_LAYOUT)
     retired: Out(1)         # one-cycle pulse per retired instruction
+    retiring: Out(1)        # an instruction retires at the end of this cycle
     retired_count: Out(64)
     retired_rip: Out(64)    # with `retired`: the instruction's RIP, length and bytes
     retired_len: Out(4)
@@ -192,8 +193,6 @@ class Core(wiring.Component):
                         m.d.comb += v.eq(gpr[i])
             return v
 
-        insn = dec.insn
-
         def high8(n, size):
             """The operand is AH/CH/DH/BH: 8-bit register 4-7 without REX."""
             return (size == OpSize.S8) & ~insn.rex & (n[2:4] == 1)
@@ -204,6 +203,13 @@ class Core(wiring.Component):
             return Mux(high8(n, size), full[8:16], full)
 
         fsm = Signal(CoreState)
+        in_decode = fsm == CoreState.DECODE
+        # The instruction being executed: the decoder's output in DECODE; after it, the copy
+        # DECODE took (`xinsn`), because in DECODE the decoder already works on the next
+        # instruction's window.
+        xinsn = Signal(DECODED_LAYOUT)
+        insn = Signal(DECODED_LAYOUT)
+        m.d.comb += insn.eq(Mux(in_decode, dec.insn.as_value(), xinsn.as_value()))
         m.d.comb += [self.state.eq(fsm),
                      self.idle.eq((fsm == CoreState.IDLE) | (fsm == CoreState.HALTED)
                                   | (fsm == CoreState.STOPPED)),
@@ -216,11 +222,32 @@ class Core(wiring.Component):
         # instruction whose successor's window was set up in EXEC (`advanced`).
         woff = Signal(3)
         advanced = Signal()
+        window = Signal(8 * MAX_INSN_BYTES)     # the 15 bytes from the window's start
         with m.Switch(woff):
             for o in range(8):
                 with m.Case(o):
-                    m.d.comb += dec.window.as_value().eq(buf[8 * o:8 * (o + MAX_INSN_BYTES)])
-        m.d.comb += dec.window_valid.eq(1)
+                    m.d.comb += window.eq(buf[8 * o:8 * (o + MAX_INSN_BYTES)])
+        # In DECODE the decoder gets the window of the next instruction in sequence (after the
+        # decoded length), so that an instruction committed in DECODE has its successor decoded
+        # by the next cycle; everywhere else the window itself.
+        next_sum = Signal(5)            # woff + the decoded length, as a table (see `fetched`)
+        with m.Switch(Cat(woff, dec.insn.length)):
+            for o in range(8):
+                for k in range(16):
+                    with m.Case(o + 8 * k):
+                        m.d.comb += next_sum.eq(o + k)
+        next_buf = Signal(8 * (7 + MAX_INSN_BYTES))     # what a window can start in
+        with m.Switch(next_sum[3:5]):
+            for k in range(3):
+                with m.Case(k):
+                    m.d.comb += next_buf.eq(Cat(buf[64 * k:], C(0, 64 * k))[:len(next_buf)])
+        next_window = Signal(8 * MAX_INSN_BYTES)
+        with m.Switch(next_sum[:3]):
+            for o in range(8):
+                with m.Case(o):
+                    m.d.comb += next_window.eq(next_buf[8 * o:8 * (o + MAX_INSN_BYTES)])
+        m.d.comb += [dec.window.as_value().eq(Mux(in_decode, next_window, window)),
+                     dec.window_valid.eq(1)]
         # Small operands are widened through tables of constants: Verilator's -Wall wants both
         # operands of an addition or comparison at the expression's width.
         fetched = Signal(5)             # bytes of the window that are real: 8 * nq - rip[2:0]
@@ -430,20 +457,32 @@ class Core(wiring.Component):
         stored = Signal()               # the instruction wrote memory (see RETIRE)
         ret_bytes = Signal(8 * MAX_INSN_BYTES)  # the window DECODE last saw (`retired_bytes`)
 
-        # --- Register write-back (RETIRE) ----------------------------------------------------
-        wb_tgt = Mux(wb_hi8, wb_reg & 3, wb_reg)
+        # --- Register write-back: RETIRE's registered values, or a commit in DECODE ------------
+        gw_en = Signal()
+        gw_reg = Signal(4)
+        gw_size = Signal(OpSize)
+        gw_hi8 = Signal()
+        gw_val = Signal(64)
+        m.d.comb += [gw_reg.eq(wb_reg), gw_size.eq(wb_size), gw_hi8.eq(wb_hi8), gw_val.eq(wb_val)]
+        wb_tgt = Mux(gw_hi8, gw_reg & 3, gw_reg)
         old = reg(wb_tgt)
         merged = Signal(64)
-        with m.Switch(wb_size):
+        with m.Switch(gw_size):
             with m.Case(OpSize.S8):
-                m.d.comb += merged.eq(Mux(wb_hi8, Cat(old[:8], wb_val[:8], old[16:]),
-                                          Cat(wb_val[:8], old[8:])))
+                m.d.comb += merged.eq(Mux(gw_hi8, Cat(old[:8], gw_val[:8], old[16:]),
+                                          Cat(gw_val[:8], old[8:])))
             with m.Case(OpSize.S16):
-                m.d.comb += merged.eq(Cat(wb_val[:16], old[16:]))
+                m.d.comb += merged.eq(Cat(gw_val[:16], old[16:]))
             with m.Case(OpSize.S32):
-                m.d.comb += merged.eq(wb_val[:32])
+                m.d.comb += merged.eq(gw_val[:32])
             with m.Default():
-                m.d.comb += merged.eq(wb_val)
+                m.d.comb += merged.eq(gw_val)
+        # Before the FSM's statements: RETIRE's writes of the system's answers come after.
+        with m.If(gw_en):
+            with m.Switch(wb_tgt):
+                for i in range(16):
+                    with m.Case(i):
+                        m.d.sync += gpr[i].eq(merged)
 
         m.d.sync += self.retired.eq(0)
 
@@ -488,7 +527,7 @@ class Core(wiring.Component):
                         m.d.comb += adv_sum.eq(o + k)
         adv_q = adv_sum[3:5]
 
-        def advance():
+        def advance(mark=True):
             """The instruction falls through: the next one's window is set up now, so the
             decoder has it during RETIRE and DECODE follows RETIRE directly. Only when the
             buffered bytes are still the code's (no store that may have changed them).
@@ -497,10 +536,30 @@ class Core(wiring.Component):
                 for k in (1, 2):
                     with m.Case(k):
                         m.d.sync += buf.eq(Cat(buf[64 * k:], C(0, 64 * k)))
-            m.d.sync += [nq.eq(nq - adv_q), woff.eq(adv_sum[:3]), advanced.eq(1),
+            m.d.sync += [nq.eq(nq - adv_q), woff.eq(adv_sum[:3]),
                          acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes)]
+            if mark:
+                m.d.sync += advanced.eq(1)
 
-        def execute():
+        def commit():
+            """An instruction with no access and no taken branch retires in DECODE: the writes
+            RETIRE would make, the boundary's event check, and the successor (decoded in this
+            cycle from the window after this one) follows in DECODE."""
+            m.d.comb += [gw_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
+                         gw_reg.eq(wreg), gw_size.eq(dsize), gw_hi8.eq(high8(wreg, dsize)),
+                         gw_val.eq(alu.result), self.retiring.eq(1)]
+            m.d.sync += [rflags.eq(alu.rflags_out), rip.eq(next_rip), count.eq(count + 1),
+                         self.retired.eq(1), self.retired_rip.eq(rip),
+                         self.retired_len.eq(insn.length), self.retired_bytes.eq(window)]
+            with m.If(self.event_pending):
+                # An instruction boundary with an event waiting (a VM exit, usually).
+                m.d.comb += flush_lines.eq(1)
+                m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+            with m.Else():
+                advance(mark=False)
+                m.d.sync += fsm.eq(CoreState.DECODE)
+
+        def execute(in_decode_state=False):
             m.d.sync += [
                 wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
                 wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
@@ -533,9 +592,15 @@ class Core(wiring.Component):
             with m.Elif(is_stack_load):
                 m.d.sync += fsm.eq(CoreState.SP_UPDATE)
             with m.Else():
-                m.d.sync += fsm.eq(CoreState.RETIRE)
-                with m.If(~taken):
-                    advance()
+                if in_decode_state:
+                    with m.If(~taken):
+                        commit()
+                    with m.Else():
+                        m.d.sync += fsm.eq(CoreState.RETIRE)
+                else:
+                    m.d.sync += fsm.eq(CoreState.RETIRE)
+                    with m.If(~taken):
+                        advance()
 
         # Port 0: the qword FETCH asks for, or in RETIRE the new RIP's; port 1: the one after it.
         # (RETIRE fills the buffer from the lines after a branch without going through FETCH.)
@@ -654,7 +719,7 @@ class Core(wiring.Component):
                 m.d.sync += fsm.eq(CoreState.DECODE)
 
             with m.Case(CoreState.DECODE):
-                m.d.sync += ret_bytes.eq(dec.window.as_value())
+                m.d.sync += [ret_bytes.eq(window), xinsn.eq(dec.insn)]
                 full = fetched >= MAX_INSN_BYTES
                 longer = ~fetched[4] & (insn.length > fetched[:4])
                 with m.If((insn.ud | insn.too_long | longer) & ~full):
@@ -681,7 +746,7 @@ class Core(wiring.Component):
                                                      _bytes_of(size))),
                                      fsm.eq(CoreState.LOAD)]
                     with m.Else():
-                        execute()
+                        execute(in_decode_state=True)
 
             with m.Case(CoreState.LOAD):
                 with m.If(~_canonical(acc_addr)):
@@ -741,11 +806,7 @@ class Core(wiring.Component):
                     advance()
 
             with m.Case(CoreState.RETIRE):
-                with m.If(wb_en):
-                    with m.Switch(wb_tgt):
-                        for i in range(16):
-                            with m.Case(i):
-                                m.d.sync += gpr[i].eq(merged)
+                m.d.comb += [gw_en.eq(wb_en), self.retiring.eq(1)]
                 m.d.sync += [rflags.eq(new_rflags), rip.eq(new_rip)]
                 with m.If(count_it):
                     m.d.sync += [count.eq(count + 1), self.retired.eq(1),

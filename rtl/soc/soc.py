@@ -201,7 +201,7 @@ class Soc(wiring.Component):
                      su.core_rflags.eq(core.rflags), su.core_cr0.eq(core.cr0),
                      su.core_cr3.eq(core.cr3), su.core_cr4.eq(core.cr4),
                      su.core_efer.eq(core.efer),
-                     su.core_retiring.eq(core.state == CoreState.RETIRE),
+                     su.core_retiring.eq(core.retiring),
                      su.fault_outcome.eq(dp.fault.outcome), su.fault_gla.eq(dp.fault.gla),
                      su.fault_gpa.eq(dp.fault.gpa),
                      su.fault_qualification.eq(dp.fault.qualification),

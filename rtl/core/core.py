@@ -634,9 +634,20 @@ class Core(wiring.Component):
             with m.Case(CoreState.SYS_WAIT):
                 m.d.comb += sresp.ready.eq(1)
                 a = sresp.payload
+                # An instruction the system retired without a change of RIP, control registers,
+                # EFER or memory (CPUID, RDTSC, RDMSR, WRMSR other than EFER, IN, OUT, VMREAD to
+                # a register, VMWRITE): the fetched bytes and translations stay valid.
+                keeps = Signal()
+                m.d.comb += keeps.eq(
+                    (sys_kind == SysKind.INSN) & (a.action == SysAction.RETIRE) & a.count
+                    & ~a.rip_we & ~a.cr0_we & ~a.cr3_we & ~a.cr4_we & ~a.efer_we & ~a.store_we
+                    & is_one_of(cls, InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR,
+                                InsnClass.WRMSR, InsnClass.IN_IMM, InsnClass.IN_DX,
+                                InsnClass.OUT_IMM, InsnClass.OUT_DX, InsnClass.VMREAD,
+                                InsnClass.VMWRITE))
                 with m.If(sresp.valid):
-                    # The system may have changed the translation context or memory.
-                    m.d.comb += flush_lines.eq(1)
+                    # Else the system may have changed the translation context or memory.
+                    m.d.comb += flush_lines.eq(~keeps)
                     m.d.sync += sw.eq(a)
                     with m.Switch(a.action):
                         with m.Case(SysAction.RETIRE, SysAction.HALT):
@@ -651,13 +662,15 @@ class Core(wiring.Component):
                                 halt.eq(is_halt), sp_en.eq(0), sys_ret.eq(~is_halt),
                                 count_it.eq(is_halt | a.count),
                                 # A new CR3, paging mode or VMX mode: fetch afresh.
-                                stored.eq(1), exc.valid.eq(0),
+                                stored.eq(~keeps), exc.valid.eq(0),
                             ]
                             with m.If(~is_halt & a.store_we):
                                 m.d.sync += [acc_addr.eq(ea), acc_size.eq(8), acc_part.eq(0),
                                              acc_data.eq(a.store_val), fsm.eq(CoreState.STORE)]
                             with m.Else():
                                 m.d.sync += fsm.eq(CoreState.RETIRE)
+                                with m.If(keeps):
+                                    advance()
                         with m.Case(SysAction.PROCEED):
                             m.d.sync += [acc_addr.eq(ea), acc_size.eq(8), acc_part.eq(0),
                                          ld_buf.eq(0), sys_half.eq(0), sys_loading.eq(1),

@@ -204,6 +204,10 @@ class Core(wiring.Component):
 
         fsm = Signal(CoreState)
         in_decode = fsm == CoreState.DECODE
+        pf_req = Signal()               # the prefetcher offers its fetch on the memory port
+        pf_pending = Signal()           # ... which was taken: its response is the next one
+        pf_busy = Signal()
+        m.d.comb += pf_busy.eq(pf_req | pf_pending)
         # The instruction being executed: the decoder's output in DECODE; after it, the copy
         # DECODE took (`xinsn`), because in DECODE the decoder already works on the next
         # instruction's window.
@@ -211,8 +215,8 @@ class Core(wiring.Component):
         insn = Signal(DECODED_LAYOUT)
         m.d.comb += insn.eq(Mux(in_decode, dec.insn.as_value(), xinsn.as_value()))
         m.d.comb += [self.state.eq(fsm),
-                     self.idle.eq((fsm == CoreState.IDLE) | (fsm == CoreState.HALTED)
-                                  | (fsm == CoreState.STOPPED)),
+                     self.idle.eq(((fsm == CoreState.IDLE) | (fsm == CoreState.HALTED)
+                                   | (fsm == CoreState.STOPPED)) & ~pf_busy),
                      self.halted.eq(fsm == CoreState.HALTED)]
 
         # --- Fetch window -------------------------------------------------------------------
@@ -294,8 +298,9 @@ class Core(wiring.Component):
         part_addr = Signal(64)
         m.d.comb += part_addr.eq(Cat(C(0, 3), acc_addr[3:]) + Mux(acc_part, C(8, 64), C(0, 64)))
 
-        req = self.mem_req
-        resp = self.mem_resp
+        # The FSM's view of the memory port; the prefetcher (below) shares the port with it.
+        req = stream.Signature(MEM_REQ_LAYOUT).create(path=("fsm_req",))
+        resp = stream.Signature(MEM_RESP_LAYOUT).flip().create(path=("fsm_resp",))
         m.d.comb += [req.payload.addr.eq(part_addr),
                      req.payload.mask.eq(Mux(acc_part, mask16[8:], mask16[:8])),
                      req.payload.data.eq(Mux(acc_part, wdata128[64:], wdata128[:64]))]
@@ -627,8 +632,9 @@ class Core(wiring.Component):
                     m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
 
             with m.Case(CoreState.SYS_REQ):
-                m.d.comb += sreq.valid.eq(1)
-                with m.If(sreq.ready):
+                # Nothing of the core's in flight while the system may change the translation.
+                m.d.comb += sreq.valid.eq(~pf_busy)
+                with m.If(sreq.ready & ~pf_busy):
                     m.d.sync += fsm.eq(CoreState.SYS_WAIT)
 
             with m.Case(CoreState.SYS_WAIT):
@@ -736,8 +742,12 @@ class Core(wiring.Component):
                 full = fetched >= MAX_INSN_BYTES
                 longer = ~fetched[4] & (insn.length > fetched[:4])
                 with m.If((insn.ud | insn.too_long | longer) & ~full):
-                    # The decode may depend on bytes not fetched yet: fetch the next qword.
-                    m.d.sync += fsm.eq(CoreState.FETCH)
+                    # The decode may depend on bytes not fetched yet: the next qword, from the
+                    # lines (prefetched, usually) or fetched.
+                    with m.If(lines.lookup_hit[0]):
+                        put_fetched(lines.lookup_data[0])
+                    with m.Else():
+                        m.d.sync += fsm.eq(CoreState.FETCH)
                 with m.Elif(insn.too_long):
                     fault(VECTOR_GP, 0)
                 with m.Elif(insn.ud):
@@ -880,6 +890,45 @@ class Core(wiring.Component):
         with m.If(is_one_of(fsm, CoreState.FETCH, CoreState.FETCH_WAIT)):
             m.d.comb += [req.payload.addr.eq(acc_addr), req.payload.mask.eq(0xFF),
                          req.payload.data.eq(0)]
+
+        # --- The prefetcher: the qword after the window buffer, into the fetched lines ----------
+        # Issued from DEC_WAIT, or from DECODE for an instruction that makes no access (so a
+        # load or store right after rarely waits for it); only within the page of the code
+        # being fetched (no translation of a page the program may never run: no accessed flag
+        # set, no fault, which a prefetch would have to hold anyway), and not when the lines
+        # have the qword. Its response fills the lines unless they were flushed meanwhile; a
+        # fault is dropped (a FETCH of the same qword raises it if the code needs the bytes).
+        pf_addr = Signal(64)
+        pf_discard = Signal()
+        quiet = Signal()                # the state issues no access of the FSM's this cycle
+        m.d.comb += quiet.eq((fsm == CoreState.DEC_WAIT)
+                             | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
+                                & ~is_one_of(cls, *_SYSTEM)))
+        with m.If(quiet & ~pf_busy & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
+                  & ~flush_lines):
+            m.d.sync += [pf_req.eq(1), pf_addr.eq(acc_addr), pf_discard.eq(0)]
+        port, port_resp = self.mem_req, self.mem_resp
+        with m.If(pf_req):
+            m.d.comb += [port.valid.eq(1), port.payload.addr.eq(pf_addr),
+                         port.payload.kind.eq(Access.FETCH), port.payload.mask.eq(0xFF)]
+            with m.If(port.ready):
+                m.d.sync += [pf_req.eq(0), pf_pending.eq(1)]
+        with m.Else():
+            m.d.comb += [port.valid.eq(req.valid & ~pf_pending), port.payload.eq(req.payload),
+                         req.ready.eq(port.ready & ~pf_pending)]
+        with m.If(pf_pending):
+            m.d.comb += port_resp.ready.eq(1)
+            with m.If(port_resp.valid):
+                m.d.sync += pf_pending.eq(0)
+                with m.If((port_resp.payload.outcome == Outcome.OK) & ~pf_discard
+                          & ~flush_lines):
+                    m.d.comb += [lines.fill_en.eq(1), lines.fill_addr.eq(pf_addr[3:]),
+                                 lines.fill_data.eq(port_resp.payload.data)]
+        with m.Else():
+            m.d.comb += [resp.valid.eq(port_resp.valid), resp.payload.eq(port_resp.payload),
+                         port_resp.ready.eq(resp.ready)]
+        with m.If(flush_lines):
+            m.d.sync += pf_discard.eq(1)
 
         with m.If(self.load):
             m.d.comb += flush_lines.eq(1)

@@ -12,6 +12,8 @@ RAM played by the testbench.
 - Self-modifying code: a write's `code` is 1 whenever its physical page was fetched from since
   the last `fetch_flush` (also through another linear page of the same physical page), and 0
   when it was not and at most `code_pages` pages were fetched from.
+- Directed: a second read to a kept page goes to RAM while the first waits for its answer,
+  the answers come in order; nothing else is taken while a read is in flight.
 """
 
 from __future__ import annotations
@@ -188,3 +190,62 @@ def test_data_path_random_differential(code_pages):
     # The run covered what it is meant to: accesses without translation, code writes both ways.
     assert stats["xlate"] < 0.8 * (stats["accesses"] + stats["faults"]), stats
     assert stats["code1"] > 20 and stats["code0"] > 20 and stats["faults"] > 20, stats
+
+
+def test_data_path_second_read_behind_a_read():
+    """A read to the page of the last read goes to RAM while the one before it waits for its
+    answer; the answers reach the core in order. A write, or a read that needs the translation
+    unit, waits until no read is in flight."""
+    dut = DataPath(maxphyaddr=MAXPHYADDR)
+    base, phys = 0x7000_0000, 0x3000
+
+    async def request(ctx, addr, kind):
+        ctx.set(dut.core_req.payload, {"addr": addr, "kind": kind, "mask": 0xFF, "data": 7})
+        ctx.set(dut.core_req.valid, 1)
+
+    async def bench(ctx):
+        ctx.set(dut.ram_req.ready, 1)
+        ctx.set(dut.xlate_req.ready, 1)
+        ctx.set(dut.core_resp.ready, 1)
+        # A first read: translated, then to RAM.
+        await request(ctx, base, Access.READ)
+        assert ctx.get(dut.xlate_req.valid) and ctx.get(dut.core_req.ready)
+        await ctx.tick()
+        ctx.set(dut.core_req.valid, 0)
+        ctx.set(dut.xlate_resp.payload, {"outcome": Outcome.OK, "gla": base, "gpa": phys,
+                                         "hpa": phys})
+        ctx.set(dut.xlate_resp.valid, 1)
+        assert ctx.get(dut.ram_req.valid) and ctx.get(dut.ram_req.payload.addr) == phys
+        await ctx.tick()
+        ctx.set(dut.xlate_resp.valid, 0)
+        # RAM has not answered: a second read of the page goes to RAM right away...
+        await request(ctx, base + 8, Access.READ)
+        assert ctx.get(dut.ram_req.valid) and ctx.get(dut.core_req.ready)
+        assert ctx.get(dut.ram_req.payload.addr) == phys + 8
+        assert not ctx.get(dut.xlate_req.valid)
+        await ctx.tick()
+        # ... a third may not (two in flight), nor a write or a read of another page.
+        for addr, kind in ((base + 16, Access.READ), (base, Access.WRITE),
+                           (base + 0x1000, Access.READ)):
+            await request(ctx, addr, kind)
+            assert not ctx.get(dut.core_req.ready), (hex(addr), kind)
+            assert not ctx.get(dut.ram_req.valid) and not ctx.get(dut.xlate_req.valid)
+        ctx.set(dut.core_req.valid, 0)
+        # The answers, in order, each straight to the core.
+        for value in (0x111, 0x222):
+            ctx.set(dut.ram_resp.payload.data, value)
+            ctx.set(dut.ram_resp.valid, 1)
+            assert ctx.get(dut.core_resp.valid) and ctx.get(dut.core_resp.payload.data) == value
+            assert ctx.get(dut.ram_resp.ready)
+            await ctx.tick()
+        ctx.set(dut.ram_resp.valid, 0)
+        assert not ctx.get(dut.core_resp.valid)
+        # Nothing in flight: the write goes (to RAM directly: it is the page's first write, so
+        # through the translation unit).
+        await request(ctx, base, Access.WRITE)
+        assert ctx.get(dut.core_req.ready) and ctx.get(dut.xlate_req.valid)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()

@@ -607,10 +607,12 @@ class Core(wiring.Component):
                     with m.If(~taken):
                         advance()
 
-        # Port 0: the qword FETCH asks for, or in RETIRE the new RIP's; port 1: the one after it.
+        # Port 0: the qword after the buffer (FETCH's, DECODE's, the prefetcher's), or in the
+        # RETIRE of a branch the new RIP's; port 1: the one after the new RIP's.
         # (RETIRE fills the buffer from the lines after a branch without going through FETCH.)
         in_retire = fsm == CoreState.RETIRE
-        m.d.comb += [lines.lookup_addr[0].eq(Mux(in_retire, new_rip[3:], acc_addr[3:])),
+        m.d.comb += [lines.lookup_addr[0].eq(Mux(in_retire & ~advanced, new_rip[3:],
+                                                 acc_addr[3:])),
                      lines.lookup_addr[1].eq(new_rip[3:] + 1),
                      lines.fill_addr.eq(acc_addr[3:])]
 
@@ -892,9 +894,9 @@ class Core(wiring.Component):
                          req.payload.data.eq(0)]
 
         # --- The prefetcher: the qword after the window buffer, into the fetched lines ----------
-        # Issued from DEC_WAIT, or from DECODE for an instruction that makes no access (so a
-        # load or store right after rarely waits for it); only within the page of the code
-        # being fetched (no translation of a page the program may never run: no accessed flag
+        # Issued from DEC_WAIT, the RETIRE of an instruction that fell through, or DECODE of an
+        # instruction that makes no access (so its own load or store does not wait for it);
+        # only within the page of the code being fetched (no translation of a page the program may never run: no accessed flag
         # set, no fault, which a prefetch would have to hold anyway), and not when the lines
         # have the qword. Its response fills the lines unless they were flushed meanwhile; a
         # fault is dropped (a FETCH of the same qword raises it if the code needs the bytes).
@@ -902,6 +904,7 @@ class Core(wiring.Component):
         pf_discard = Signal()
         quiet = Signal()                # the state issues no access of the FSM's this cycle
         m.d.comb += quiet.eq((fsm == CoreState.DEC_WAIT)
+                             | ((fsm == CoreState.RETIRE) & advanced)
                              | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
                                 & ~is_one_of(cls, *_SYSTEM)))
         with m.If(quiet & ~pf_busy & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
@@ -914,8 +917,11 @@ class Core(wiring.Component):
             with m.If(port.ready):
                 m.d.sync += [pf_req.eq(0), pf_pending.eq(1)]
         with m.Else():
-            m.d.comb += [port.valid.eq(req.valid & ~pf_pending), port.payload.eq(req.payload),
-                         req.ready.eq(port.ready & ~pf_pending)]
+            # A load or store may follow the prefetch (the answers come in order); a FETCH
+            # waits for it, since it is most likely the same qword.
+            fetch_waits = pf_pending & (fsm == CoreState.FETCH)
+            m.d.comb += [port.valid.eq(req.valid & ~fetch_waits), port.payload.eq(req.payload),
+                         req.ready.eq(port.ready & ~fetch_waits)]
         with m.If(pf_pending):
             m.d.comb += port_resp.ready.eq(1)
             with m.If(port_resp.valid):

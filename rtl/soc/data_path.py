@@ -30,7 +30,8 @@ are physical, so a write through another linear address (or by the hypervisor in
 is seen too. Writes of the other masters (the walker's A/D bits, the VMX unit's VMCS regions)
 are not tracked: the core drops its fetched bytes after every system instruction anyway.
 
-Timing: one access at a time, with nothing registered on the way. The core's request is offered
+Timing: one access at a time, except that a read whose page's translation is here may follow a
+read still in RAM (two in flight; RAM answers in order), with nothing registered on the way. The core's request is offered
 to the translation unit in the cycle it is valid; a successful translation is offered to RAM in
 the cycle the translation unit answers; RAM's answer to a read is the core's answer in the cycle
 it comes, and a write is answered in the cycle RAM accepts it (RAM keeps the order of its
@@ -58,9 +59,8 @@ def TRANSLATION_FAULT_LAYOUT(maxphyaddr):  # noqa: N802
 
 class DataStep(enum.Enum, shape=2):
     """Where the access in progress is (a waveform names it)."""
-    IDLE = 0        # the core's next request goes to the translation unit
+    IDLE = 0        # the core's next request goes to the translation unit, or straight to RAM
     XLATE = 1       # waiting for the translation; an OK one goes on to RAM
-    MEM = 2         # waiting for RAM's answer
     WROTE = 3       # a write RAM took without a translation: answer it
 
 
@@ -92,6 +92,7 @@ class DataPath(wiring.Component):
         mask = Signal(8)
         wdata = Signal(64)
         wrote_code = Signal()           # WROTE: the answer's `code`
+        inflight = Signal(2)            # reads sent to RAM and not answered yet (at most 2)
         m.d.comb += self.step.eq(step)
 
         creq, cresp = self.core_req, self.core_resp
@@ -115,6 +116,7 @@ class DataPath(wiring.Component):
                       & (last_lpage[i] == creq.payload.addr[12:])):
                 m.d.comb += [hit.eq(1), hit_ppage.eq(last_ppage[i])]
         learn = Signal()                # an OK translation of the access in progress
+        ram_read = Signal()             # a read goes to RAM this cycle
         with m.If(self.fetch_flush):
             m.d.sync += last_valid.eq(0)
         with m.Elif(learn):
@@ -162,15 +164,18 @@ class DataPath(wiring.Component):
 
         with m.Switch(step):
             with m.Case(DataStep.IDLE):
-                with m.If(hit):
+                c_write = creq.payload.kind == Access.WRITE
+                with m.If(hit & ((inflight == 0) | (~c_write & (inflight == 1)))):
+                    # Behind a read still in RAM only another read (answers stay in order).
                     m.d.comb += [self.ram_req.valid.eq(creq.valid),
                                  creq.ready.eq(self.ram_req.ready)]
                     with m.If(creq.valid & self.ram_req.ready):
-                        m.d.comb += record_code.eq(creq.payload.kind == Access.FETCH)
-                        with m.If(creq.payload.kind == Access.WRITE):
+                        m.d.comb += [record_code.eq(creq.payload.kind == Access.FETCH),
+                                     ram_read.eq(~c_write)]
+                        with m.If(c_write):
                             m.d.sync += [wrote_code.eq(code_hit), step.eq(DataStep.WROTE)]
-                        with m.Else():
-                            m.d.sync += step.eq(DataStep.MEM)
+                with m.Elif(inflight != 0):
+                    pass
                 with m.Else():
                     m.d.comb += [self.xlate_req.valid.eq(creq.valid),
                                  creq.ready.eq(self.xlate_req.ready)]
@@ -194,8 +199,9 @@ class DataPath(wiring.Component):
                     m.d.comb += [self.ram_req.valid.eq(self.xlate_resp.valid),
                                  self.xlate_resp.ready.eq(self.ram_req.ready)]
                     with m.If(self.xlate_resp.valid & self.ram_req.ready):
-                        m.d.comb += [learn.eq(1), record_code.eq(kind == Access.FETCH)]
-                        m.d.sync += step.eq(DataStep.MEM)
+                        m.d.comb += [learn.eq(1), record_code.eq(kind == Access.FETCH),
+                                     ram_read.eq(1)]
+                        m.d.sync += step.eq(DataStep.IDLE)
                 with m.Else():
                     m.d.comb += [cresp.valid.eq(self.xlate_resp.valid),
                                  cresp.payload.outcome.eq(t.outcome),
@@ -207,16 +213,23 @@ class DataPath(wiring.Component):
                                      self.fault.gpa.eq(Cat(first_byte, t.gpa[3:])),
                                      self.fault.qualification.eq(t.qualification),
                                      step.eq(DataStep.IDLE)]
-            with m.Case(DataStep.MEM):
-                m.d.comb += [cresp.valid.eq(self.ram_resp.valid),
-                             cresp.payload.data.eq(self.ram_resp.payload.data),
-                             cresp.payload.outcome.eq(Outcome.OK),
-                             self.ram_resp.ready.eq(cresp.ready)]
-                with m.If(self.ram_resp.valid & cresp.ready):
-                    m.d.sync += step.eq(DataStep.IDLE)
             with m.Case(DataStep.WROTE):
                 m.d.comb += [cresp.valid.eq(1), cresp.payload.outcome.eq(Outcome.OK),
                              cresp.payload.code.eq(wrote_code)]
                 with m.If(cresp.ready):
                     m.d.sync += step.eq(DataStep.IDLE)
+
+        # RAM's answers to the reads, in order, straight to the core (only reads are in flight
+        # while a write or a translation is answered, so the answers never meet).
+        ram_answer = Signal()
+        with m.If(inflight != 0):
+            m.d.comb += [cresp.valid.eq(self.ram_resp.valid),
+                         cresp.payload.data.eq(self.ram_resp.payload.data),
+                         cresp.payload.outcome.eq(Outcome.OK),
+                         self.ram_resp.ready.eq(cresp.ready),
+                         ram_answer.eq(self.ram_resp.valid & cresp.ready)]
+        with m.If(ram_read & ~ram_answer):
+            m.d.sync += inflight.eq(inflight + 1)
+        with m.Elif(ram_answer & ~ram_read):
+            m.d.sync += inflight.eq(inflight - 1)
         return m

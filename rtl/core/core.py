@@ -235,7 +235,10 @@ class Core(wiring.Component):
         # decoded length), so that an instruction committed in DECODE has its successor decoded
         # by the next cycle; everywhere else the window itself.
         next_sum = Signal(5)            # woff + the decoded length, as a table (see `fetched`)
-        with m.Switch(Cat(woff, dec.insn.length)):
+        # The length: the decoder's in DECODE, the copy's after it (the decoder's output may be
+        # the next instruction's already).
+        ahead_length = Mux(in_decode, dec.insn.length, xinsn.length)
+        with m.Switch(Cat(woff, ahead_length)):
             for o in range(8):
                 for k in range(16):
                     with m.Case(o + 8 * k):
@@ -250,7 +253,9 @@ class Core(wiring.Component):
             for o in range(8):
                 with m.Case(o):
                     m.d.comb += next_window.eq(next_buf[8 * o:8 * (o + MAX_INSN_BYTES)])
-        m.d.comb += [dec.window.as_value().eq(Mux(in_decode, next_window, window)),
+        # Also in EXEC (after a load) and STORE_WAIT, which may retire the instruction too.
+        ahead = in_decode | (fsm == CoreState.EXEC) | (fsm == CoreState.STORE_WAIT)
+        m.d.comb += [dec.window.as_value().eq(Mux(ahead, next_window, window)),
                      dec.window_valid.eq(1)]
         # Small operands are widened through tables of constants: Verilator's -Wall wants both
         # operands of an addition or comparison at the expression's width.
@@ -547,9 +552,10 @@ class Core(wiring.Component):
                 m.d.sync += advanced.eq(1)
 
         def commit():
-            """An instruction with no access and no taken branch retires in DECODE: the writes
-            RETIRE would make, the boundary's event check, and the successor (decoded in this
-            cycle from the window after this one) follows in DECODE."""
+            """An instruction with no store and no taken branch retires in DECODE (no access) or
+            EXEC (after its load): the writes RETIRE would make, the boundary's event check, and
+            the successor (decoded in this cycle from the window after this one) follows in
+            DECODE."""
             m.d.comb += [gw_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
                          gw_reg.eq(wreg), gw_size.eq(dsize), gw_hi8.eq(high8(wreg, dsize)),
                          gw_val.eq(alu.result), self.retiring.eq(1)]
@@ -564,7 +570,22 @@ class Core(wiring.Component):
                 advance(mark=False)
                 m.d.sync += fsm.eq(CoreState.DECODE)
 
-        def execute(in_decode_state=False):
+        def commit_stored():
+            """A store that wrote no fetched code and falls through retires as its answer comes:
+            RETIRE's writes from EXEC's registers, the boundary's event check, DECODE next."""
+            m.d.comb += [gw_en.eq(wb_en), self.retiring.eq(1)]
+            m.d.sync += [rflags.eq(new_rflags), rip.eq(new_rip), count.eq(count + 1),
+                         self.retired.eq(1), self.retired_rip.eq(rip),
+                         self.retired_len.eq(insn.length), self.retired_bytes.eq(window),
+                         stored.eq(0)]
+            with m.If(self.event_pending):
+                m.d.comb += flush_lines.eq(1)
+                m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+            with m.Else():
+                advance(mark=False)
+                m.d.sync += fsm.eq(CoreState.DECODE)
+
+        def execute(may_commit=False):
             m.d.sync += [
                 wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
                 wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
@@ -597,7 +618,7 @@ class Core(wiring.Component):
             with m.Elif(is_stack_load):
                 m.d.sync += fsm.eq(CoreState.SP_UPDATE)
             with m.Else():
-                if in_decode_state:
+                if may_commit:
                     with m.If(~taken):
                         commit()
                     with m.Else():
@@ -771,7 +792,7 @@ class Core(wiring.Component):
                                                      _bytes_of(size))),
                                      fsm.eq(CoreState.LOAD)]
                     with m.Else():
-                        execute(in_decode_state=True)
+                        execute(may_commit=True)
 
             with m.Case(CoreState.LOAD):
                 with m.If(~_canonical(acc_addr)):
@@ -799,7 +820,7 @@ class Core(wiring.Component):
                             m.d.sync += fsm.eq(CoreState.EXEC)
 
             with m.Case(CoreState.EXEC):
-                execute()
+                execute(may_commit=True)
             with m.Case(CoreState.STORE):
                 with m.If(~_canonical(acc_addr)):
                     fault(Mux(acc_ss, VECTOR_SS, VECTOR_GP), 0)
@@ -819,10 +840,10 @@ class Core(wiring.Component):
                         m.d.sync += [acc_part.eq(1), fsm.eq(CoreState.STORE)]
                     with m.Elif(sp_en):
                         m.d.sync += fsm.eq(CoreState.SP_UPDATE)
+                    with m.Elif(~code_written & ~taken):
+                        commit_stored()
                     with m.Else():
                         m.d.sync += fsm.eq(CoreState.RETIRE)
-                        with m.If(~code_written & ~taken):
-                            advance()
 
             with m.Case(CoreState.SP_UPDATE):
                 # Before the destination write, so POP RSP ends with the popped value.

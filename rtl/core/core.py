@@ -917,9 +917,9 @@ class Core(wiring.Component):
         # --- The prefetcher: the qword after the window buffer, into the fetched lines ----------
         # Issued from DEC_WAIT, the RETIRE of an instruction that fell through, or DECODE of an
         # instruction that makes no access (so its own load or store does not wait for it);
-        # only within the page of the code being fetched (no translation of a page the program may never run: no accessed flag
-        # set, no fault, which a prefetch would have to hold anyway), and not when the lines
-        # have the qword. Its response fills the lines unless they were flushed meanwhile; a
+        # only within the page of the code being fetched (no translation of a page the program
+        # may never run: no accessed flag set, no fault, which a prefetch would have to hold
+        # anyway), and not when the lines have the qword. Its response fills the lines unless they were flushed meanwhile; a
         # fault is dropped (a FETCH of the same qword raises it if the code needs the bytes).
         pf_addr = Signal(64)
         pf_discard = Signal()

@@ -44,7 +44,7 @@ UNTRACED_PORTS = ("cycles", "dbg_rdata")
 #: The training workload of the profile-guided build: the demo exercises root operation, VM
 #: entries and exits, EPT and the guest's paging, which is what people run.
 TRAINING_PROGRAM = flow.REPO_ROOT / "examples" / "hypervisor" / "hypervisor.S"
-#: The training run's cycle limit (the demo takes 0.35 M).
+#: The training run's cycle limit (the demo takes 0.33 M).
 TRAINING_CYCLES = 2_000_000
 
 #: The state ports the harness prints at the end (``S <name> <hex>``), as integers.

@@ -59,6 +59,7 @@ from .core_layouts import (
 )
 from .decode import Decoder
 from .fetch_lines import FetchLines
+from .prefetch import Prefetcher
 from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp,
                       InsnClass, OpSize, is_one_of)
 
@@ -204,10 +205,8 @@ class Core(wiring.Component):
 
         fsm = Signal(CoreState)
         in_decode = fsm == CoreState.DECODE
-        pf_req = Signal()               # the prefetcher offers its fetch on the memory port
-        pf_pending = Signal()           # ... which was taken: its response is the next one
-        pf_busy = Signal()
-        m.d.comb += pf_busy.eq(pf_req | pf_pending)
+        m.submodules.prefetch = pf = Prefetcher()
+        pf_busy = pf.busy
         # The instruction being executed: the decoder's output in DECODE; after it, the copy
         # DECODE took (`xinsn`), because in DECODE the decoder already works on the next
         # instruction's window.
@@ -303,9 +302,11 @@ class Core(wiring.Component):
         part_addr = Signal(64)
         m.d.comb += part_addr.eq(Cat(C(0, 3), acc_addr[3:]) + Mux(acc_part, C(8, 64), C(0, 64)))
 
-        # The FSM's view of the memory port; the prefetcher (below) shares the port with it.
-        req = stream.Signature(MEM_REQ_LAYOUT).create(path=("fsm_req",))
-        resp = stream.Signature(MEM_RESP_LAYOUT).flip().create(path=("fsm_resp",))
+        # The FSM's view of the memory port; the prefetcher shares the port with it.
+        req = pf.fsm_req
+        resp = pf.fsm_resp
+        wiring.connect(m, pf.mem_req, wiring.flipped(self.mem_req))
+        wiring.connect(m, wiring.flipped(self.mem_resp), pf.mem_resp)
         m.d.comb += [req.payload.addr.eq(part_addr),
                      req.payload.mask.eq(Mux(acc_part, mask16[8:], mask16[:8])),
                      req.payload.data.eq(Mux(acc_part, wdata128[64:], wdata128[:64]))]
@@ -914,48 +915,24 @@ class Core(wiring.Component):
             m.d.comb += [req.payload.addr.eq(acc_addr), req.payload.mask.eq(0xFF),
                          req.payload.data.eq(0)]
 
-        # --- The prefetcher: the qword after the window buffer, into the fetched lines ----------
-        # Issued from DEC_WAIT, the RETIRE of an instruction that fell through, or DECODE of an
-        # instruction that makes no access (so its own load or store does not wait for it);
-        # only within the page of the code being fetched (no translation of a page the program
-        # may never run: no accessed flag set, no fault, which a prefetch would have to hold
-        # anyway), and not when the lines have the qword. Its response fills the lines unless they were flushed meanwhile; a
-        # fault is dropped (a FETCH of the same qword raises it if the code needs the bytes).
-        pf_addr = Signal(64)
-        pf_discard = Signal()
+        # --- The prefetcher (`rtl.core.prefetch`): the qword after the window buffer, into the
+        # fetched lines. Asked for from DEC_WAIT, the RETIRE of an instruction that fell through,
+        # or DECODE of an instruction that makes no access (so its own load or store does not
+        # wait for it); only within the page of the code being fetched (no translation of a page
+        # the program may never run: no accessed flag set, no fault to hold), and not when the
+        # lines have the qword.
         quiet = Signal()                # the state issues no access of the FSM's this cycle
         m.d.comb += quiet.eq((fsm == CoreState.DEC_WAIT)
                              | ((fsm == CoreState.RETIRE) & advanced)
                              | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
                                 & ~is_one_of(cls, *_SYSTEM)))
-        with m.If(quiet & ~pf_busy & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
-                  & ~flush_lines):
-            m.d.sync += [pf_req.eq(1), pf_addr.eq(acc_addr), pf_discard.eq(0)]
-        port, port_resp = self.mem_req, self.mem_resp
-        with m.If(pf_req):
-            m.d.comb += [port.valid.eq(1), port.payload.addr.eq(pf_addr),
-                         port.payload.kind.eq(Access.FETCH), port.payload.mask.eq(0xFF)]
-            with m.If(port.ready):
-                m.d.sync += [pf_req.eq(0), pf_pending.eq(1)]
-        with m.Else():
-            # A load or store may follow the prefetch (the answers come in order); a FETCH
-            # waits for it, since it is most likely the same qword.
-            fetch_waits = pf_pending & (fsm == CoreState.FETCH)
-            m.d.comb += [port.valid.eq(req.valid & ~fetch_waits), port.payload.eq(req.payload),
-                         req.ready.eq(port.ready & ~fetch_waits)]
-        with m.If(pf_pending):
-            m.d.comb += port_resp.ready.eq(1)
-            with m.If(port_resp.valid):
-                m.d.sync += pf_pending.eq(0)
-                with m.If((port_resp.payload.outcome == Outcome.OK) & ~pf_discard
-                          & ~flush_lines):
-                    m.d.comb += [lines.fill_en.eq(1), lines.fill_addr.eq(pf_addr[3:]),
-                                 lines.fill_data.eq(port_resp.payload.data)]
-        with m.Else():
-            m.d.comb += [resp.valid.eq(port_resp.valid), resp.payload.eq(port_resp.payload),
-                         port_resp.ready.eq(resp.ready)]
-        with m.If(flush_lines):
-            m.d.sync += pf_discard.eq(1)
+        m.d.comb += [pf.start.eq(quiet & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
+                                 & ~flush_lines),
+                     pf.addr.eq(acc_addr), pf.flush.eq(flush_lines),
+                     pf.fetch_waits.eq(fsm == CoreState.FETCH)]
+        with m.If(pf.fill_en):
+            m.d.comb += [lines.fill_en.eq(1), lines.fill_addr.eq(pf.fill_addr),
+                         lines.fill_data.eq(pf.fill_data)]
 
         with m.If(self.load):
             m.d.comb += flush_lines.eq(1)

@@ -230,10 +230,10 @@ class Core(wiring.Component):
             for o in range(8):
                 with m.Case(o):
                     m.d.comb += window.eq(buf[8 * o:8 * (o + MAX_INSN_BYTES)])
-        # In DECODE the decoder gets the window of the next instruction in sequence (after the
-        # decoded length), so that an instruction committed in DECODE has its successor decoded
-        # by the next cycle; everywhere else the window itself.
-        next_sum = Signal(5)            # woff + the decoded length, as a table (see `fetched`)
+        # In the states that may retire an instruction (DECODE, EXEC, STORE_WAIT) the decoder
+        # gets the window of the next instruction in sequence (after the instruction's length),
+        # so that the successor is decoded by the next cycle; everywhere else the window itself.
+        next_sum = Signal(5)            # woff + the length, as a table (see `fetched`)
         # The length: the decoder's in DECODE, the copy's after it (the decoder's output may be
         # the next instruction's already).
         ahead_length = Mux(in_decode, dec.insn.length, xinsn.length)
@@ -252,7 +252,6 @@ class Core(wiring.Component):
             for o in range(8):
                 with m.Case(o):
                     m.d.comb += next_window.eq(next_buf[8 * o:8 * (o + MAX_INSN_BYTES)])
-        # Also in EXEC (after a load) and STORE_WAIT, which may retire the instruction too.
         ahead = in_decode | (fsm == CoreState.EXEC) | (fsm == CoreState.STORE_WAIT)
         m.d.comb += [dec.window.as_value().eq(Mux(ahead, next_window, window)),
                      dec.window_valid.eq(1)]
@@ -529,13 +528,9 @@ class Core(wiring.Component):
         m.d.comb += [dsize.eq(Mux(setcc_size, OpSize.S8, size)),
                      wreg.eq(Mux(dest_rm_reg, insn.rm, Mux(dest_reg, insn.reg,
                                                            Mux(dest_opreg, insn.opreg, 0))))]
-        # The next instruction's window when this one falls through: offset and qwords passed.
-        adv_sum = Signal(5)             # woff + length, as a table (see `fetched`)
-        with m.Switch(Cat(woff, insn.length)):
-            for o in range(8):
-                for k in range(16):
-                    with m.Case(o + 8 * k):
-                        m.d.comb += adv_sum.eq(o + k)
+        # The next instruction's window when this one falls through: offset and qwords passed
+        # (the decoder's look-ahead computes the same sum).
+        adv_sum = next_sum
         adv_q = adv_sum[3:5]
 
         def advance(mark=True):

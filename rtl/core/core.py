@@ -60,6 +60,7 @@ from .core_layouts import (
 from .decode import Decoder
 from .fetch_lines import FetchLines
 from .prefetch import Prefetcher
+from .window import WindowSelect
 from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp,
                       InsnClass, OpSize, is_one_of)
 
@@ -225,44 +226,22 @@ class Core(wiring.Component):
         # instruction whose successor's window was set up in EXEC (`advanced`).
         woff = Signal(3)
         advanced = Signal()
-        window = Signal(8 * MAX_INSN_BYTES)     # the 15 bytes from the window's start
-        with m.Switch(woff):
-            for o in range(8):
-                with m.Case(o):
-                    m.d.comb += window.eq(buf[8 * o:8 * (o + MAX_INSN_BYTES)])
+        m.submodules.window = ws = WindowSelect()
+        window = ws.window              # the 15 bytes from the window's start
+        next_sum = ws.next_sum          # woff + the length
+        fetched = ws.fetched            # bytes of the window that are real
         # In the states that may retire an instruction (DECODE, EXEC, STORE_WAIT) the decoder
         # gets the window of the next instruction in sequence (after the instruction's length),
         # so that the successor is decoded by the next cycle; everywhere else the window itself.
-        next_sum = Signal(5)            # woff + the length, as a table (see `fetched`)
         # The length: the decoder's in DECODE, the copy's after it (the decoder's output may be
         # the next instruction's already).
-        ahead_length = Mux(in_decode, dec.insn.length, xinsn.length)
-        with m.Switch(Cat(woff, ahead_length)):
-            for o in range(8):
-                for k in range(16):
-                    with m.Case(o + 8 * k):
-                        m.d.comb += next_sum.eq(o + k)
-        next_buf = Signal(8 * (7 + MAX_INSN_BYTES))     # what a window can start in
-        with m.Switch(next_sum[3:5]):
-            for k in range(3):
-                with m.Case(k):
-                    m.d.comb += next_buf.eq(Cat(buf[64 * k:], C(0, 64 * k))[:len(next_buf)])
-        next_window = Signal(8 * MAX_INSN_BYTES)
-        with m.Switch(next_sum[:3]):
-            for o in range(8):
-                with m.Case(o):
-                    m.d.comb += next_window.eq(next_buf[8 * o:8 * (o + MAX_INSN_BYTES)])
-        ahead = in_decode | (fsm == CoreState.EXEC) | (fsm == CoreState.STORE_WAIT)
-        m.d.comb += [dec.window.as_value().eq(Mux(ahead, next_window, window)),
-                     dec.window_valid.eq(1)]
+        m.d.comb += [ws.buf.eq(buf), ws.nq.eq(nq), ws.woff.eq(woff),
+                     ws.length.eq(Mux(in_decode, dec.insn.length, xinsn.length)),
+                     ws.ahead.eq(in_decode | (fsm == CoreState.EXEC)
+                                 | (fsm == CoreState.STORE_WAIT)),
+                     dec.window.as_value().eq(ws.dec_window), dec.window_valid.eq(1)]
         # Small operands are widened through tables of constants: Verilator's -Wall wants both
         # operands of an addition or comparison at the expression's width.
-        fetched = Signal(5)             # bytes of the window that are real: 8 * nq - rip[2:0]
-        with m.Switch(Cat(woff, nq)):
-            for k in range(4):
-                for o in range(8):
-                    with m.Case(o + 8 * k):
-                        m.d.comb += fetched.eq(max(8 * k - o, 0))
         length = Signal(64)
         with m.Switch(insn.length):
             for k in range(16):
@@ -533,6 +512,12 @@ class Core(wiring.Component):
         adv_sum = next_sum
         adv_q = adv_sum[3:5]
 
+        def take_event():
+            """An instruction boundary with an event waiting (a VM exit, usually): the fetched
+            bytes are dropped, the event goes to the system port."""
+            m.d.comb += flush_lines.eq(1)
+            m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+
         def advance(mark=True):
             """The instruction falls through: the next one's window is set up now, so the
             decoder has it during RETIRE and DECODE follows RETIRE directly. Only when the
@@ -547,39 +532,35 @@ class Core(wiring.Component):
             if mark:
                 m.d.sync += advanced.eq(1)
 
-        def commit():
-            """An instruction with no store and no taken branch retires in DECODE (no access) or
-            EXEC (after its load): the writes RETIRE would make, the boundary's event check, and
-            the successor (decoded in this cycle from the window after this one) follows in
-            DECODE."""
-            m.d.comb += [gw_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
-                         gw_reg.eq(wreg), gw_size.eq(dsize), gw_hi8.eq(high8(wreg, dsize)),
-                         gw_val.eq(alu.result), self.retiring.eq(1)]
-            m.d.sync += [rflags.eq(alu.rflags_out), rip.eq(next_rip), count.eq(count + 1),
+        def retire_early(new_flags, next_ip):
+            """A falling-through instruction retires before RETIRE (DECODE, EXEC, STORE_WAIT):
+            RFLAGS, RIP and the retired count as RETIRE would write them (the register through
+            `gw_*`, set by the caller), the boundary's event check, and the successor (decoded
+            in this cycle from the window after this one) follows in DECODE."""
+            m.d.comb += self.retiring.eq(1)
+            m.d.sync += [rflags.eq(new_flags), rip.eq(next_ip), count.eq(count + 1),
                          self.retired.eq(1), self.retired_rip.eq(rip),
                          self.retired_len.eq(insn.length), self.retired_bytes.eq(window)]
             with m.If(self.event_pending):
-                # An instruction boundary with an event waiting (a VM exit, usually).
-                m.d.comb += flush_lines.eq(1)
-                m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+                take_event()
             with m.Else():
                 advance(mark=False)
                 m.d.sync += fsm.eq(CoreState.DECODE)
 
+        def commit():
+            """No store, no taken branch: retires in DECODE (no access) or EXEC (after its load)
+            with the ALU's results."""
+            m.d.comb += [gw_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
+                         gw_reg.eq(wreg), gw_size.eq(dsize), gw_hi8.eq(high8(wreg, dsize)),
+                         gw_val.eq(alu.result)]
+            retire_early(alu.rflags_out, next_rip)
+
         def commit_stored():
-            """A store that wrote no fetched code and falls through retires as its answer comes:
-            RETIRE's writes from EXEC's registers, the boundary's event check, DECODE next."""
-            m.d.comb += [gw_en.eq(wb_en), self.retiring.eq(1)]
-            m.d.sync += [rflags.eq(new_rflags), rip.eq(new_rip), count.eq(count + 1),
-                         self.retired.eq(1), self.retired_rip.eq(rip),
-                         self.retired_len.eq(insn.length), self.retired_bytes.eq(window),
-                         stored.eq(0)]
-            with m.If(self.event_pending):
-                m.d.comb += flush_lines.eq(1)
-                m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
-            with m.Else():
-                advance(mark=False)
-                m.d.sync += fsm.eq(CoreState.DECODE)
+            """A store that wrote no fetched code and falls through retires as its answer comes,
+            with EXEC's registered results."""
+            m.d.comb += gw_en.eq(wb_en)
+            m.d.sync += stored.eq(0)
+            retire_early(new_rflags, new_rip)
 
         def execute(may_commit=False):
             m.d.sync += [
@@ -647,8 +628,7 @@ class Core(wiring.Component):
 
             with m.Case(CoreState.HALTED):
                 with m.If(self.event_pending):
-                    m.d.comb += flush_lines.eq(1)
-                    m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+                    take_event()
 
             with m.Case(CoreState.SYS_REQ):
                 # Nothing of the core's in flight while the system may change the translation.
@@ -875,9 +855,7 @@ class Core(wiring.Component):
                 with m.If(halt):
                     m.d.sync += fsm.eq(CoreState.HALTED)
                 with m.Elif(self.event_pending):
-                    # An instruction boundary with an event waiting (a VM exit, usually).
-                    m.d.comb += flush_lines.eq(1)
-                    m.d.sync += [nq.eq(0), sys_kind.eq(SysKind.EVENT), fsm.eq(CoreState.SYS_REQ)]
+                    take_event()
                 with m.Elif(advanced):
                     # EXEC set up this window and the decoder has decoded it meanwhile.
                     m.d.sync += fsm.eq(CoreState.DECODE)

@@ -65,11 +65,28 @@ def _mem(rng, s):
 
 
 class _Gen:
+    """The instruction mix above; subclasses (tb.x86.pipeline_progs) change `straight`, what
+    follows a RET and how the program ends."""
+
     def __init__(self, rng, prefix):
         self.rng = rng
         self.prefix = prefix
         self.depth = 0          # qwords pushed
         self.labels = 0
+        self.fault_vector = None    # set by `ending` when the program ends in a fault
+
+    def ret(self):
+        """A function's last lines."""
+        return ["ret"]
+
+    def item(self):
+        """One item of a program's main body (functions take `straight` only)."""
+        return self.straight()
+
+    def ending(self):
+        """Lines between the random body and the final HLT (a subclass may end in a fault at
+        the label `<prefix>fault_here`)."""
+        return []
 
     def alu(self):
         rng = self.rng
@@ -200,13 +217,13 @@ class _Gen:
                 lines.append(f"j{cc} {label}")
                 pending.append([label, self.rng.randrange(1, 5)])
             else:
-                lines.append(self.straight())
+                lines.append(self.item() if branches else self.straight())
         lines += [f"{p[0]}:" for p in pending]
         return lines
 
 
-def _random_source(rng: random.Random, n: int, prefix: str) -> str:
-    g = _Gen(rng, prefix)
+def _random_source(rng: random.Random, n: int, prefix: str, gen=_Gen) -> tuple[str, object]:
+    g = gen(rng, prefix)
     main = g.body(n)
     funcs = []
     for f in range(2):
@@ -216,7 +233,7 @@ def _random_source(rng: random.Random, n: int, prefix: str) -> str:
         # Keep functions stack-neutral: drop pushes/pops from their bodies, and any access
         # relative to RSP (the return address is there).
         body = [x for x in body if "push" not in x and "pop" not in x and "%rsp)" not in x]
-        funcs.append([f"{prefix}func{f}:"] + body + ["ret"])
+        funcs.append([f"{prefix}func{f}:"] + body + g.ret())
     # Calls inserted at random points of main (rel32 and through R11).
     for f in range(2):
         pos = rng.randrange(len(main) + 1)
@@ -224,26 +241,32 @@ def _random_source(rng: random.Random, n: int, prefix: str) -> str:
             f"leaq {prefix}func{f}(%rip), %r11\ncall *%r11"
         main.insert(pos, call)
     table = [rng.getrandbits(64) for _ in range(TABLE_QWORDS)]
-    src = "\n".join(main + [f"{prefix}hlt_here: hlt"] + sum(funcs, [])
-                    + [".balign 8", f"{prefix}tab: .quad " + ", ".join(str(v) for v in table)])
-    return src.replace("tab+", f"{prefix}tab+")
+    src = "\n".join(main + g.ending() + [f"{prefix}hlt_here: hlt"] + sum(funcs, [])
+                     + [".balign 8", f"{prefix}tab: .quad " + ", ".join(str(v) for v in table)])
+    return src.replace("tab+", f"{prefix}tab+"), g.fault_vector
 
 
 def random_programs(rng: random.Random, count: int, min_len: int = 8, max_len: int = 40,
-                    name: str = "random") -> list[Program]:
-    """`count` random programs of `min_len`..`max_len` instructions, assembled in one batch."""
-    sources = [_random_source(rng, rng.randrange(min_len, max_len), f"p{k}_")
-               for k in range(count)]
-    images = assemble_programs([(src, f"p{k}_hlt_here") for k, src in enumerate(sources)])
+                    name: str = "random", gen=_Gen) -> list[Program]:
+    """`count` random programs of `min_len`..`max_len` instructions, assembled in one batch
+    (`gen`: the generator class, `_Gen` or a subclass)."""
+    made = [_random_source(rng, rng.randrange(min_len, max_len), f"p{k}_", gen)
+            for k in range(count)]
+    sources = [src for src, _ in made]
+    images = assemble_programs([(src, f"p{k}_hlt_here") for k, src in enumerate(sources)],
+                               symbols=True)
     progs = []
-    for k, (src, (image, hlt)) in enumerate(zip(sources, images)):
+    for k, (src, (image, hlt, syms)) in enumerate(zip(sources, images)):
         regs = {r: rng.choice([rng.getrandbits(64), rng.getrandbits(8), rng.getrandbits(32),
                                (1 << 63) | rng.getrandbits(8), 0])
                 for r in R64}
         regs.update(rsp=RSP_VALUE, rbp=RBP_VALUE, r15=R15_VALUE, r14=rng.randrange(32))
         rflags = RFLAGS_FIXED1 | (rng.getrandbits(12) & RFLAGS_ARITH)
+        vector = made[k][1]
+        fault = None if vector is None else (vector, syms[f"p{k}_fault_here"])
         progs.append(Program(image, hlt, regs, rflags, data=rng.randbytes(DATA_SIZE),
-                             stack=rng.randbytes(STACK_SIZE), name=f"{name}{k}", source=src))
+                             stack=rng.randbytes(STACK_SIZE), name=f"{name}{k}", source=src,
+                             fault=fault))
     return progs
 
 

@@ -64,10 +64,11 @@ def assemble_program(src: str) -> tuple[bytes, int]:
     return image, syms["hlt_here"]
 
 
-def assemble_programs(sources: list[tuple[str, str]]) -> list[tuple[bytes, int]]:
+def assemble_programs(sources: list[tuple[str, str]], symbols: bool = False) -> list[tuple]:
     """Many position-independent programs in one `as` run (one process instead of three per
     program). `sources` holds (source, name of its HLT label); labels must be unique across all
-    sources. Returns (image, HLT offset) of each."""
+    sources. Returns (image, HLT offset) of each, and with `symbols` a third item: {label:
+    offset} of every label inside the program."""
     parts = [f".balign 16\n__start{k}:\n{src}\n" for k, (src, _) in enumerate(sources)]
     with tempfile.TemporaryDirectory(prefix="vtx-progs-") as tmp:
         s, o, b = Path(tmp, "p.s"), Path(tmp, "p.o"), Path(tmp, "p.bin")
@@ -88,7 +89,10 @@ def assemble_programs(sources: list[tuple[str, str]]) -> list[tuple[bytes, int]]
     for k, (_, hlt_label) in enumerate(sources):
         start, end = syms[f"__start{k}"], syms[f"__start{k + 1}"]
         assert end - start <= CODE_SIZE, "program too large"
-        out.append((image[start:end], syms[hlt_label] - start))
+        item = (image[start:end], syms[hlt_label] - start)
+        if symbols:
+            item += ({n: v - start for n, v in syms.items() if start <= v < end},)
+        out.append(item)
     return out
 
 
@@ -102,6 +106,9 @@ class Program:
     stack: bytes = b""              # initial STACK region
     name: str = ""
     source: str = ""
+    #: (vector, offset) when the program must stop with that fault at that instruction (its
+    #: HLT is never reached); None when it ends at its HLT.
+    fault: tuple[int, int] | None = None
 
 
 @dataclass
@@ -264,8 +271,11 @@ def run_core(programs: list[Program], seed: int = 1, dut=None) -> list[Result]:
 
 
 def run_unicorn(prog: Program, max_insns: int = 100000) -> Result:
-    """Run `prog` in Unicorn from CODE_BASE up to its final HLT (not executed)."""
-    from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+    """Run `prog` in Unicorn from CODE_BASE up to its final HLT (not executed), or, for a
+    program with `fault`, up to the instruction that faults (Unicorn reports UD2 as an invalid
+    instruction and a non-canonical access as unmapped memory, both at the instruction; the
+    vector is the program's, the SDM's for the fault it was built to raise)."""
+    from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
     from unicorn import x86_const as x
 
     uc = Uc(UC_ARCH_X86, UC_MODE_64)
@@ -278,11 +288,23 @@ def run_unicorn(prog: Program, max_insns: int = 100000) -> Result:
         uc.reg_write(ids[name], prog.regs.get(name, 0))
     uc.reg_write(x.UC_X86_REG_RFLAGS, prog.rflags | RFLAGS_FIXED1)
     hlt = CODE_BASE + prog.hlt_offset
-    uc.emu_start(CODE_BASE, hlt, count=max_insns)
+    try:
+        uc.emu_start(CODE_BASE, hlt, count=max_insns)
+        error = None
+    except UcError as e:
+        error = e
     rip = uc.reg_read(x.UC_X86_REG_RIP)
-    assert rip == hlt, f"{prog.name}: Unicorn stopped at {rip:#x}, not at HLT {hlt:#x}"
+    if prog.fault is None:
+        assert error is None, f"{prog.name}: Unicorn stopped at {rip:#x}: {error}"
+        assert rip == hlt, f"{prog.name}: Unicorn stopped at {rip:#x}, not at HLT {hlt:#x}"
+        stop, rip = "hlt", hlt + 1      # the core retires HLT: RIP is after it
+    else:
+        vector, offset = prog.fault
+        assert error is not None and rip == CODE_BASE + offset, \
+            f"{prog.name}: Unicorn stopped at {rip:#x} ({error}), not at the fault " \
+            f"{CODE_BASE + offset:#x}"
+        stop = ("fault", vector, rip)
     return Result(regs={name: uc.reg_read(ids[name]) for name in REG_NAMES},
-                  rip=hlt + 1,          # the core retires HLT: RIP is after it
-                  rflags=uc.reg_read(x.UC_X86_REG_RFLAGS), stop="hlt",
+                  rip=rip, rflags=uc.reg_read(x.UC_X86_REG_RFLAGS), stop=stop,
                   memory={base: bytes(uc.mem_read(base, len(buf)))
                           for base, buf in mem.regions.items()})

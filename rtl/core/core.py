@@ -58,7 +58,7 @@ from .core_layouts import (
     SysKind,
 )
 from .decode import Decoder
-from .fetch_lines import FetchLines
+from .fetch_lines import QWORD_ADDR_WIDTH, FetchLines
 from .prefetch import Prefetcher
 from .window import WindowSelect
 from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp,
@@ -609,10 +609,28 @@ class Core(wiring.Component):
         # RETIRE of a branch the new RIP's; port 1: the one after the new RIP's.
         # (RETIRE fills the buffer from the lines after a branch without going through FETCH.)
         in_retire = fsm == CoreState.RETIRE
+        # While a load or store is on its way the window buffer stays as it is, with the current
+        # instruction's qword first: the qword after it is `fetch_next`, looked up on port 1.
+        accessing = Signal()
+        fetch_next = Signal(QWORD_ADDR_WIDTH)
+        m.d.comb += [accessing.eq(is_one_of(fsm, CoreState.LOAD, CoreState.STORE)
+                                  | (is_one_of(fsm, CoreState.LOAD_WAIT, CoreState.STORE_WAIT)
+                                     & ~resp.valid)),
+                     fetch_next.eq(rip[3:] + nq_bytes[3:])]
         m.d.comb += [lines.lookup_addr[0].eq(Mux(in_retire & ~advanced, new_rip[3:],
                                                  acc_addr[3:])),
-                     lines.lookup_addr[1].eq(new_rip[3:] + 1),
+                     lines.lookup_addr[1].eq(Mux(in_retire, new_rip[3:] + 1, fetch_next)),
                      lines.fill_addr.eq(acc_addr[3:])]
+        # The qword after the buffer joins it from the lines meanwhile, so the instructions
+        # after the access decode without waiting for it (the FSM's own assignments below take
+        # precedence: a fault empties the buffer). A store into that qword is answered with
+        # `code` and the buffer is dropped before anything from it runs.
+        with m.If(accessing & (nq != 3) & lines.lookup_hit[1]):
+            with m.Switch(nq):
+                for k in range(3):
+                    with m.Case(k):
+                        m.d.sync += buf[64 * k:64 * (k + 1)].eq(lines.lookup_data[1])
+            m.d.sync += nq.eq(nq + 1)
 
         def put_fetched(qword):
             """The qword at `acc_addr` joins the window buffer."""
@@ -899,10 +917,16 @@ class Core(wiring.Component):
                              | ((fsm == CoreState.RETIRE) & advanced)
                              | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
                                 & ~is_one_of(cls, *_SYSTEM)))
-        m.d.comb += [pf.start.eq(quiet & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
-                                 & ~flush_lines),
-                     pf.addr.eq(acc_addr), pf.flush.eq(flush_lines),
-                     pf.fetch_waits.eq(fsm == CoreState.FETCH)]
+        # ... or while the FSM waits for its load's or store's answer (the prefetch's answer
+        # comes after it): the qword after the buffer, `fetch_next`.
+        with m.If(accessing):
+            m.d.comb += [pf.start.eq((fetch_next[:9] != 0) & ~lines.lookup_hit[1]),
+                         pf.addr.eq(Cat(C(0, 3), fetch_next))]
+        with m.Else():
+            m.d.comb += [pf.start.eq(quiet & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
+                                     & ~flush_lines),
+                         pf.addr.eq(acc_addr)]
+        m.d.comb += [pf.flush.eq(flush_lines), pf.fetch_waits.eq(fsm == CoreState.FETCH)]
         with m.If(pf.fill_en):
             m.d.comb += [lines.fill_en.eq(1), lines.fill_addr.eq(pf.fill_addr),
                          lines.fill_data.eq(pf.fill_data)]

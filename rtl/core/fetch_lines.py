@@ -3,8 +3,9 @@
 A fetch whose qword is here needs no memory access: a loop's branch back to code fetched a few
 instructions ago takes its bytes from here. The lines hold fetches that succeeded under the
 current translation context and memory contents: the core flushes them whenever either may have
-changed (any store, any answer of the system port that retires, an event, `load`), which keeps a
-fetch from here exactly what a fetch from memory would return.
+changed (a store the memory answers with `code`, i.e. into a page code was fetched from; any
+answer of the system port that retires; an event; `load`), which keeps a fetch from here
+exactly what a fetch from memory would return.
 
 Ports (`lookup_*` are arrays of `ports` independent lookups):
     lookup_addr   in   qword address (linear address bits 63:3)

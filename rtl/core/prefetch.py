@@ -7,9 +7,11 @@ answer goes into the lines (`fill_*`). What to prefetch and when is the core's d
 
 * a prefetch is offered on `mem_req` from the cycle after `start` until it is taken, unchanged,
   and the FSM's request waits meanwhile (its `ready` is low), so the prefetch is ahead of it;
-* once the prefetch is taken, the next answer on `mem_resp` is the prefetch's; the FSM's request
-  may be taken behind it (the memory answers in order) unless `fetch_waits` (a FETCH, which most
-  likely wants the same qword: it finds it in the lines afterwards);
+* a prefetch may start while requests of the FSM wait for their answers: the memory answers in
+  order, so the answers of the FSM's requests taken before the prefetch go to the FSM, then the
+  prefetch's answer comes; the FSM's request may be taken behind the prefetch unless
+  `fetch_waits` (a FETCH, which most likely wants the same qword: it finds it in the lines
+  afterwards);
 * `flush` (the lines are dropped) discards the answer of a prefetch offered or in flight, and a
   prefetch whose answer is a fault is dropped (a FETCH of the same qword raises it if the code
   needs the bytes);
@@ -19,8 +21,8 @@ answer goes into the lines (`fill_*`). What to prefetch and when is the core's d
 Ports:
     fsm_req / fsm_resp  the FSM's requests and answers (`rtl.core.core_layouts`)
     mem_req / mem_resp  the core's memory port
-    start, addr         prefetch the qword at `addr` (ignored while `busy`, while the FSM
-                        offers a request or waits for an answer)
+    start, addr         prefetch the qword at `addr` (ignored while `busy` and while the FSM
+                        offers a request)
     fetch_waits         the FSM's request is a FETCH
     flush               the fetched lines are dropped this cycle
     busy                a prefetch is offered or in flight
@@ -60,14 +62,14 @@ class Prefetcher(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         offered = Signal()              # the prefetch is on `mem_req`
-        pending = Signal()              # ... was taken: the next answer is its
+        pending = Signal()              # ... was taken: its answer comes after `ahead` others
+        ahead = Signal(2)               # answers of the FSM's still due before the prefetch's
         discard = Signal()              # the lines were flushed since it started
         addr = Signal(64)
         m.d.comb += self.busy.eq(offered | pending)
 
         # Not while the FSM offers a request (what the port offers must not change until it is
-        # taken), nor while one of its requests waits for its answer (the prefetch's answer
-        # must be the next one).
+        # taken). The FSM's requests waiting for answers are counted: their answers come first.
         fsm_waiting = Signal(2)
         fsm_sent = self.fsm_req.valid & self.fsm_req.ready
         fsm_answered = self.fsm_resp.valid & self.fsm_resp.ready
@@ -75,7 +77,7 @@ class Prefetcher(wiring.Component):
             m.d.sync += fsm_waiting.eq(fsm_waiting + 1)
         with m.Elif(fsm_answered & ~fsm_sent):
             m.d.sync += fsm_waiting.eq(fsm_waiting - 1)
-        with m.If(self.start & ~self.busy & ~self.fsm_req.valid & (fsm_waiting == 0)):
+        with m.If(self.start & ~self.busy & ~self.fsm_req.valid):
             m.d.sync += [offered.eq(1), addr.eq(self.addr), discard.eq(0)]
 
         port, port_resp = self.mem_req, self.mem_resp
@@ -84,13 +86,13 @@ class Prefetcher(wiring.Component):
             m.d.comb += [port.valid.eq(1), port.payload.addr.eq(addr),
                          port.payload.kind.eq(Access.FETCH), port.payload.mask.eq(0xFF)]
             with m.If(port.ready):
-                m.d.sync += [offered.eq(0), pending.eq(1)]
+                m.d.sync += [offered.eq(0), pending.eq(1), ahead.eq(fsm_waiting - fsm_answered)]
         with m.Else():
             waits = pending & self.fetch_waits
             m.d.comb += [port.valid.eq(req.valid & ~waits), port.payload.eq(req.payload),
                          req.ready.eq(port.ready & ~waits)]
 
-        with m.If(pending):
+        with m.If(pending & (ahead == 0)):
             m.d.comb += port_resp.ready.eq(1)
             with m.If(port_resp.valid):
                 m.d.sync += pending.eq(0)
@@ -101,6 +103,8 @@ class Prefetcher(wiring.Component):
         with m.Else():
             m.d.comb += [resp.valid.eq(port_resp.valid), resp.payload.eq(port_resp.payload),
                          port_resp.ready.eq(resp.ready)]
+            with m.If(pending & fsm_answered):
+                m.d.sync += ahead.eq(ahead - 1)
         with m.If(self.flush):
             m.d.sync += discard.eq(1)
         return m

@@ -609,13 +609,19 @@ class Core(wiring.Component):
         # RETIRE of a branch the new RIP's; port 1: the one after the new RIP's.
         # (RETIRE fills the buffer from the lines after a branch without going through FETCH.)
         in_retire = fsm == CoreState.RETIRE
-        # While a load or store is on its way the window buffer stays as it is, with the current
-        # instruction's qword first: the qword after it is `fetch_next`, looked up on port 1.
-        accessing = Signal()
+        # While a load or store is on its way, and while the system port works on an
+        # instruction, the window buffer stays as it is, with the current instruction's qword
+        # first: the qword after it is `fetch_next`, looked up on port 1. (Not in the cycle of
+        # the answer, where the buffer may move on; not in DEC_WAIT or DECODE, whose decode must
+        # be of the buffer as it is.)
+        accessing = Signal()            # the FSM waits for a load's or store's answer
+        steady = Signal()
         fetch_next = Signal(QWORD_ADDR_WIDTH)
         m.d.comb += [accessing.eq(is_one_of(fsm, CoreState.LOAD, CoreState.STORE)
                                   | (is_one_of(fsm, CoreState.LOAD_WAIT, CoreState.STORE_WAIT)
                                      & ~resp.valid)),
+                     steady.eq(accessing | (fsm == CoreState.SYS_REQ)
+                               | ((fsm == CoreState.SYS_WAIT) & ~sresp.valid)),
                      fetch_next.eq(rip[3:] + nq_bytes[3:])]
         m.d.comb += [lines.lookup_addr[0].eq(Mux(in_retire & ~advanced, new_rip[3:],
                                                  acc_addr[3:])),
@@ -625,7 +631,7 @@ class Core(wiring.Component):
         # after the access decode without waiting for it (the FSM's own assignments below take
         # precedence: a fault empties the buffer). A store into that qword is answered with
         # `code` and the buffer is dropped before anything from it runs.
-        with m.If(accessing & (nq != 3) & lines.lookup_hit[1]):
+        with m.If(steady & (nq != 3) & lines.lookup_hit[1]):
             with m.Switch(nq):
                 for k in range(3):
                     with m.Case(k):
@@ -918,10 +924,15 @@ class Core(wiring.Component):
                              | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
                                 & ~is_one_of(cls, *_SYSTEM)))
         # ... or while the FSM waits for its load's or store's answer (the prefetch's answer
-        # comes after it): the qword after the buffer, `fetch_next`.
+        # comes after it): the qword after the buffer, `fetch_next`; or for its FETCH's: the
+        # qword after that one (a FETCH follows a jump to code not in the lines, whose next
+        # instructions are likely to need the next qword soon).
         with m.If(accessing):
             m.d.comb += [pf.start.eq((fetch_next[:9] != 0) & ~lines.lookup_hit[1]),
                          pf.addr.eq(Cat(C(0, 3), fetch_next))]
+        with m.Elif((fsm == CoreState.FETCH_WAIT) & ~resp.valid):
+            m.d.comb += [pf.start.eq(acc_addr[3:12] != 0x1FF),
+                         pf.addr.eq(Cat(C(0, 3), acc_addr[3:] + 1))]
         with m.Else():
             m.d.comb += [pf.start.eq(quiet & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
                                      & ~flush_lines),

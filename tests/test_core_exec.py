@@ -39,7 +39,6 @@ from rtl.arch.vmx import RFLAGS_ARITH
 from rtl.core.core import Core
 from rtl.core.core_layouts import NeedsUnit
 from tb.x86.core_progs import random_programs
-from tb.x86.pipeline_progs import pipeline_programs
 from tb.x86.core_tb import (
     CODE_BASE,
     CODE_SIZE,
@@ -51,6 +50,7 @@ from tb.x86.core_tb import (
     run_core,
     run_unicorn,
 )
+from tb.x86.pipeline_progs import pipeline_programs
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
 N_PROGRAMS = int(os.environ.get("VTX_CORE_PROGRAMS", "200"))

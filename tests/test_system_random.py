@@ -30,8 +30,8 @@ import pytest
 
 from rtl.arch.vmx import RFLAGS_ARITH
 from tb.x86.core_progs import random_programs
-from tb.x86.pipeline_progs import pipeline_programs
 from tb.x86.core_tb import CODE_BASE, DATA_BASE, DATA_SIZE, STACK_BASE, STACK_SIZE, run_unicorn
+from tb.x86.pipeline_progs import pipeline_programs
 from tb.x86.unicorn_ref import REG_NAMES
 
 N_PROGRAMS = int(os.environ.get("VTX_SYSTEM_PROGRAMS", "6"))

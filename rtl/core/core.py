@@ -1,13 +1,17 @@
-"""The execution engine of the x86-64 core: a multi-cycle FSM around `Decoder` and `Alu`.
+"""The execution engine of the x86-64 core: a multi-cycle FSM around `Decoder` and
+`ExecuteUnit` (operands, `Alu`, branch), with `FetchLines`, `Prefetcher` and `WindowSelect`
+on the fetch side.
 
-Simple and correct over fast: one instruction at a time, one memory request outstanding.
+One instruction at a time; one memory request of the FSM's outstanding (the prefetcher may add
+one for code).
 Per instruction: FETCH/FETCH_WAIT one qword at a time into a 3-qword window buffer, DEC_WAIT +
 DECODE until the decoded length fits in the bytes fetched (or the 15-byte window is full),
 then [LOAD] the memory or stack source, EXEC (ALU, condition, new RIP, write-back values, all
 registered), [STORE] the memory or stack destination, [SP_UPDATE], RETIRE (register, RFLAGS,
-RIP). Architectural state changes only in SP_UPDATE and RETIRE, after every access that can
-fault, so a fault leaves the state of the instruction's start (see docs/core.md for the one
-exception: a split store whose second half faults).
+RIP); an instruction that falls through retires earlier, in DECODE, EXEC or STORE_WAIT
+(docs/core.md). Architectural state changes only in SP_UPDATE, RETIRE and those commits, after
+every access that can fault, so a fault leaves the state of the instruction's start (see
+docs/core.md for the one exception: a split store whose second half faults).
 
 Memory port (`mem_req` / `mem_resp`, `rtl.core.core_layouts`): qword-aligned accesses with a
 byte mask; an access crossing a qword boundary is split in two. Responses come in order, one per
@@ -38,9 +42,7 @@ from ..arch.vmx import (
     RFLAGS_NT,
     RFLAGS_RF,
     RFLAGS_TF,
-    RFLAGS_VM,
 )
-from .alu import Alu
 from .core_layouts import (
     EXCEPTION_LAYOUT,
     MEM_REQ_LAYOUT,
@@ -58,10 +60,11 @@ from .core_layouts import (
     SysKind,
 )
 from .decode import Decoder
+from .execute import ExecuteUnit
 from .fetch_lines import QWORD_ADDR_WIDTH, FetchLines
 from .prefetch import Prefetcher
 from .window import WindowSelect
-from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS, AluOp,
+from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS,
                       InsnClass, OpSize, is_one_of)
 
 __all__ = ["Core", "RESET_CR0", "RESET_CR4", "RESET_EFER", "POPF_MASK"]
@@ -118,13 +121,6 @@ def _canonical(addr):
     return (addr[47:64] == 0) | (addr[47:64] == 0x1FFFF)
 
 
-def _extend(v, size, signed):
-    """`v` zero- or sign-extended from `size` to 64 bits."""
-    return Mux(size == OpSize.S8, Mux(signed, v[:8].as_signed(), v[:8]),
-               Mux(size == OpSize.S16, Mux(signed, v[:16].as_signed(), v[:16]),
-                   Mux(size == OpSize.S32, Mux(signed, v[:32].as_signed(), v[:32]), v)))
-
-
 class Core(wiring.Component):
     """The core's execution engine; see the module docstring and docs/core.md."""
 
@@ -167,7 +163,6 @@ class Core(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.decoder = dec = Decoder()
-        m.submodules.alu = alu = Alu()
         m.submodules.lines = lines = FetchLines(lines=FETCH_LINES, ports=2)
         flush_lines = Signal()
         m.d.comb += [lines.flush.eq(flush_lines), self.fetch_flush.eq(flush_lines)]
@@ -359,78 +354,17 @@ class Core(wiring.Component):
                                                 InsnClass.CALL_RM), C(8, 64), _bytes_of(size)))
         rsp = gpr[RSP]
 
-        # --- EXEC datapath (combinational; registered at the end of EXEC) ---------------------
+        # --- Execute datapath (`rtl.core.execute`: operands by class, ALU, branch) ------------
         rm_val = Mux(insn.mem, ld_val, rd(insn.rm, Mux(is_one_of(cls, InsnClass.MOVZX,
                                                                  InsnClass.MOVSX),
                                                          insn.src_size, size)))
-        reg_val = rd(insn.reg, size)
-        op_reg_val = rd(insn.opreg, size)
-        a = Signal(64)
-        b = Signal(64)
-        op = Signal(AluOp)
-        cnt = Signal(6)
-        m.d.comb += [alu.a.eq(a), alu.b.eq(b), alu.op.eq(op), alu.size.eq(size),
-                     alu.count.eq(cnt), alu.rflags_in.eq(rflags), alu.cc.eq(insn.cc)]
-        m.d.comb += op.eq(AluOp.MOV)
-        with m.Switch(cls):
-            with m.Case(InsnClass.ALU_RM_R):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), b.eq(reg_val)]
-            with m.Case(InsnClass.ALU_R_RM):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(reg_val), b.eq(rm_val)]
-            with m.Case(InsnClass.ALU_RM_IMM):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), b.eq(insn.imm)]
-            with m.Case(InsnClass.ALU_ACC_IMM):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(rd(C(0, 4), size)), b.eq(insn.imm)]
-            with m.Case(InsnClass.UNARY_RM):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val)]
-            with m.Case(InsnClass.SHIFT_RM_IMM):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), cnt.eq(insn.imm[:6])]
-            with m.Case(InsnClass.SHIFT_RM_CL):
-                m.d.comb += [op.eq(insn.alu_op), a.eq(rm_val), cnt.eq(gpr[1][:6])]
-            with m.Case(InsnClass.MOV_RM_R):
-                m.d.comb += b.eq(reg_val)
-            with m.Case(InsnClass.MOV_R_RM):
-                m.d.comb += b.eq(rm_val)
-            with m.Case(InsnClass.MOV_RM_IMM, InsnClass.MOV_OPREG_IMM, InsnClass.PUSH_IMM):
-                m.d.comb += b.eq(insn.imm)
-            with m.Case(InsnClass.MOVZX):
-                m.d.comb += b.eq(_extend(rm_val, insn.src_size, 0))
-            with m.Case(InsnClass.MOVSX):
-                m.d.comb += b.eq(_extend(rm_val, insn.src_size, 1))
-            with m.Case(InsnClass.LEA):
-                m.d.comb += b.eq(ea_x)
-            with m.Case(InsnClass.CMOVCC):
-                # A false condition still writes the destination (32-bit: zero-extends it).
-                m.d.comb += b.eq(Mux(alu.cond, rm_val, reg_val))
-            with m.Case(InsnClass.SETCC):
-                m.d.comb += b.eq(alu.cond)
-            with m.Case(InsnClass.PUSH_OPREG):
-                m.d.comb += b.eq(op_reg_val)
-            with m.Case(InsnClass.PUSH_RM):
-                m.d.comb += b.eq(rm_val)
-            with m.Case(InsnClass.PUSHF):
-                m.d.comb += b.eq(rflags & ~(RFLAGS_RF | RFLAGS_VM))
-            with m.Case(InsnClass.POP_OPREG, InsnClass.POP_RM):
-                m.d.comb += b.eq(ld_val)
-            with m.Case(InsnClass.CALL_REL, InsnClass.CALL_RM):
-                m.d.comb += b.eq(next_rip)
+        m.submodules.execute = ex = ExecuteUnit()
+        m.d.comb += [ex.insn.eq(insn), ex.rm_val.eq(rm_val), ex.reg_val.eq(rd(insn.reg, size)),
+                     ex.opreg_val.eq(rd(insn.opreg, size)), ex.acc_val.eq(rd(C(0, 4), size)),
+                     ex.cl.eq(gpr[1][:6]), ex.ld_val.eq(ld_val), ex.ea.eq(ea_x),
+                     ex.next_rip.eq(next_rip), ex.rflags.eq(rflags)]
+        taken, target = ex.taken, ex.target
         setcc_size = cls == InsnClass.SETCC
-        with m.If(setcc_size):
-            m.d.comb += alu.size.eq(OpSize.S8)
-
-        # Branch target.
-        target = Signal(64)
-        taken = Signal()
-        m.d.comb += [target.eq(next_rip), taken.eq(0)]
-        with m.Switch(cls):
-            with m.Case(InsnClass.JCC):
-                m.d.comb += [taken.eq(alu.cond), target.eq(next_rip + insn.imm)]
-            with m.Case(InsnClass.JMP_REL, InsnClass.CALL_REL):
-                m.d.comb += [taken.eq(1), target.eq(next_rip + insn.imm)]
-            with m.Case(InsnClass.JMP_RM, InsnClass.CALL_RM):
-                m.d.comb += [taken.eq(1), target.eq(rm_val)]
-            with m.Case(InsnClass.RET):
-                m.d.comb += [taken.eq(1), target.eq(ld_val)]
 
         # Registered EXEC results.
         wb_en = Signal()
@@ -501,7 +435,7 @@ class Core(wiring.Component):
                              InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
         dest_acc = cls == InsnClass.ALU_ACC_IMM
         dest_opreg = is_one_of(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
-        writes = alu.writes_result
+        writes = ex.writes
         dsize = Signal(OpSize)
         wreg = Signal(4)
         m.d.comb += [dsize.eq(Mux(setcc_size, OpSize.S8, size)),
@@ -552,8 +486,8 @@ class Core(wiring.Component):
             with the ALU's results."""
             m.d.comb += [gw_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
                          gw_reg.eq(wreg), gw_size.eq(dsize), gw_hi8.eq(high8(wreg, dsize)),
-                         gw_val.eq(alu.result)]
-            retire_early(alu.rflags_out, next_rip)
+                         gw_val.eq(ex.result)]
+            retire_early(ex.rflags_out, next_rip)
 
         def commit_stored():
             """A store that wrote no fetched code and falls through retires as its answer comes,
@@ -566,8 +500,8 @@ class Core(wiring.Component):
             m.d.sync += [
                 wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
                 wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
-                wb_val.eq(alu.result),
-                new_rflags.eq(alu.rflags_out),
+                wb_val.eq(ex.result),
+                new_rflags.eq(ex.rflags_out),
                 new_rip.eq(Mux(taken, target, next_rip)),
                 halt.eq(0),
                 count_it.eq(1),
@@ -581,7 +515,7 @@ class Core(wiring.Component):
             m.d.sync += sp_en.eq(is_stack_load | is_stack_store)
             m.d.sync += sp_new.eq(Mux(is_stack_load, rsp + stack_size, rsp - stack_size))
             # Stores: memory destinations and pushes.
-            m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, alu.result))
+            m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, ex.result))
             with m.If(taken & ~_canonical(target)):
                 fault(VECTOR_GP, 0)
             with m.Elif(((dest_rm_mem & writes) | is_stack_store)):
@@ -611,15 +545,18 @@ class Core(wiring.Component):
         in_retire = fsm == CoreState.RETIRE
         # While a load or store is on its way, and while the system port works on an
         # instruction, the window buffer stays as it is, with the current instruction's qword
-        # first: the qword after it is `fetch_next`, looked up on port 1. (Not in the cycle of
-        # the answer, where the buffer may move on; not in DEC_WAIT or DECODE, whose decode must
-        # be of the buffer as it is.)
-        accessing = Signal()            # the FSM waits for a load's or store's answer
+        # first: the qword after it is `fetch_next`, looked up on port 1. In the cycle of a
+        # load's or store's answer the FSM's own moves of the buffer take precedence (below);
+        # the others keep the buffer's meaning (a store into fetched code empties it in
+        # RETIRE). Not in the cycle of the system port's answer, which may drop the buffer
+        # without moving it; not in DEC_WAIT or DECODE, whose decode must be of the buffer as
+        # the decoder saw it. (The conditions are states only, no answer's `valid`: nothing
+        # from memory's answer path on the way to the buffer.)
+        accessing = Signal()            # the FSM has a load or store on its way
         steady = Signal()
         fetch_next = Signal(QWORD_ADDR_WIDTH)
-        m.d.comb += [accessing.eq(is_one_of(fsm, CoreState.LOAD, CoreState.STORE)
-                                  | (is_one_of(fsm, CoreState.LOAD_WAIT, CoreState.STORE_WAIT)
-                                     & ~resp.valid)),
+        m.d.comb += [accessing.eq(is_one_of(fsm, CoreState.LOAD, CoreState.STORE,
+                                            CoreState.LOAD_WAIT, CoreState.STORE_WAIT)),
                      steady.eq(accessing | (fsm == CoreState.SYS_REQ)
                                | ((fsm == CoreState.SYS_WAIT) & ~sresp.valid)),
                      fetch_next.eq(rip[3:] + nq_bytes[3:])]
@@ -930,7 +867,7 @@ class Core(wiring.Component):
         with m.If(accessing):
             m.d.comb += [pf.start.eq((fetch_next[:9] != 0) & ~lines.lookup_hit[1]),
                          pf.addr.eq(Cat(C(0, 3), fetch_next))]
-        with m.Elif((fsm == CoreState.FETCH_WAIT) & ~resp.valid):
+        with m.Elif(fsm == CoreState.FETCH_WAIT):
             m.d.comb += [pf.start.eq(acc_addr[3:12] != 0x1FF),
                          pf.addr.eq(Cat(C(0, 3), acc_addr[3:] + 1))]
         with m.Else():

@@ -27,6 +27,7 @@ from rtl.arch.vmx import (
     RFLAGS_VM,
     VMCS_FIELDS_OFFSET,
     VMCS_SLOT_BYTES,
+    FieldWidth,
     VmInstructionError,
     VmxOp,
     VmxResult,
@@ -592,6 +593,58 @@ async def round_trip(dut):
             json.dump(bench, fh, indent=2, sort_keys=True)
     if round_trip_cycles > 50:
         tb.fail(f"round trip {round_trip_cycles} cycles > 50")
+
+
+#: The fields a VM exit writes (what the unit copies into the VMCS's row after the exit).
+EXIT_WRITTEN = ("VM_EXIT_REASON", "EXIT_QUALIFICATION", "GUEST_LINEAR_ADDRESS",
+                "GUEST_PHYSICAL_ADDRESS", "VM_EXIT_INSTRUCTION_LEN", "VMX_INSTRUCTION_INFO",
+                "VM_EXIT_INTR_INFO", "VM_EXIT_INTR_ERROR_CODE", "IDT_VECTORING_INFO_FIELD",
+                "IDT_VECTORING_ERROR_CODE", "VM_ENTRY_INTR_INFO_FIELD", "VM_ENTRY_CONTROLS",
+                *EXIT_SAVED_GUEST_FIELDS)
+
+
+@cocotb.test()
+async def vmread_during_write_back(dut):
+    """VMREADs right after a VM exit, while the unit still copies the fields the exit wrote into
+    the VMCS's memory row: every exit-written field (high halves too) read one after the other,
+    guest state the exit changed first (copied late) and then, after another exit, in the
+    order of the copy, each equal to the model's (the exit's values), and the exit information
+    to the values the exit port carried. (A VMREAD that did not wait for its field's copy reads
+    the entry's value: the first pass catches it.)"""
+    tb = await start(dut, result_ready=1.0, mem_req_ready=1.0, mem_resp_valid=1.0,
+                     latency=(2, 2), inval_ready=1.0)
+    await vmxon(tb)
+    await setup_guest(tb, vmcs_addr(0))
+    await expect(tb, OP.VMLAUNCH, kind=R.VM_ENTRY)
+    wide = {n for n in EXIT_WRITTEN if FIELD_BY_NAME[n].width is FieldWidth.BITS64}
+    # First the fields every exit writes and this test changes, copied late (guest state after
+    # the exit information), last copied first; then the others.
+    changed = ["GUEST_CR3", "GUEST_CR0", "GUEST_RFLAGS", "GUEST_RSP", "GUEST_RIP"]
+    late_first = changed + [n for n in reversed(EXIT_WRITTEN) if n not in changed]
+    for k, (order, reason, qual) in enumerate(((late_first, 48, 0x183),
+                                               (list(EXIT_WRITTEN), 28, 0x1F))):
+        # Guest state that differs from what the row holds (the entry's values), so a VMREAD
+        # of the row before the copy would read something else.
+        guest = all_guest_state(tb)
+        guest["GUEST_RIP"] += 3 + k
+        guest["GUEST_RSP"] -= 0x40 * (k + 1)
+        guest["GUEST_RFLAGS"] ^= 0x1
+        guest["GUEST_CR3"] ^= 0x2000
+        guest["GUEST_CR0"] ^= 0x8                   # TS
+        guest["GUEST_DR7"] ^= 0x1
+        guest["VMX_PREEMPTION_TIMER_VALUE"] = 0x1234 + k
+        await tb.vm_exit(reason, qual, gla=0x40_3000, gpa=0x9_B000, instr_len=2, guest=guest)
+        got = {}
+        for name in order:
+            got[name] = await vmread(tb, name)
+            if name in wide:
+                await vmread(tb, name, high=True)
+        want = {"VM_EXIT_REASON": reason, "EXIT_QUALIFICATION": qual,
+                "GUEST_PHYSICAL_ADDRESS": 0x9_B000, "GUEST_RIP": guest["GUEST_RIP"]}
+        for name, value in want.items():
+            if got[name] != value:
+                tb.fail(f"{name} read {got[name]:#x} right after the exit, not {value:#x}")
+        await expect(tb, OP.VMRESUME, kind=R.VM_ENTRY)
 
 
 @cocotb.test()

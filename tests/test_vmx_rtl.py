@@ -42,7 +42,7 @@ def model():
 
 
 DIRECTED = ["instruction_errors", "must_rows", "cache_behaviour", "back_to_back", "round_trip",
-            "entry_checks", "non_root", "msr_port"]
+            "vmread_during_write_back", "entry_checks", "non_root", "msr_port"]
 
 
 @pytest.mark.parametrize("test", DIRECTED)

@@ -13,8 +13,9 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   has its own write enable, so the high access of a 64-bit field needs no read), a VMfail
   writes the error field into both, VMFUNC the EPTP. A VM exit or VM-entry failure writes the
   working copy in one cycle and then copies the fields it wrote (`exit_written`, 27) into the
-  row in the background, one per cycle whenever no other write needs the port; until that is
-  done, VMREAD, VMPTRLD and VMCLEAR wait (a VMRESUME does not). So VMREAD reads the cache
+  row in the background, one per cycle whenever no other write needs the port, in the order of
+  `exit_written` (the exit reason and qualification first); until that is done, VMPTRLD and
+  VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a VMRESUME does not). So VMREAD reads the cache
   memory (the read port's address is the offered field, its data the answer), a VMCS leaving
   the working copy needs no write-back, and region write-back reads only the memory: nothing
   reads the working copy by field index (two 130-way 64-bit multiplexers fewer).
@@ -776,14 +777,24 @@ class VmxUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += side_cnt.eq(side_cnt + 1)
 
+        # The offered instruction's field is one the write-back has not copied yet (the one it
+        # copies in this cycle included: the row's read port sees that write a cycle later).
+        side_pending = Signal()
+        with m.Switch(f_idx):
+            for i, n in enumerate(exit_written):
+                with m.Case(_SLOT[n]):
+                    m.d.comb += side_pending.eq(side_cnt <= i)
+
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 accept = Signal()
-                # Instructions that read the cache memory's rows wait for the write-back.
+                # Instructions that read the cache memory's rows wait for the write-back: a
+                # VMREAD only for a field not copied yet, VMPTRLD and VMCLEAR for all of it.
                 needs_rows = Signal()
                 op_in = self.instr.payload.op
-                m.d.comb += needs_rows.eq((op_in == VmxOp.VMREAD) | (op_in == VmxOp.VMPTRLD)
+                m.d.comb += needs_rows.eq(((op_in == VmxOp.VMREAD) & side_pending)
+                                          | (op_in == VmxOp.VMPTRLD)
                                           | (op_in == VmxOp.VMCLEAR))
                 m.d.comb += [self.instr.ready.eq((~res_valid | self.result.ready)
                                                  & ~(side_wb & needs_rows)),

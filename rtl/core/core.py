@@ -59,6 +59,7 @@ from .core_layouts import (
     SysAction,
     SysKind,
 )
+from .access import AccessLanes
 from .decode import Decoder
 from .execute import ExecuteUnit
 from .fetch_lines import QWORD_ADDR_WIDTH, FetchLines
@@ -250,39 +251,28 @@ class Core(wiring.Component):
         next_rip = Signal(64)
         m.d.comb += next_rip.eq(rip + length)
 
-        # --- Memory access unit (split into at most two qwords) ------------------------------
+        # --- Memory access (`rtl.core.access`: split into at most two qwords) -----------------
         acc_addr = Signal(64)
         acc_size = Signal(4)            # bytes: 1, 2, 4, 8
         acc_data = Signal(64)
         acc_part = Signal()             # 0: first qword, 1: second
         acc_ss = Signal()               # a fault on a non-canonical address is #SS, not #GP
         ld_buf = Signal(128)
-        off = acc_addr[:3]
-        mask8 = Signal(8)
-        m.d.comb += mask8.eq(Mux(acc_size == 1, 0x01, Mux(acc_size == 2, 0x03,
-                                                            Mux(acc_size == 4, 0x0F, 0xFF))))
-        mask16 = Signal(16)
-        wdata128 = Signal(128)
-        ld_val = Signal(64)
-        # Byte lanes by the offset in the qword (constant shifts in a switch: no wide shifter).
-        with m.Switch(off):
-            for o in range(8):
-                with m.Case(o):
-                    m.d.comb += [mask16.eq(Cat(C(0, o), mask8, C(0, 8 - o))),
-                                 wdata128.eq(Cat(C(0, 8 * o), acc_data, C(0, 64 - 8 * o))),
-                                 ld_val.eq(ld_buf[8 * o:8 * o + 64])]
-        two_parts = mask16[8:].any()
-        part_addr = Signal(64)
-        m.d.comb += part_addr.eq(Cat(C(0, 3), acc_addr[3:]) + Mux(acc_part, C(8, 64), C(0, 64)))
+        m.submodules.access = acc_lanes = AccessLanes()
+        m.d.comb += [acc_lanes.addr.eq(acc_addr), acc_lanes.size.eq(acc_size),
+                     acc_lanes.data.eq(acc_data), acc_lanes.part.eq(acc_part),
+                     acc_lanes.loaded.eq(ld_buf)]
+        ld_val = acc_lanes.value
+        two_parts = acc_lanes.two_parts
+        part_addr = acc_lanes.req_addr
 
         # The FSM's view of the memory port; the prefetcher shares the port with it.
         req = pf.fsm_req
         resp = pf.fsm_resp
         wiring.connect(m, pf.mem_req, wiring.flipped(self.mem_req))
         wiring.connect(m, wiring.flipped(self.mem_resp), pf.mem_resp)
-        m.d.comb += [req.payload.addr.eq(part_addr),
-                     req.payload.mask.eq(Mux(acc_part, mask16[8:], mask16[:8])),
-                     req.payload.data.eq(Mux(acc_part, wdata128[64:], wdata128[:64]))]
+        m.d.comb += [req.payload.addr.eq(part_addr), req.payload.mask.eq(acc_lanes.req_mask),
+                     req.payload.data.eq(acc_lanes.req_data)]
 
         # --- System port state -------------------------------------------------------------
         sys_kind = Signal(SysKind)

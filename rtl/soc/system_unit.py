@@ -29,17 +29,16 @@ response; an invalidation of the translation unit (MOV CR3, INVLPG, CR0/CR4/EFER
 sent and accepted before the response, so the next fetch already sees it.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.paging import EFER_LMA, EFER_LME, EFER_NXE, Invalidation
-from ..arch.system import (CONSOLE_PORT, CPUID_LEAVES, CPUID_MAX_LEAF, EXIT_PORT,
-                           FEATURE_CONTROL_RESET, IO_OPEN_BUS, MSR_EFER, MSR_TSC)
-from ..arch.vmx import (EFER_SCE, IA32_FEATURE_CONTROL, PROC_MONITOR_TRAP_FLAG,
-                        PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1,
-                        VMX_CR4_FIXED0, VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxMode,
-                        VmxInstrInfoLayout, VmxOp, VmxResult)
+from ..arch.system import CONSOLE_PORT, EXIT_PORT, FEATURE_CONTROL_RESET, IO_OPEN_BUS, MSR_EFER
+from ..arch.vmx import (EFER_SCE, PROC_MONITOR_TRAP_FLAG, PROC_USE_TSC_OFFSETTING,
+                        RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1, VMX_CR4_FIXED0,
+                        VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxInstrInfoLayout, VmxMode,
+                        VmxOp, VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
 from ..core.layouts import InsnClass, OpSize, is_one_of
@@ -48,6 +47,7 @@ from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, Ex
 from ..vmx.layouts import VMCS_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
+from .system_values import SystemValues
 
 __all__ = ["SystemUnit", "SysState", "VMX_OPS"]
 
@@ -244,50 +244,25 @@ class SystemUnit(wiring.Component):
             respond(SysAction.RETIRE, count=1, **fields)
             m.d.sync += state.eq(SysState.INVAL)
 
-        # --- the values instructions produce ----------------------------------------------------
-        leaf = rax[:32]
-        cpuid = [Signal(32, name=f"cpuid_{n}") for n in ("eax", "ebx", "ecx", "edx")]
-        with m.Switch(leaf):
-            for lf, regs in CPUID_LEAVES.items():
-                with m.Case(lf):
-                    m.d.comb += [s.eq(v) for s, v in zip(cpuid, regs)]
-            with m.Default():
-                m.d.comb += [s.eq(v) for s, v in zip(cpuid, CPUID_LEAVES[CPUID_MAX_LEAF])]
-        tsc = Signal(64)
-        offsetting = non_root & ((self.vmx_vmcs.cpu_based_vm_exec_control
-                                  & PROC_USE_TSC_OFFSETTING) != 0)
-        m.d.comb += tsc.eq(self.tsc + Mux(offsetting, self.vmx_vmcs.tsc_offset, 0))
-        ecx = rcx[:32]
-        m.d.comb += self.msr_addr.eq(ecx)
-        msr_known = Signal()
-        msr_val = Signal(64)
-        with m.Switch(ecx):
-            with m.Case(MSR_TSC):
-                m.d.comb += [msr_known.eq(1), msr_val.eq(tsc)]
-            with m.Case(IA32_FEATURE_CONTROL):
-                m.d.comb += [msr_known.eq(1), msr_val.eq(FEATURE_CONTROL_RESET)]
-            with m.Case(MSR_EFER):
-                m.d.comb += [msr_known.eq(1), msr_val.eq(self.core_efer)]
-            with m.Default():
-                m.d.comb += [msr_known.eq(self.msr_valid), msr_val.eq(self.msr_value)]
-        wrmsr_val = Cat(rax[:32], rdx[:32])
-
-        cr_val = Signal(64)             # MOV from CR: the register's value
-        with m.Switch(r.reg):
-            with m.Case(0):
-                m.d.comb += cr_val.eq(self.core_cr0)
-            with m.Case(3):
-                m.d.comb += cr_val.eq(self.core_cr3)
-            with m.Default():
-                m.d.comb += cr_val.eq(self.core_cr4)
-
-        port = Signal(16)
-        m.d.comb += port.eq(Mux(is_one_of(cls, InsnClass.IN_IMM, InsnClass.OUT_IMM), r.imm[:8],
-                                rdx[:16]))
-        io_bytes = Mux(r.opsize == OpSize.S8, 1, Mux(r.opsize == OpSize.S16, 2, 4))
-        io_size = Mux(r.opsize == OpSize.S64, OpSize.S32, r.opsize)
-        out_val = Mux(r.opsize == OpSize.S8, rax[:8],
-                      Mux(r.opsize == OpSize.S16, rax[:16], rax[:32]))
+        # --- the values instructions produce (`rtl.soc.system_values`) ---------------------------
+        m.submodules.values = vals = SystemValues()
+        m.d.comb += [vals.cls.eq(cls), vals.opsize.eq(r.opsize), vals.reg.eq(r.reg),
+                     vals.imm8.eq(r.imm[:8]), vals.eax.eq(rax[:32]), vals.ecx.eq(rcx[:32]),
+                     vals.edx.eq(rdx[:32]),
+                     vals.cr0.eq(self.core_cr0), vals.cr3.eq(self.core_cr3),
+                     vals.cr4.eq(self.core_cr4), vals.efer.eq(self.core_efer),
+                     vals.tsc.eq(self.tsc), vals.non_root.eq(non_root),
+                     vals.tsc_offsetting.eq((self.vmx_vmcs.cpu_based_vm_exec_control
+                                             & PROC_USE_TSC_OFFSETTING) != 0),
+                     vals.tsc_offset.eq(self.vmx_vmcs.tsc_offset),
+                     vals.msr_valid.eq(self.msr_valid), vals.msr_value.eq(self.msr_value),
+                     self.msr_addr.eq(vals.msr_addr)]
+        cpuid = [vals.cpuid_eax, vals.cpuid_ebx, vals.cpuid_ecx, vals.cpuid_edx]
+        tsc = vals.tsc_value
+        ecx = vals.msr_addr
+        msr_known, msr_val, wrmsr_val = vals.msr_known, vals.msr_value_out, vals.wrmsr_value
+        cr_val = vals.cr_value
+        port, io_bytes, io_size, out_val = vals.port, vals.io_bytes, vals.io_size, vals.out_value
 
         # --- the VMX instruction's operation and memory operand ---------------------------------
         op = Signal(VmxOp)

@@ -34,37 +34,25 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.paging import EFER_LMA, EFER_LME, EFER_NXE, Invalidation
-from ..arch.system import CONSOLE_PORT, EXIT_PORT, FEATURE_CONTROL_RESET, IO_OPEN_BUS, MSR_EFER
+from ..arch.system import CONSOLE_PORT, EXIT_PORT, IO_OPEN_BUS, MSR_EFER
 from ..arch.vmx import (EFER_SCE, PROC_MONITOR_TRAP_FLAG, PROC_USE_TSC_OFFSETTING,
                         RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1, VMX_CR4_FIXED0,
                         VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxInstrInfoLayout, VmxMode,
-                        VmxOp, VmxResult)
+                        VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
-from ..core.layouts import InsnClass, OpSize, is_one_of
+from ..core.layouts import VMX_OP_OF_CLASS, InsnClass, OpSize, is_one_of
 from ..translation.layouts import invalidation_layout
 from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, ExitQueryKind
 from ..vmx.layouts import VMCS_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
 from .system_values import SystemValues
+from .vmx_operands import VmxOperands
 
-__all__ = ["SystemUnit", "SysState", "VMX_OPS"]
+__all__ = ["SystemUnit", "SysState"]
 
 
-#: InsnClass of each VMX instruction -> VmxOp.
-VMX_OPS = {
-    InsnClass.VMCALL: VmxOp.VMCALL, InsnClass.VMLAUNCH: VmxOp.VMLAUNCH,
-    InsnClass.VMRESUME: VmxOp.VMRESUME, InsnClass.VMXOFF: VmxOp.VMXOFF,
-    InsnClass.VMFUNC: VmxOp.VMFUNC, InsnClass.VMPTRLD: VmxOp.VMPTRLD,
-    InsnClass.VMPTRST: VmxOp.VMPTRST, InsnClass.VMCLEAR: VmxOp.VMCLEAR,
-    InsnClass.VMXON: VmxOp.VMXON, InsnClass.VMREAD: VmxOp.VMREAD,
-    InsnClass.VMWRITE: VmxOp.VMWRITE, InsnClass.INVEPT: VmxOp.INVEPT,
-    InsnClass.INVVPID: VmxOp.INVVPID,
-}
-# VMX instructions whose memory operand is a source the core loads first (bytes).
-_MEM_SOURCE = {InsnClass.VMXON: 8, InsnClass.VMCLEAR: 8, InsnClass.VMPTRLD: 8,
-               InsnClass.INVEPT: 16, InsnClass.INVVPID: 16, InsnClass.VMWRITE: 8}
 # VMX instructions whose VM exit reports instruction information (SDM 28.2.5, tables 28-13 to
 # 28-15), and those of them with a Reg2 (ModRM.reg); the other exits leave the field 0.
 _INSTR_INFO = (InsnClass.VMCLEAR, InsnClass.VMPTRLD, InsnClass.VMPTRST, InsnClass.VMXON,
@@ -264,46 +252,26 @@ class SystemUnit(wiring.Component):
         cr_val = vals.cr_value
         port, io_bytes, io_size, out_val = vals.port, vals.io_bytes, vals.io_size, vals.out_value
 
-        # --- the VMX instruction's operation and memory operand ---------------------------------
-        op = Signal(VmxOp)
-        with m.Switch(cls):
-            for c, o in VMX_OPS.items():
-                with m.Case(c):
-                    m.d.comb += op.eq(o)
-        mem_source = Signal()
-        mem_bytes = Signal(5)
-        with m.Switch(cls):
-            for c, n in _MEM_SOURCE.items():
-                with m.Case(c):
-                    m.d.comb += [mem_source.eq(r.mem), mem_bytes.eq(n)]
-        precheck = Signal()
-        m.d.comb += precheck.eq(mem_source & ~r.loaded & ~precheck_final)
-
-        # The VMX instruction offered to the VMX unit, from a register: its operands come from
-        # the request and the core's registers (16-way register-file multiplexers here, the
-        # VMX unit's instruction decision behind them: without the register one combinational
-        # path from the core through this block into the VMX unit). State VMX takes them in its
-        # first cycle (`r`, the registers and `precheck` are stable there) and offers them from
-        # the second: one cycle more per VMX instruction.
-        ins = Signal(INSTR_LAYOUT)
+        # --- the VMX instruction's operation and operands (`rtl.soc.vmx_operands`) --------------
+        # Offered to the VMX unit from a register: the operands come from the request and the
+        # core's registers (16-way register-file multiplexers here, the VMX unit's instruction
+        # decision behind them: without the register one combinational path from the core
+        # through this block into the VMX unit). State VMX takes them in its first cycle (`r`,
+        # the registers and `precheck` are stable there) and offers them from the second: one
+        # cycle more per VMX instruction.
+        m.submodules.vmx_operands = opnds = VmxOperands()
+        m.d.comb += [opnds.cls.eq(cls), opnds.mem.eq(r.mem), opnds.mem_val.eq(r.mem_val),
+                     opnds.rip_rel.eq(r.rip_rel), opnds.ea.eq(r.ea), opnds.disp.eq(r.disp),
+                     opnds.loaded.eq(r.loaded), opnds.reg_val.eq(reg_val),
+                     opnds.rm_val.eq(rm_val), opnds.rax.eq(rax), opnds.rcx.eq(rcx),
+                     opnds.cr0.eq(self.core_cr0), opnds.cr4.eq(self.core_cr4),
+                     opnds.efer.eq(self.core_efer), opnds.rflags.eq(self.core_rflags),
+                     opnds.precheck_final.eq(precheck_final)]
+        precheck = opnds.precheck
+        mem_bytes = opnds.mem_bytes
+        ins = opnds.instr
         vmx_ins = Signal(INSTR_LAYOUT)
         vmx_ins_held = Signal()     # `vmx_ins` holds this state-VMX visit's operands
-        m.d.comb += [
-            ins.op.eq(op),
-            ins.precheck.eq(precheck),
-            ins.register_operand.eq(~r.mem),
-            ins.mem.eq(r.mem_val),
-            ins.reg.eq(Mux(cls == InsnClass.VMFUNC, rax, reg_val)),
-            ins.value.eq(Mux(cls == InsnClass.VMFUNC, rcx,
-                             Mux(r.mem, r.mem_val[:64], rm_val))),
-            # The displacement; RIP-relative: plus the next RIP, i.e. the EA (SDM 28.2.1).
-            ins.qualification.eq(Mux(r.mem, Mux(r.rip_rel, r.ea, r.disp.as_signed()), 0)),
-            ins.cpu.cpl.eq(0), ins.cpu.cr0.eq(self.core_cr0), ins.cpu.cr4.eq(self.core_cr4),
-            ins.cpu.efer.eq(self.core_efer), ins.cpu.cs_l.eq(1),
-            ins.cpu.rflags.eq(self.core_rflags),
-            ins.cpu.feature_control.eq(FEATURE_CONTROL_RESET),
-            ins.cpu.mov_ss_blocking.eq(0),
-        ]
         m.d.sync += vmx_ins.eq(ins)
         m.d.comb += self.vmx_instr.payload.eq(vmx_ins)
 
@@ -364,7 +332,7 @@ class SystemUnit(wiring.Component):
                                              Mux(exc.vector == VECTOR_PF, exc.addr, 0)),
                                          state.eq(SysState.QUERY)]
                     with m.Default():
-                        with m.If(is_one_of(cls, *VMX_OPS)):
+                        with m.If(is_one_of(cls, *VMX_OP_OF_CLASS)):
                             m.d.sync += state.eq(SysState.VMX)
                         with m.Elif(non_root):
                             m.d.sync += state.eq(SysState.QUERY)

@@ -47,18 +47,12 @@ from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, Ex
 from ..vmx.layouts import VMCS_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
+from .exit_info import vmx_instruction_information
 from .system_values import SystemValues
 from .vmx_operands import VmxOperands
 
 __all__ = ["SystemUnit", "SysState"]
 
-
-# VMX instructions whose VM exit reports instruction information (SDM 28.2.5, tables 28-13 to
-# 28-15), and those of them with a Reg2 (ModRM.reg); the other exits leave the field 0.
-_INSTR_INFO = (InsnClass.VMCLEAR, InsnClass.VMPTRLD, InsnClass.VMPTRST, InsnClass.VMXON,
-               InsnClass.VMREAD, InsnClass.VMWRITE, InsnClass.INVEPT, InsnClass.INVVPID)
-_INSTR_INFO_REG2 = (InsnClass.VMREAD, InsnClass.VMWRITE, InsnClass.INVEPT, InsnClass.INVVPID)
-_ADDRESS_SIZE_64 = 2    # the field's address-size encoding: 0 16-bit, 1 32-bit, 2 64-bit
 
 # EFER bits WRMSR may write (LME only with the value it has: paging is on; LMA is read-only).
 _EFER_WRITABLE = EFER_SCE | EFER_NXE
@@ -276,21 +270,11 @@ class SystemUnit(wiring.Component):
         m.d.comb += self.vmx_instr.payload.eq(vmx_ins)
 
         def exit_instr_info():
-            """After `take_exit` (which clears `exit_info`: bits a table leaves undefined stay
-            0): the VMX instruction's VM-exit instruction information."""
-            x = exit_info
-            with m.If(is_one_of(cls, *_INSTR_INFO)):
-                with m.If(r.mem):
-                    m.d.sync += [x.scaling.eq(Mux(r.index_valid, r.scale, 0)),
-                                 x.address_size.eq(_ADDRESS_SIZE_64), x.segment.eq(r.seg),
-                                 x.index.eq(Mux(r.index_valid, r.index, 0)),
-                                 x.index_invalid.eq(~r.index_valid),
-                                 x.base.eq(Mux(r.base_valid, r.base, 0)),
-                                 x.base_invalid.eq(~r.base_valid)]
-                with m.Else():      # VMREAD/VMWRITE r/m register (the others #UD in decode)
-                    m.d.sync += [x.register_operand.eq(1), x.reg1.eq(r.rm)]
-                with m.If(is_one_of(cls, *_INSTR_INFO_REG2)):
-                    m.d.sync += x.reg2.eq(r.reg)
+            """After `take_exit` (which clears `exit_info`): the VMX instruction's VM-exit
+            instruction information (`rtl.soc.exit_info`)."""
+            m.d.sync += exit_info.eq(vmx_instruction_information(
+                cls, r.mem, r.scale, r.index, r.index_valid, r.base, r.base_valid, r.seg, r.rm,
+                r.reg))
 
         # --- the state machine ------------------------------------------------------------------
         m.d.comb += [self.sys_resp.payload.eq(resp)]

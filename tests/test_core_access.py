@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import random
 
-from amaranth.sim import Simulator
-
 from rtl.core.access import AccessLanes
+from tb.comb import run_combinational
 from tb.model.access_lanes import requests, value
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -21,25 +20,22 @@ VECTORS = int(os.environ.get("VTX_ACCESS_VECTORS", "2000"))
 def run_lanes(vectors):
     """For each (addr, size, data, loaded) the unit's outputs for part 0 and part 1."""
     dut = AccessLanes()
-    out = []
 
-    async def bench(ctx):
-        for addr, size, data, loaded in vectors:
-            ctx.set(dut.addr, addr)
-            ctx.set(dut.size, size)
-            ctx.set(dut.data, data)
-            ctx.set(dut.loaded, int.from_bytes(loaded[:15], "little"))
-            parts = []
-            for part in (0, 1):
-                ctx.set(dut.part, part)
-                parts.append((ctx.get(dut.req_addr), ctx.get(dut.req_mask),
-                              ctx.get(dut.req_data)))
-            out.append((parts, ctx.get(dut.two_parts), ctx.get(dut.value)))
+    def drive(ctx, v):
+        addr, size, data, loaded = v
+        ctx.set(dut.addr, addr)
+        ctx.set(dut.size, size)
+        ctx.set(dut.data, data)
+        ctx.set(dut.loaded, int.from_bytes(loaded[:15], "little"))
 
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+    def read(ctx):
+        parts = []
+        for part in (0, 1):
+            ctx.set(dut.part, part)
+            parts.append((ctx.get(dut.req_addr), ctx.get(dut.req_mask), ctx.get(dut.req_data)))
+        return parts, ctx.get(dut.two_parts), ctx.get(dut.value)
+
+    return run_combinational(dut, vectors, drive, read)
 
 
 def _vectors(rng, n):

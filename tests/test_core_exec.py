@@ -372,27 +372,25 @@ def test_stops(runs, name):
         assert r.regs[k] == v, f"{name}: {k} = {r.regs[k]:#x}, expected {v:#x}"
 
 
-def test_random_programs_vs_unicorn(runs):
-    names = [n for n in runs if n.startswith("random")]
-    assert len(names) == N_PROGRAMS
-    retired = 0
-    for n in names:
-        prog, r = runs[n]
+def _compare_all(runs, prefix, count):
+    """Every program named `prefix`... compared with Unicorn; returns their (Program, Result)."""
+    pairs = [runs[n] for n in runs if n.startswith(prefix)]
+    assert len(pairs) == count
+    for prog, r in pairs:
         _compare_unicorn(prog, r)
-        retired += r.retired
+    return pairs
+
+
+def test_random_programs_vs_unicorn(runs):
+    retired = sum(r.retired for _, r in _compare_all(runs, "random", N_PROGRAMS))
     # The programs really ran (forward branches may skip a few instructions).
     assert retired >= 5 * N_PROGRAMS
     print(f"{N_PROGRAMS} random programs, {retired} instructions retired, equal to Unicorn")
 
 
 def test_pipeline_stress_vs_unicorn(runs):
-    names = [n for n in runs if n.startswith("pipeline")]
-    assert len(names) == N_PIPELINE
-    faults = 0
-    for n in names:
-        prog, r = runs[n]
-        _compare_unicorn(prog, r)
-        faults += prog.fault is not None
+    faults = sum(prog.fault is not None
+                 for prog, _ in _compare_all(runs, "pipeline", N_PIPELINE))
     # Both endings occur (the generator ends about one program in three with a fault).
     assert N_PIPELINE < 10 or 0 < faults < N_PIPELINE
     print(f"{N_PIPELINE} pipeline stress programs ({faults} ending in a fault), equal to Unicorn")

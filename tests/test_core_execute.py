@@ -14,7 +14,6 @@ import os
 import random
 
 import pytest
-from amaranth.sim import Simulator
 
 from rtl.arch.vmx import (
     RFLAGS_ARITH,
@@ -26,6 +25,7 @@ from rtl.arch.vmx import (
 )
 from rtl.core.execute import ExecuteUnit
 from rtl.core.layouts import AluOp, InsnClass, OpSize
+from tb.comb import run_combinational, set_ports
 from tb.model.execute import ALU_CLASSES, execute
 from tb.x86.unicorn_ref import UnicornX86
 
@@ -75,24 +75,19 @@ def random_vector(rng):
 def run_unit(vectors):
     """(result, writes, rflags_out, taken, target) of each vector through one elaboration."""
     dut = ExecuteUnit()
-    out = []
+    ports = {"rm": dut.rm_val, "reg": dut.reg_val, "opreg": dut.opreg_val, "acc": dut.acc_val,
+             "cl": dut.cl, "ld": dut.ld_val, "ea": dut.ea, "next_rip": dut.next_rip,
+             "rflags": dut.rflags}
 
-    async def bench(ctx):
-        for v in vectors:
-            for field in ("cls", "alu_op", "opsize", "src_size", "cc", "imm"):
-                ctx.set(getattr(dut.insn, field), v[field])
-            for k, port in (("rm", dut.rm_val), ("reg", dut.reg_val), ("opreg", dut.opreg_val),
-                            ("acc", dut.acc_val), ("cl", dut.cl), ("ld", dut.ld_val),
-                            ("ea", dut.ea), ("next_rip", dut.next_rip),
-                            ("rflags", dut.rflags)):
-                ctx.set(port, v[k])
-            out.append((ctx.get(dut.result), ctx.get(dut.writes), ctx.get(dut.rflags_out),
-                        ctx.get(dut.taken), ctx.get(dut.target)))
+    def drive(ctx, v):
+        set_ports(ctx, dut.insn, v, ("cls", "alu_op", "opsize", "src_size", "cc", "imm"))
+        for k, port in ports.items():
+            ctx.set(port, v[k])
 
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+    return run_combinational(
+        dut, vectors, drive,
+        lambda ctx: (ctx.get(dut.result), ctx.get(dut.writes), ctx.get(dut.rflags_out),
+                     ctx.get(dut.taken), ctx.get(dut.target)))
 
 
 def _check(v, got, want):

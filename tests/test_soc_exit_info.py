@@ -10,10 +10,10 @@ import os
 import random
 
 from amaranth.hdl import Elaboratable, Module, Signal
-from amaranth.sim import Simulator
 
 from rtl.core.layouts import VMX_OP_OF_CLASS, InsnClass
 from rtl.soc.exit_info import vmx_instruction_information
+from tb.comb import run_combinational, set_ports
 from tb.model.exit_info import instruction_information
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -40,18 +40,8 @@ class _Harness(Elaboratable):
 
 def run_info(vectors):
     dut = _Harness()
-    out = []
-
-    async def bench(ctx):
-        for v in vectors:
-            for name in INPUTS:
-                ctx.set(getattr(dut, name), v[name])
-            out.append(ctx.get(dut.info))
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+    return run_combinational(dut, vectors, lambda ctx, v: set_ports(ctx, dut, v, INPUTS),
+                             lambda ctx: ctx.get(dut.info))
 
 
 def test_instruction_information_random_vs_model():

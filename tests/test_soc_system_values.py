@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import random
 
-from amaranth.sim import Simulator
-
 from rtl.arch.system import CPUID_LEAVES, CPUID_MAX_LEAF, MSR_EFER, MSR_TSC
 from rtl.arch.vmx import IA32_FEATURE_CONTROL
 from rtl.core.layouts import InsnClass, OpSize
 from rtl.soc.system_values import SystemValues
+from tb.comb import run_combinational, set_ports
 from tb.model.system_values import system_values
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -31,18 +30,9 @@ CLASSES = (InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR, InsnClass.WRMSR,
 
 def run_values(vectors):
     dut = SystemValues()
-    out = []
-
-    async def bench(ctx):
-        for v in vectors:
-            for name in INPUTS:
-                ctx.set(getattr(dut, name), v[name])
-            out.append({name: ctx.get(getattr(dut, name)) for name in OUTPUTS})
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+    return run_combinational(
+        dut, vectors, lambda ctx, v: set_ports(ctx, dut, v, INPUTS),
+        lambda ctx: {name: ctx.get(getattr(dut, name)) for name in OUTPUTS})
 
 
 def random_vector(rng):

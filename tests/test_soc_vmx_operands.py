@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import random
 
-from amaranth.sim import Simulator
-
 from rtl.core.layouts import VMX_OP_OF_CLASS, InsnClass
 from rtl.soc.vmx_operands import VmxOperands
+from tb.comb import run_combinational, set_ports
 from tb.model.vmx_operands import vmx_operands
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -30,23 +29,15 @@ def _int(value):
 
 def run_operands(vectors):
     dut = VmxOperands()
-    out = []
 
-    async def bench(ctx):
-        for v in vectors:
-            for name in INPUTS:
-                ctx.set(getattr(dut, name), v[name])
-            got = {f: _int(ctx.get(getattr(dut.instr, f))) for f in INSTR_FIELDS}
-            got.update({f"cpu.{f}": _int(ctx.get(getattr(dut.instr.cpu, f)))
-                        for f in CPU_FIELDS})
-            got["precheck_out"] = ctx.get(dut.precheck)
-            got["mem_bytes"] = ctx.get(dut.mem_bytes)
-            out.append(got)
+    def read(ctx):
+        got = {f: _int(ctx.get(getattr(dut.instr, f))) for f in INSTR_FIELDS}
+        got.update({f"cpu.{f}": _int(ctx.get(getattr(dut.instr.cpu, f))) for f in CPU_FIELDS})
+        got["precheck_out"] = ctx.get(dut.precheck)
+        got["mem_bytes"] = ctx.get(dut.mem_bytes)
+        return got
 
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
+    return run_combinational(dut, vectors, lambda ctx, v: set_ports(ctx, dut, v, INPUTS), read)
 
 
 def random_vector(rng):

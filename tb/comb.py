@@ -18,6 +18,11 @@ def set_ports(ctx, dut, v, names):
         ctx.set(getattr(dut, name), v[name])
 
 
+def as_int(value):
+    """A port's value as an int (an enum-shaped port reads as the enum member)."""
+    return value.value if hasattr(value, "value") else int(value)
+
+
 def run_combinational(dut, vectors, drive, read):
     """[read(ctx) after drive(ctx, v) for v in vectors], in one simulation of `dut`."""
     out = []

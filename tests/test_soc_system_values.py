@@ -13,7 +13,7 @@ from rtl.arch.system import CPUID_LEAVES, CPUID_MAX_LEAF, MSR_EFER, MSR_TSC
 from rtl.arch.vmx import IA32_FEATURE_CONTROL
 from rtl.core.layouts import InsnClass, OpSize
 from rtl.soc.system_values import SystemValues
-from tb.comb import run_combinational, set_ports
+from tb.comb import as_int, run_combinational, set_ports
 from tb.model.system_values import system_values
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -48,17 +48,14 @@ def random_vector(rng):
             "msr_valid": rng.randrange(2)}
 
 
-def _enum(value):
-    return value.value if hasattr(value, "value") else int(value)
-
 
 def test_system_values_random_vs_model():
     rng = random.Random(SEED * 37)
     vectors = [random_vector(rng) for _ in range(VECTORS)]
     for v, got in zip(vectors, run_values(vectors), strict=True):
         want = system_values(v)
-        diffs = [f"{k}: {_enum(got[k]):#x}, model {_enum(want[k]):#x}" for k in OUTPUTS
-                 if _enum(got[k]) != _enum(want[k])]
+        diffs = [f"{k}: {as_int(got[k]):#x}, model {as_int(want[k]):#x}" for k in OUTPUTS
+                 if as_int(got[k]) != as_int(want[k])]
         assert not diffs, f"{v}:\n  " + "\n  ".join(diffs)
 
 

@@ -11,7 +11,7 @@ import random
 
 from rtl.core.layouts import VMX_OP_OF_CLASS, InsnClass
 from rtl.soc.vmx_operands import VmxOperands
-from tb.comb import run_combinational, set_ports
+from tb.comb import as_int, run_combinational, set_ports
 from tb.model.vmx_operands import vmx_operands
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -23,16 +23,13 @@ CPU_FIELDS = ("cpl", "cr0", "cr4", "efer", "cs_l", "rflags", "feature_control",
               "mov_ss_blocking")
 
 
-def _int(value):
-    return value.value if hasattr(value, "value") else int(value)
-
 
 def run_operands(vectors):
     dut = VmxOperands()
 
     def read(ctx):
-        got = {f: _int(ctx.get(getattr(dut.instr, f))) for f in INSTR_FIELDS}
-        got.update({f"cpu.{f}": _int(ctx.get(getattr(dut.instr.cpu, f))) for f in CPU_FIELDS})
+        got = {f: as_int(ctx.get(getattr(dut.instr, f))) for f in INSTR_FIELDS}
+        got.update({f"cpu.{f}": as_int(ctx.get(getattr(dut.instr.cpu, f))) for f in CPU_FIELDS})
         got["precheck_out"] = ctx.get(dut.precheck)
         got["mem_bytes"] = ctx.get(dut.mem_bytes)
         return got
@@ -52,8 +49,8 @@ def random_vector(rng):
 
 def _check(v, got):
     want = vmx_operands(v)
-    diffs = [f"{k}: {got[k]:#x}, model {_int(w):#x}" for k, w in want.items()
-             if got[k] != _int(w)]
+    diffs = [f"{k}: {got[k]:#x}, model {as_int(w):#x}" for k, w in want.items()
+             if got[k] != as_int(w)]
     if got["precheck_out"] != got["precheck"]:
         diffs.append("`precheck` differs from `instr.precheck`")
     assert not diffs, f"{v['cls'].name} {v}:\n  " + "\n  ".join(diffs)

@@ -31,6 +31,7 @@ R15_VALUE = DATA_BASE + 0x200
 RSP_VALUE = STACK_BASE + STACK_SIZE // 2
 SIZES = ["b", "w", "l", "q"]
 REGS = {"b": R8, "w": R16, "l": R32, "q": R64}
+BYTES = {"b": 1, "w": 2, "l": 4, "q": 8}
 IMM_BITS = {"b": 8, "w": 16, "l": 32, "q": 32}
 ALU = ["add", "or", "adc", "sbb", "and", "sub", "xor", "cmp", "test"]
 TABLE_QWORDS = 16
@@ -53,7 +54,7 @@ def _anyreg(rng, s):
 
 def _mem(rng, s):
     """A memory operand inside DATA (or the stack, or the RIP-relative table)."""
-    size = {"b": 1, "w": 2, "l": 4, "q": 8}[s]
+    size = BYTES[s]
     kind = rng.randrange(4)
     if kind == 0:
         return f"{rng.randrange(-0x400, 0x400 - size)}(%rbp)"

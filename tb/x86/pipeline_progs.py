@@ -32,12 +32,10 @@ import random
 
 from rtl.arch.vmx import VECTOR_GP, VECTOR_UD
 
-from .core_progs import LEGACY8, WRITABLE, _Gen, _imm, _mem, random_programs
+from .core_progs import BYTES, LEGACY8, REGS, WRITABLE, _Gen, _imm, _mem, random_programs
 from .core_tb import Program
-from .insn_gen import R8, R8_LEGACY, R16, R32, R64
+from .insn_gen import R8_LEGACY
 
-REGS = {"b": R8, "w": R16, "l": R32, "q": R64}
-BYTES = {"b": 1, "w": 2, "l": 4, "q": 8}
 #: Conditions that are true after `cmp %r, %r` (ZF=1, CF=SF=OF=0, PF=1).
 TAKEN_AFTER_EQUAL_CMP = ["e", "ae", "be", "ge", "le", "ns", "no", "p"]
 #: RBP-relative window the store/load pairs use (inside DATA, see core_progs._mem).

@@ -40,7 +40,7 @@ test: $(STAMP)
 	$(VPY) -m pytest $(PYTEST_ARGS) tests
 
 # The demo's waveform: the SoC's ports only (registers, RIP, VM entries/exits, console; ~69 MB
-# for its 0.28 M cycles, figures tests/test_docs.py checks), build/waves/demo/hypervisor.vcd +
+# for its 0.27 M cycles, figures tests/test_docs.py checks), build/waves/demo/hypervisor.vcd +
 # .gtkw; `make waves` opens it.
 demo: $(STAMP)
 	$(VENV)/bin/vtx run --waves build/waves/demo/hypervisor.vcd --waves-ports \

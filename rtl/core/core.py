@@ -108,6 +108,11 @@ _EXECUTED = (*_RM_SOURCE, *_STACK_LOAD, *_STACK_STORE, InsnClass.ALU_ACC_IMM,
 # Classes the system executes (the `sys_req` port): HLT too, because in VMX non-root operation
 # it may exit to the hypervisor.
 _SYSTEM = (*_NEEDS_UNIT, InsnClass.HLT)
+# System instructions that, outside VMX non-root operation, change no translation, no control
+# register and no code byte: a prefetch may be in flight while the system port runs them.
+_OVERLAPPED = (InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR, InsnClass.IN_IMM,
+               InsnClass.IN_DX, InsnClass.OUT_IMM, InsnClass.OUT_DX, InsnClass.VMREAD,
+               InsnClass.VMWRITE)
 assert not set(_EXECUTED) & set(_SYSTEM)
 assert set(_EXECUTED) | set(_SYSTEM) | {InsnClass.INVALID} == set(InsnClass)
 
@@ -131,6 +136,7 @@ class Core(wiring.Component):
     sys_req: Out(stream.Signature(SYS_REQ_LAYOUT))
     sys_resp: In(stream.Signature(SYS_RESP_LAYOUT))
     event_pending: In(1)    # an event waits for the next instruction boundary (or wakes HLT)
+    non_root: In(1)         # VMX non-root operation: any system instruction may exit
     fetch_flush: Out(1)     # every fetched byte is dropped now (see `MEM_RESP_LAYOUT.code`)
 
     load: In(1)
@@ -277,6 +283,10 @@ class Core(wiring.Component):
         # --- System port state -------------------------------------------------------------
         sys_kind = Signal(SysKind)
         sys_loaded = Signal()           # the memory operand is in `sys_mem`
+        # The system instruction is one of `_OVERLAPPED`, outside VMX non-root operation: taken
+        # when it is decoded (the mode cannot change before the system port runs it; a VM exit
+        # changes it while the port works on the instruction that exits).
+        sys_overlapped = Signal()
         sys_loading = Signal()          # LOAD_WAIT returns to SYS_LOADED, not EXEC
         sys_half = Signal()             # which qword of a 16-byte operand is being loaded
         sys_16 = Signal()
@@ -435,6 +445,8 @@ class Core(wiring.Component):
         # (the decoder's look-ahead computes the same sum).
         adv_sum = next_sum
         adv_q = adv_sum[3:5]
+        kept = Signal(2)                # qwords of the buffer left after the advance
+        m.d.comb += kept.eq(nq - adv_q)
 
         def take_event():
             """An instruction boundary with an event waiting (a VM exit, usually): the fetched
@@ -455,6 +467,15 @@ class Core(wiring.Component):
                          acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes)]
             if mark:
                 m.d.sync += advanced.eq(1)
+                # RETIRE follows, where the decoder sees the moved buffer: the qword after it
+                # may join from the lines now (`fetch_next` on lookup port 1).
+                with m.If(lines.lookup_hit[1] & (kept != 3)):
+                    with m.Switch(kept):
+                        for k in range(3):
+                            with m.Case(k):
+                                m.d.sync += buf[64 * k:64 * (k + 1)].eq(lines.lookup_data[1])
+                    m.d.sync += [nq.eq(kept + 1),
+                                 acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes + 8)]
 
         def retire_early(new_flags, next_ip):
             """A falling-through instruction retires before RETIRE (DECODE, EXEC, STORE_WAIT):
@@ -544,11 +565,15 @@ class Core(wiring.Component):
         # from memory's answer path on the way to the buffer.)
         accessing = Signal()            # the FSM has a load or store on its way
         steady = Signal()
+        sys_steady = Signal()           # the system port works on a request
+        overlapped = Signal()           # ... that a prefetch may overlap (`_OVERLAPPED`)
         fetch_next = Signal(QWORD_ADDR_WIDTH)
         m.d.comb += [accessing.eq(is_one_of(fsm, CoreState.LOAD, CoreState.STORE,
                                             CoreState.LOAD_WAIT, CoreState.STORE_WAIT)),
-                     steady.eq(accessing | (fsm == CoreState.SYS_REQ)
-                               | ((fsm == CoreState.SYS_WAIT) & ~sresp.valid)),
+                     sys_steady.eq((fsm == CoreState.SYS_REQ)
+                                   | ((fsm == CoreState.SYS_WAIT) & ~sresp.valid)),
+                     overlapped.eq((sys_kind == SysKind.INSN) & sys_overlapped),
+                     steady.eq(accessing | sys_steady),
                      fetch_next.eq(rip[3:] + nq_bytes[3:])]
         m.d.comb += [lines.lookup_addr[0].eq(Mux(in_retire & ~advanced, new_rip[3:],
                                                  acc_addr[3:])),
@@ -583,8 +608,8 @@ class Core(wiring.Component):
 
             with m.Case(CoreState.SYS_REQ):
                 # Nothing of the core's in flight while the system may change the translation.
-                m.d.comb += sreq.valid.eq(~pf_busy)
-                with m.If(sreq.ready & ~pf_busy):
+                m.d.comb += sreq.valid.eq(~pf_busy | overlapped)
+                with m.If(sreq.ready & (~pf_busy | overlapped)):
                     m.d.sync += fsm.eq(CoreState.SYS_WAIT)
 
             with m.Case(CoreState.SYS_WAIT):
@@ -703,6 +728,8 @@ class Core(wiring.Component):
                 with m.Elif(insn.ud):
                     fault(VECTOR_UD)
                 with m.Elif(is_one_of(cls, *_SYSTEM)):
+                    m.d.sync += [sys_overlapped.eq(is_one_of(cls, *_OVERLAPPED)
+                                                   & ~self.non_root)]
                     m.d.sync += [ea.eq(ea_comb), acc_ss.eq(ss_ref), sys_kind.eq(SysKind.INSN),
                                  sys_loaded.eq(0), sys_mem.eq(0), fsm.eq(CoreState.SYS_REQ)]
                 with m.Else():
@@ -851,10 +878,11 @@ class Core(wiring.Component):
                              | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
                                 & ~is_one_of(cls, *_SYSTEM)))
         # ... or while the FSM waits for its load's or store's answer (the prefetch's answer
-        # comes after it): the qword after the buffer, `fetch_next`; or for its FETCH's: the
-        # qword after that one (a FETCH follows a jump to code not in the lines, whose next
-        # instructions are likely to need the next qword soon).
-        with m.If(accessing):
+        # comes after it) or for the system port's answer to an instruction of `_OVERLAPPED`:
+        # the qword after the buffer, `fetch_next`; or for its FETCH's: the qword after that one
+        # (a FETCH follows a jump to code not in the lines, whose next instructions are likely
+        # to need the next qword soon).
+        with m.If(accessing | (sys_steady & overlapped)):
             m.d.comb += [pf.start.eq((fetch_next[:9] != 0) & ~lines.lookup_hit[1]),
                          pf.addr.eq(Cat(C(0, 3), fetch_next))]
         with m.Elif(fsm == CoreState.FETCH_WAIT):

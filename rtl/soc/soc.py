@@ -196,7 +196,7 @@ class Soc(wiring.Component):
         # --- the system unit -------------------------------------------------------------------
         wiring.connect(m, core.sys_req, su.sys_req)
         wiring.connect(m, su.sys_resp, core.sys_resp)
-        m.d.comb += [core.event_pending.eq(su.event_pending),
+        m.d.comb += [core.event_pending.eq(su.event_pending), core.non_root.eq(non_root),
                      su.core_exception.eq(core.exception), su.core_rip.eq(core.rip),
                      su.core_rflags.eq(core.rflags), su.core_cr0.eq(core.cr0),
                      su.core_cr3.eq(core.cr3), su.core_cr4.eq(core.cr4),

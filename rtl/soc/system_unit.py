@@ -63,7 +63,7 @@ _U64 = (1 << 64) - 1
 class SysState(enum.Enum, shape=4):
     IDLE = 0
     DISPATCH = 1    # classify the request (one cycle)
-    QUERY = 2       # non-root: ask the exit-decision block
+    QUERY = 2       # non-root: ask the exit-decision block (when DISPATCH's offer waits)
     DECIDE = 3      # wait for its decision
     EXEC = 4        # execute the instruction (root semantics)
     VMX = 5         # register the VMX instruction (first cycle), then offer it
@@ -250,9 +250,10 @@ class SystemUnit(wiring.Component):
         # Offered to the VMX unit from a register: the operands come from the request and the
         # core's registers (16-way register-file multiplexers here, the VMX unit's instruction
         # decision behind them: without the register one combinational path from the core
-        # through this block into the VMX unit). State VMX takes them in its first cycle (`r`,
-        # the registers and `precheck` are stable there) and offers them from the second: one
-        # cycle more per VMX instruction.
+        # through this block into the VMX unit). DISPATCH's cycle takes them (`r`, the registers
+        # and `precheck` are stable there), so state VMX offers them in its first cycle; after a
+        # precheck (`precheck_final` changes) state VMX takes them again in its first cycle and
+        # offers them from the second.
         m.submodules.vmx_operands = opnds = VmxOperands()
         m.d.comb += [opnds.cls.eq(cls), opnds.mem.eq(r.mem), opnds.mem_val.eq(r.mem_val),
                      opnds.rip_rel.eq(r.rip_rel), opnds.ea.eq(r.ea), opnds.disp.eq(r.disp),
@@ -276,6 +277,69 @@ class SystemUnit(wiring.Component):
                 cls, r.mem, r.scale, r.index, r.index_valid, r.base, r.base_valid, r.seg, r.rm,
                 r.reg))
 
+        # --- the exit-decision query of a request in non-root operation ------------------------
+        # Offered from DISPATCH (the block registers it: no cycle of its own here); `q` keeps it
+        # for state QUERY should the block not take it at once.
+        qc = Signal(QUERY_LAYOUT)
+        exc = self.core_exception
+        with m.Switch(r.kind):
+            with m.Case(SysKind.FAULT):
+                with m.If(exc.unit == NeedsUnit.VMX):
+                    m.d.comb += [qc.kind.eq(ExitQueryKind.EPT),
+                                 qc.op.ept.outcome.eq(self.fault_outcome),
+                                 qc.op.ept.qualification.eq(self.fault_qualification),
+                                 qc.op.ept.gpa.eq(self.fault_gpa),
+                                 qc.op.ept.gla.eq(self.fault_gla)]
+                with m.Else():
+                    m.d.comb += [qc.kind.eq(ExitQueryKind.EXCEPTION),
+                                 qc.op.exception.vector.eq(exc.vector),
+                                 qc.op.exception.type.eq(InterruptionType.HARDWARE_EXCEPTION),
+                                 qc.op.exception.has_error_code.eq(exc.has_error_code),
+                                 qc.op.exception.error_code.eq(exc.error_code),
+                                 qc.op.exception.qualification.eq(
+                                     Mux(exc.vector == VECTOR_PF, exc.addr, 0))]
+            with m.Default():
+                qi = qc.op.instruction
+                with m.Switch(cls):
+                    with m.Case(InsnClass.CPUID):
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
+                                     qi.reason.eq(ExitReason.CPUID)]
+                    with m.Case(InsnClass.HLT):
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
+                                     qi.reason.eq(ExitReason.HLT)]
+                    with m.Case(InsnClass.RDTSC):
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
+                                     qi.reason.eq(ExitReason.RDTSC)]
+                    with m.Case(InsnClass.INVLPG):
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
+                                     qi.reason.eq(ExitReason.INVLPG),
+                                     qi.qualification.eq(r.ea)]
+                    with m.Case(InsnClass.RDMSR, InsnClass.WRMSR):
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.MSR), qc.op.msr.msr.eq(ecx),
+                                     qc.op.msr.write.eq(cls == InsnClass.WRMSR)]
+                    with m.Case(InsnClass.MOV_FROM_CR, InsnClass.MOV_TO_CR):
+                        to = cls == InsnClass.MOV_TO_CR
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.CR_ACCESS),
+                                     qc.op.cr.access.eq(Mux(to, CrAccessType.MOV_TO_CR,
+                                                            CrAccessType.MOV_FROM_CR)),
+                                     qc.op.cr.cr.eq(r.reg), qc.op.cr.gpr.eq(r.rm),
+                                     qc.op.cr.lmsw_memory.eq(0), qc.op.cr.value.eq(rm_val),
+                                     qc.op.cr.actual.eq(cr_val)]
+                    with m.Default():       # IN / OUT
+                        m.d.comb += [qc.kind.eq(ExitQueryKind.IO), qc.op.io.port.eq(port),
+                                     qc.op.io.size.eq(io_bytes),
+                                     qc.op.io.is_in.eq(is_one_of(cls, InsnClass.IN_IMM,
+                                                                InsnClass.IN_DX)),
+                                     qc.op.io.string.eq(0), qc.op.io.rep.eq(0),
+                                     qc.op.io.immediate.eq(is_one_of(cls, InsnClass.IN_IMM,
+                                                                     InsnClass.OUT_IMM))]
+
+        def ask():
+            """DISPATCH: offer the query `qc` to the exit-decision block."""
+            m.d.comb += [self.query.valid.eq(1), self.query.payload.eq(qc)]
+            m.d.sync += [q.eq(qc), state.eq(Mux(self.query.ready, SysState.DECIDE,
+                                                SysState.QUERY))]
+
         # --- the state machine ------------------------------------------------------------------
         m.d.comb += [self.sys_resp.payload.eq(resp)]
         with m.Switch(state):
@@ -286,7 +350,6 @@ class SystemUnit(wiring.Component):
                                  precheck_final.eq(0), state.eq(SysState.DISPATCH)]
 
             with m.Case(SysState.DISPATCH):
-                exc = self.core_exception
                 with m.Switch(r.kind):
                     with m.Case(SysKind.EVENT):
                         with m.If(non_root & self.timer_expired):
@@ -298,67 +361,13 @@ class SystemUnit(wiring.Component):
                     with m.Case(SysKind.FAULT):
                         with m.If(~non_root):
                             respond(SysAction.STOP)
-                        with m.Elif(exc.unit == NeedsUnit.VMX):
-                            m.d.sync += [q.kind.eq(ExitQueryKind.EPT),
-                                         q.op.ept.outcome.eq(self.fault_outcome),
-                                         q.op.ept.qualification.eq(self.fault_qualification),
-                                         q.op.ept.gpa.eq(self.fault_gpa),
-                                         q.op.ept.gla.eq(self.fault_gla),
-                                         state.eq(SysState.QUERY)]
                         with m.Else():
-                            m.d.sync += [q.kind.eq(ExitQueryKind.EXCEPTION),
-                                         q.op.exception.vector.eq(exc.vector),
-                                         q.op.exception.type.eq(
-                                             InterruptionType.HARDWARE_EXCEPTION),
-                                         q.op.exception.has_error_code.eq(exc.has_error_code),
-                                         q.op.exception.error_code.eq(exc.error_code),
-                                         q.op.exception.qualification.eq(
-                                             Mux(exc.vector == VECTOR_PF, exc.addr, 0)),
-                                         state.eq(SysState.QUERY)]
+                            ask()
                     with m.Default():
                         with m.If(is_one_of(cls, *VMX_OP_OF_CLASS)):
-                            m.d.sync += state.eq(SysState.VMX)
+                            m.d.sync += [vmx_ins_held.eq(1), state.eq(SysState.VMX)]
                         with m.Elif(non_root):
-                            m.d.sync += state.eq(SysState.QUERY)
-                            ins = q.op.instruction
-                            with m.Switch(cls):
-                                with m.Case(InsnClass.CPUID):
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
-                                                 ins.reason.eq(ExitReason.CPUID)]
-                                with m.Case(InsnClass.HLT):
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
-                                                 ins.reason.eq(ExitReason.HLT)]
-                                with m.Case(InsnClass.RDTSC):
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
-                                                 ins.reason.eq(ExitReason.RDTSC)]
-                                with m.Case(InsnClass.INVLPG):
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.INSTRUCTION),
-                                                 ins.reason.eq(ExitReason.INVLPG),
-                                                 ins.qualification.eq(r.ea)]
-                                with m.Case(InsnClass.RDMSR, InsnClass.WRMSR):
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.MSR),
-                                                 q.op.msr.msr.eq(ecx),
-                                                 q.op.msr.write.eq(cls == InsnClass.WRMSR)]
-                                with m.Case(InsnClass.MOV_FROM_CR, InsnClass.MOV_TO_CR):
-                                    to = cls == InsnClass.MOV_TO_CR
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.CR_ACCESS),
-                                                 q.op.cr.access.eq(Mux(
-                                                     to, CrAccessType.MOV_TO_CR,
-                                                     CrAccessType.MOV_FROM_CR)),
-                                                 q.op.cr.cr.eq(r.reg), q.op.cr.gpr.eq(r.rm),
-                                                 q.op.cr.lmsw_memory.eq(0),
-                                                 q.op.cr.value.eq(rm_val),
-                                                 q.op.cr.actual.eq(cr_val)]
-                                with m.Default():       # IN / OUT
-                                    m.d.sync += [q.kind.eq(ExitQueryKind.IO),
-                                                 q.op.io.port.eq(port),
-                                                 q.op.io.size.eq(io_bytes),
-                                                 q.op.io.is_in.eq(is_one_of(cls, InsnClass.IN_IMM,
-                                                                            InsnClass.IN_DX)),
-                                                 q.op.io.string.eq(0), q.op.io.rep.eq(0),
-                                                 q.op.io.immediate.eq(
-                                                     is_one_of(cls, InsnClass.IN_IMM,
-                                                               InsnClass.OUT_IMM))]
+                            ask()
                         with m.Else():
                             m.d.sync += state.eq(SysState.EXEC)
 
@@ -462,7 +471,8 @@ class SystemUnit(wiring.Component):
                         fault(VECTOR_UD)
 
             with m.Case(SysState.VMX):
-                # First cycle: `vmx_ins` takes the operands; then they are offered.
+                # `vmx_ins` holds the operands (from DISPATCH), or takes them in this first
+                # cycle (after a precheck); then they are offered.
                 m.d.sync += vmx_ins_held.eq(1)
                 m.d.comb += self.vmx_instr.valid.eq(vmx_ins_held)
                 with m.If(vmx_ins_held & self.vmx_instr.ready):

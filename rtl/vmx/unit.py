@@ -596,8 +596,10 @@ class VmxUnit(wiring.Component):
         # --- VM entry: checks block, host state, guest state loaded ---------------------------
         m.submodules.checks = checks = VmEntryChecks(maxphyaddr=mpa)
         link_rev = Signal(32)
-        m.d.comb += [checks.vmcs.eq(wc), checks.cpu.eq(q.cpu), checks.link_revision.eq(link_rev),
-                     checks.current_vmcs.eq(cur_ptr)]
+        # (Started from IDLE as the instruction is accepted, or from LINK_START after the link
+        # pointer's read: the processor state is the offered instruction's, or `q`'s.)
+        m.d.comb += [checks.vmcs.eq(wc), checks.cpu.eq(Mux(idle, d.cpu, q.cpu)),
+                     checks.link_revision.eq(link_rev), checks.current_vmcs.eq(cur_ptr)]
         exit_ctls = wc.vm_exit_controls
         entry_ctls = wc.vm_entry_controls
         host64 = exit_ctls[bit(EXIT_CTL_HOST_ADDRESS_SPACE_SIZE)]
@@ -878,7 +880,11 @@ class VmxUnit(wiring.Component):
                                                 wc.eptp_list_address[12:mpa]))
                         m.next = "FUNC_REQ"
                     with m.Elif(o_act == _Act.ENTRY):
-                        m.next = "ENTRY"
+                        with m.If(checks.link_read_needed):
+                            m.next = "LINK_REQ"
+                        with m.Else():
+                            m.d.comb += checks.start.eq(1)
+                            m.next = "CHECKS"
 
             # --- INVEPT / INVVPID: hand the request to the translation unit -------------------
             with m.State("INVAL"):
@@ -1054,13 +1060,7 @@ class VmxUnit(wiring.Component):
                 m.d.sync += answer(VmxResult.SUCCEED)
                 m.next = "IDLE"
 
-            # --- VM entry (checks block integrated separately) ---------------------------------
-            with m.State("ENTRY"):
-                with m.If(checks.link_read_needed):
-                    m.next = "LINK_REQ"
-                with m.Else():
-                    m.d.comb += checks.start.eq(1)
-                    m.next = "CHECKS"
+            # --- VM entry: the link pointer's revision (if needed), the checks, the PDPTEs --------
             with m.State("LINK_REQ"):
                 m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(checks.link_addr[0:mpa])]
                 with m.If(mreq.ready):

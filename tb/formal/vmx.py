@@ -488,7 +488,7 @@ class VmxHarness(FormalTop):
             vmxon_st = in_state("VMXON_REQ", "VMXON_RESP")
             check(~vmxon_st | ((q.op == VmxOp.VMXON) & (mode == VmxMode.OUTSIDE)
                                & (base[0:12] == 0)), "aux: VMXON sequence")
-            entry_st = in_state("ENTRY", "LINK_REQ", "LINK_RESP", "LINK_START", "CHECKS",
+            entry_st = in_state("LINK_REQ", "LINK_RESP", "LINK_START", "CHECKS",
                                 "PDPTE", "PDPTE_CHECK", "ENTRY_FAIL")
             launchq = (q.op == VmxOp.VMLAUNCH) | (q.op == VmxOp.VMRESUME)
             check(~entry_st | (launchq & (mode == VmxMode.ROOT) & ~entered),

@@ -24,9 +24,8 @@ accessed/dirty writes have landed. The hardware only compares.
   ``VTX SELFTEST FAIL 14/15 FIRST 5`` (the 1-based number of the first failing check, then
   ``TIMEOUT`` if a request got no answer), CR LF, repeated every `repeat_cycles`.
 
-`SelfTestBoard` puts it on a board: the PLL clock domain and the LED and UART pins.
-`UnitHarness`/`UnitBoard` wrap the bare translation unit for synthesis (every input from a
-shift register, every output into one), to measure the unit alone.
+`SelfTestBoard` puts it on a board: the PLL clock domain and the LED and UART pins. (The bare
+translation unit is measured in `rtl.fpga.harness.ShiftHarness`.)
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
-from amaranth.lib import data, io, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -441,53 +440,4 @@ class SelfTestBoard(Elaboratable):
         clock_hz = pll_sync_domain(m, platform, self.target_mhz)
         m.submodules.selftest = selftest = SelfTest(clock_hz=clock_hz, **self.selftest_params)
         drive_leds_and_tx(m, platform, selftest.leds, selftest.tx)
-        return m
-
-
-class UnitHarness(wiring.Component):
-    """The bare translation unit for synthesis: every input bit comes from a shift register fed
-    by `sin`; every output bit is captured into a shift register (on `load`) that shifts out on
-    `sout`. Nothing is constant, so nothing is optimised away, and every path of the unit runs
-    from a register to a register."""
-
-    def __init__(self, unit_params=None):
-        self.unit_params = dict(unit_params or {})
-        super().__init__({"sin": In(1), "load": In(1), "sout": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.unit = unit = TranslationUnit(**self.unit_params)
-        ins, outs = [], []
-        for _path, member, value in unit.signature.flatten(unit):
-            (ins if member.flow == In else outs).append(value)
-        in_bits = Cat(*ins)
-        out_bits = Cat(*outs)
-        chain = Signal(len(in_bits))
-        m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
-        m.d.comb += in_bits.eq(chain)
-        capture = Signal(len(out_bits))
-        with m.If(self.load):
-            m.d.sync += capture.eq(out_bits)
-        with m.Else():
-            m.d.sync += capture.eq(capture[1:])
-        m.d.comb += self.sout.eq(capture[0])
-        return m
-
-
-class UnitBoard(Elaboratable):
-    """`UnitHarness` on a board: PLL clock at `target_mhz`; `sin` and `load` from two buttons,
-    `sout` on LED 0."""
-
-    def __init__(self, target_mhz, unit_params=None):
-        self.target_mhz = target_mhz
-        self.unit_params = unit_params
-
-    def elaborate(self, platform):
-        m = Module()
-        pll_sync_domain(m, platform, self.target_mhz)
-        m.submodules.harness = harness = UnitHarness(self.unit_params)
-        m.submodules.sin = sin = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
-        m.submodules.load = load = io.Buffer("i", platform.request("button_fire", 1, dir="-"))
-        m.submodules.led0 = led = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.d.comb += [harness.sin.eq(sin.i), harness.load.eq(load.i), led.o.eq(harness.sout)]
         return m

@@ -4,9 +4,10 @@ toolchain, and the synthesis report.
 The flow (`build`):
 
 1. Elaborate the top through Amaranth's platform API (`amaranth_boards.ulx3s`): the self-test
-   (`rtl.fpga.selftest.SelfTestBoard`, default) or the bare translation unit in a shift-register
-   harness (`UnitBoard`), or the whole system running the hypervisor demo from block RAM
-   (`rtl.fpga.system_top.SystemBoard`, ``--top system``), each clocked by the ECP5 PLL at
+   (`rtl.fpga.selftest.SelfTestBoard`, default), the bare translation unit or the bare core in a
+   shift-register harness (`rtl.fpga.harness`, ``--top unit`` / ``core``), or the whole system
+   running the hypervisor demo from block RAM (`rtl.fpga.system_top.SystemBoard`,
+   ``--top system``), each clocked by the ECP5 PLL at
    `--target-mhz` from the 25 MHz oscillator. The self-test's page tables, requests and
    expected answers are computed here, at build time, with the reference model
    (`selftest_scenario`); so are the system's RAM image and the set of pages it backs
@@ -64,7 +65,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(contexts=1, tlb_entries=(1, 1, 1), gpsc_entries=(1, 1, 1),
                  epsc_entries=(1, 1, 1), nested_entries=1),
 }
-TOPS = ("selftest", "unit", "system")
+TOPS = ("selftest", "unit", "core", "system")
 #: The program the system top runs (``--top system``) and the memory image it needs.
 SYSTEM_PROGRAM = REPO_ROOT / "examples" / "hypervisor" / "hypervisor.S"
 
@@ -497,9 +498,16 @@ class BuildResult:
 
 
 def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
-    from rtl.fpga.selftest import SelfTestBoard, UnitBoard
+    from rtl.fpga.harness import HarnessBoard, ShiftHarness
+    from rtl.fpga.selftest import SelfTestBoard
 
     unit_params = dict(CONFIGS[config])
+    if top == "core":
+        from rtl.core.core import Core
+        if config != "default" or corrupt is not None:
+            raise ValueError("--top core: the core alone has no translation unit; no --config "
+                             "or --corrupt")
+        return HarnessBoard(target_mhz, ShiftHarness(Core, name="core")), {}, None
     if top == "system":
         from rtl.fpga.system_top import SystemBoard
         from rtl.soc.soc import SOC_TRANSLATION
@@ -511,7 +519,11 @@ def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
         return (SystemBoard(target_mhz, **scenario.top_params()), dict(SOC_TRANSLATION),
                 scenario)
     if top == "unit":
-        return UnitBoard(target_mhz, unit_params=unit_params), unit_params, None
+        from rtl.translation import TranslationUnit
+
+        def unit():
+            return TranslationUnit(**unit_params)
+        return HarnessBoard(target_mhz, ShiftHarness(unit, name="unit")), unit_params, None
     scenario = selftest_scenario(corrupt=corrupt)
     params = scenario.selftest_params()
     params["unit_params"].update(unit_params)
@@ -1016,7 +1028,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top", choices=TOPS, default="selftest",
                         help="selftest: the unit, the page-table RAM and the self-test "
                              "sequencer with LEDs and UART (default); unit: the translation "
-                             "unit alone in a shift-register harness; system: the whole SoC "
+                             "unit alone in a shift-register harness; core: the core alone "
+                             "(rtl.core.Core: decoder, execution engine, prefetcher) in one; "
+                             "system: the whole SoC "
                              "running the hypervisor demo from block RAM, console on the UART")
     parser.add_argument("--config", choices=tuple(CONFIGS), default="default",
                         help="translation unit configuration (default: the unit's defaults; "

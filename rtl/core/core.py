@@ -64,6 +64,7 @@ from .decode import Decoder
 from .execute import ExecuteUnit
 from .fetch_lines import QWORD_ADDR_WIDTH, FetchLines
 from .prefetch import Prefetcher
+from .regfile import READ_PORTS, RSP, RegisterFile
 from .window import WindowSelect
 from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS,
                       InsnClass, OpSize, is_one_of)
@@ -79,7 +80,8 @@ RESET_EFER = EFER_LME | EFER_LMA
 #: VIP, VIF and VM; VIP, VIF, VM are unaffected and RF is cleared).
 POPF_MASK = (RFLAGS_ARITH | RFLAGS_TF | RFLAGS_IF | RFLAGS_DF | RFLAGS_IOPL | RFLAGS_NT
              | RFLAGS_AC | RFLAGS_ID)
-RSP = 4
+# The register file's read ports (`rtl.core.regfile`).
+_READ_RM, _READ_REG, _READ_OPREG, _READ_BASE, _READ_INDEX = range(READ_PORTS)
 #: Qwords of recently fetched code kept by linear address (`rtl.core.fetch_lines`).
 FETCH_LINES = 4
 
@@ -175,7 +177,8 @@ class Core(wiring.Component):
         m.d.comb += [lines.flush.eq(flush_lines), self.fetch_flush.eq(flush_lines)]
 
         # --- Architectural state -----------------------------------------------------------
-        gpr = [Signal(64, name=f"gpr{i}") for i in range(16)]
+        m.submodules.regs = regs = RegisterFile()
+        gpr = regs.gpr
         rip = Signal(64)
         rflags = Signal(64, init=RFLAGS_FIXED1)
         cr0 = Signal(64, init=RESET_CR0)
@@ -188,22 +191,19 @@ class Core(wiring.Component):
                      self.cr3.eq(cr3), self.cr4.eq(cr4), self.efer.eq(efer),
                      self.retired_count.eq(count)]
 
-        def reg(n):
-            """64-bit read of GPR number `n` (a 4-bit value)."""
-            v = Signal(64)
-            with m.Switch(n):
-                for i in range(16):
-                    with m.Case(i):
-                        m.d.comb += v.eq(gpr[i])
-            return v
+        def reg(port, n):
+            """64-bit read of GPR number `n` (a 4-bit value) on the register file's read port
+            `port`."""
+            m.d.comb += regs.rd_addr[port].eq(n)
+            return regs.rd_data[port]
 
         def high8(n, size):
             """The operand is AH/CH/DH/BH: 8-bit register 4-7 without REX."""
             return (size == OpSize.S8) & ~insn.rex & (n[2:4] == 1)
 
-        def rd(n, size):
-            """GPR `n` as an operand of `size` (AH..BH land in bits 7:0)."""
-            full = reg(Mux(high8(n, size), n & 3, n))
+        def rd(port, n, size):
+            """GPR `n` as an operand of `size` (AH..BH land in bits 7:0), on read port `port`."""
+            full = reg(port, Mux(high8(n, size), n & 3, n))
             return Mux(high8(n, size), full[8:16], full)
 
         fsm = Signal(CoreState)
@@ -326,8 +326,8 @@ class Core(wiring.Component):
         ea_comb = Signal(64)
         ea_x = Signal(64)               # the EA for EXEC: computed now when EXEC is in DECODE
         m.d.comb += ea_x.eq(Mux(fsm == CoreState.DECODE, ea_comb, ea))
-        base_v = Mux(insn.base_valid, reg(insn.base), C(0, 64))
-        index_r = reg(insn.index)
+        base_v = Mux(insn.base_valid, reg(_READ_BASE, insn.base), C(0, 64))
+        index_r = reg(_READ_INDEX, insn.index)
         index_v = Signal(64)
         with m.If(insn.index_valid):
             with m.Switch(insn.scale):
@@ -355,12 +355,13 @@ class Core(wiring.Component):
         rsp = gpr[RSP]
 
         # --- Execute datapath (`rtl.core.execute`: operands by class, ALU, branch) ------------
-        rm_val = Mux(insn.mem, ld_val, rd(insn.rm, Mux(is_one_of(cls, InsnClass.MOVZX,
-                                                                 InsnClass.MOVSX),
-                                                         insn.src_size, size)))
+        rm_val = Mux(insn.mem, ld_val,
+                     rd(_READ_RM, insn.rm, Mux(is_one_of(cls, InsnClass.MOVZX, InsnClass.MOVSX),
+                                               insn.src_size, size)))
         m.submodules.execute = ex = ExecuteUnit()
-        m.d.comb += [ex.insn.eq(insn), ex.rm_val.eq(rm_val), ex.reg_val.eq(rd(insn.reg, size)),
-                     ex.opreg_val.eq(rd(insn.opreg, size)), ex.acc_val.eq(rd(C(0, 4), size)),
+        m.d.comb += [ex.insn.eq(insn), ex.rm_val.eq(rm_val),
+                     ex.reg_val.eq(rd(_READ_REG, insn.reg, size)),
+                     ex.opreg_val.eq(rd(_READ_OPREG, insn.opreg, size)), ex.acc_val.eq(gpr[0]),
                      ex.cl.eq(gpr[1][:6]), ex.ld_val.eq(ld_val), ex.ea.eq(ea_x),
                      ex.next_rip.eq(next_rip), ex.rflags.eq(rflags)]
         taken, target = ex.taken, ex.target
@@ -387,25 +388,8 @@ class Core(wiring.Component):
         gw_hi8 = Signal()
         gw_val = Signal(64)
         m.d.comb += [gw_reg.eq(wb_reg), gw_size.eq(wb_size), gw_hi8.eq(wb_hi8), gw_val.eq(wb_val)]
-        wb_tgt = Mux(gw_hi8, gw_reg & 3, gw_reg)
-        old = reg(wb_tgt)
-        merged = Signal(64)
-        with m.Switch(gw_size):
-            with m.Case(OpSize.S8):
-                m.d.comb += merged.eq(Mux(gw_hi8, Cat(old[:8], gw_val[:8], old[16:]),
-                                          Cat(gw_val[:8], old[8:])))
-            with m.Case(OpSize.S16):
-                m.d.comb += merged.eq(Cat(gw_val[:16], old[16:]))
-            with m.Case(OpSize.S32):
-                m.d.comb += merged.eq(gw_val[:32])
-            with m.Default():
-                m.d.comb += merged.eq(gw_val)
-        # Before the FSM's statements: RETIRE's writes of the system's answers come after.
-        with m.If(gw_en):
-            with m.Switch(wb_tgt):
-                for i in range(16):
-                    with m.Case(i):
-                        m.d.sync += gpr[i].eq(merged)
+        m.d.comb += [regs.wb_en.eq(gw_en), regs.wb_reg.eq(gw_reg), regs.wb_size.eq(gw_size),
+                     regs.wb_hi8.eq(gw_hi8), regs.wb_value.eq(gw_val)]
 
         m.d.sync += self.retired.eq(0)
 
@@ -801,7 +785,8 @@ class Core(wiring.Component):
 
             with m.Case(CoreState.SP_UPDATE):
                 # Before the destination write, so POP RSP ends with the popped value.
-                m.d.sync += [gpr[RSP].eq(sp_new), fsm.eq(CoreState.RETIRE)]
+                m.d.comb += [regs.rsp_we.eq(1), regs.rsp.eq(sp_new)]
+                m.d.sync += fsm.eq(CoreState.RETIRE)
                 with m.If(~stored & ~taken):
                     advance()
 
@@ -813,12 +798,11 @@ class Core(wiring.Component):
                                  self.retired_rip.eq(rip), self.retired_len.eq(insn.length),
                                  self.retired_bytes.eq(ret_bytes)]
                 with m.If(sys_ret):
-                    # The system's writes (after the GPR write-back: they name other registers).
-                    for i, name in enumerate(("rax", "rcx", "rdx", "rbx")):
-                        with m.If(sw.acdb_we[i]):
-                            m.d.sync += gpr[i].eq(getattr(sw, name))
-                    with m.If(sw.rsp_we):
-                        m.d.sync += gpr[RSP].eq(sw.rsp)
+                    # The system's writes (they name other registers than the write-back).
+                    m.d.comb += [regs.acdb_we.eq(sw.acdb_we), regs.acdb[0].eq(sw.rax),
+                                 regs.acdb[1].eq(sw.rcx), regs.acdb[2].eq(sw.rdx),
+                                 regs.acdb[3].eq(sw.rbx), regs.rsp_we.eq(sw.rsp_we),
+                                 regs.rsp.eq(sw.rsp)]
                     for name, r in (("cr0", cr0), ("cr3", cr3), ("cr4", cr4), ("efer", efer)):
                         with m.If(getattr(sw, f"{name}_we")):
                             m.d.sync += r.eq(getattr(sw, name))
@@ -899,7 +883,7 @@ class Core(wiring.Component):
 
         with m.If(self.load):
             m.d.comb += flush_lines.eq(1)
-            m.d.sync += [gpr[i].eq(self.init_gpr[i]) for i in range(16)]
+            m.d.comb += [regs.load.eq(1), regs.init.eq(self.init_gpr)]
             m.d.sync += [rip.eq(self.init_rip),
                          rflags.eq(self.init_rflags),
                          cr0.eq(RESET_CR0), cr3.eq(self.init_cr3), cr4.eq(RESET_CR4),

@@ -40,6 +40,7 @@ TOPS: list[Top] = [
     Top("core_alu", "rtl.core.alu:Alu", {}),
     Top("core_execute", "rtl.core.execute:ExecuteUnit", {}),
     Top("core_access", "rtl.core.access:AccessLanes", {}),
+    Top("core_regfile", "rtl.core.regfile:RegisterFile", {}),
     Top("core_decoder", "rtl.core.decode:Decoder", {}),
     Top("core", "rtl.core.core:Core", {}),
     Top("exit_decisions", "rtl.vmx.exit_decisions:ExitDecisions", {}),

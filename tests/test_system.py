@@ -149,6 +149,9 @@ FAULTS = {
     "cr0_clear_pg": (["  mov rax, cr0", "  mov rbx, 0x7fffffff", "  and rax, rbx",
                       "  mov cr0, rax"], 13, 0),
     "cr4_clear_pae": (["  mov rax, cr4", "  and rax, ~0x20", "  mov cr4, rax"], 13, 0),
+    # NW = 1 with CD = 0: an invalid combination (SDM MOV to CR0).
+    "cr0_nw_without_cd": (["  mov rax, cr0", "  mov rbx, 0xbfffffff", "  and rax, rbx",
+                           "  or rax, 0x20000000", "  mov cr0, rax"], 13, 0),
     "vmxon_without_vmxe": (["  vmxon [rdi]"], 6, None),
     "page_fault_read": (["  mov rax, 0x8000000000", "  mov rbx, [rax]"], 14, 0),
     "ud2": (["  ud2"], 6, None),
@@ -164,6 +167,16 @@ def test_root_fault_stops(tmp_path, name):
     assert r["exit"]["vector"] == vector
     assert r["exit"]["error_code"] == error
     assert r["exit"]["rip"] == r["regs"]["rip"], "the faulting instruction did not retire"
+
+
+def test_cr0_cd_and_nw_together_are_accepted(tmp_path):
+    """The valid counterpart of `cr0_nw_without_cd`: CD = 1 with NW = 1, then both cleared."""
+    r = vtx_run(tmp_path, "cr0_cd_nw", program([
+        "  mov rax, cr0", "  mov rbx, rax", "  or rax, 0x60000000", "  mov cr0, rax",
+        "  mov rcx, cr0", "  mov cr0, rbx", "  mov rdx, cr0", "  mov eax, 0", "  out 0xf4, eax"]))
+    assert r["exit"] == {"kind": "exit_port", "code": 0}
+    assert r["regs"]["rcx"] == r["regs"]["rbx"] | 0x6000_0000
+    assert r["regs"]["rdx"] == r["regs"]["rbx"]
 
 
 def test_root_hlt_stops(tmp_path):

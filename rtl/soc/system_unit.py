@@ -33,11 +33,10 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arch.paging import EFER_LMA, EFER_LME, EFER_NXE, Invalidation
+from ..arch.paging import Invalidation
 from ..arch.system import CONSOLE_PORT, EXIT_PORT, IO_OPEN_BUS, MSR_EFER
-from ..arch.vmx import (EFER_SCE, PROC_MONITOR_TRAP_FLAG, PROC_USE_TSC_OFFSETTING,
-                        RFLAGS_ARITH, VMX_CR0_FIXED0, VMX_CR0_FIXED1, VMX_CR4_FIXED0,
-                        VMX_CR4_FIXED1, ExitReason, InterruptionType, VmxInstrInfoLayout, VmxMode,
+from ..arch.vmx import (PROC_MONITOR_TRAP_FLAG, PROC_USE_TSC_OFFSETTING,
+                        RFLAGS_ARITH, ExitReason, InterruptionType, VmxInstrInfoLayout, VmxMode,
                         VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
@@ -48,15 +47,14 @@ from ..vmx.layouts import VMCS_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
 from .exit_info import vmx_instruction_information
+from .system_rules import (mov_to_cr0_faults, mov_to_cr3_faults, mov_to_cr4_faults,
+                           wrmsr_efer_faults, wrmsr_efer_value)
 from .system_values import SystemValues
 from .vmx_operands import VmxOperands
 
 __all__ = ["SystemUnit", "SysState"]
 
 
-# EFER bits WRMSR may write (LME only with the value it has: paging is on; LMA is read-only).
-_EFER_WRITABLE = EFER_SCE | EFER_NXE
-_EFER_DEFINED = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE
 _U64 = (1 << 64) - 1
 
 
@@ -408,12 +406,10 @@ class SystemUnit(wiring.Component):
                         with m.Else():
                             fault(VECTOR_GP, 0)
                     with m.Case(InsnClass.WRMSR):
-                        new_efer = (wrmsr_val & _EFER_WRITABLE) | \
-                                   (self.core_efer & ~_EFER_WRITABLE & _U64)
-                        efer_ok = (((wrmsr_val & ~_EFER_DEFINED & _U64) == 0)
-                                   & ((wrmsr_val & EFER_LME) == (self.core_efer & EFER_LME)))
-                        with m.If((ecx == MSR_EFER) & efer_ok):
-                            retire_with_inval(Invalidation.VPID, efer_we=1, efer=new_efer)
+                        with m.If((ecx == MSR_EFER)
+                                  & ~wrmsr_efer_faults(wrmsr_val, self.core_efer)):
+                            retire_with_inval(Invalidation.VPID, efer_we=1,
+                                              efer=wrmsr_efer_value(wrmsr_val, self.core_efer))
                         with m.Else():
                             fault(VECTOR_GP, 0)
                     with m.Case(InsnClass.MOV_FROM_CR):
@@ -423,27 +419,20 @@ class SystemUnit(wiring.Component):
                     with m.Case(InsnClass.MOV_TO_CR):
                         v = Signal(64)
                         m.d.comb += v.eq(Mux(non_root, dec.cr_value, rm_val))
-                        in_vmx = self.vmx_mode != VmxMode.OUTSIDE
+                        vmx_root = self.vmx_mode == VmxMode.ROOT
                         with m.Switch(r.reg):
                             with m.Case(0):
-                                bad = (v[32:].any() | ~v[31] | ~v[0]
-                                       | (in_vmx & ~non_root
-                                          & (((v & VMX_CR0_FIXED0) != VMX_CR0_FIXED0)
-                                             | ((v & ~VMX_CR0_FIXED1 & _U64) != 0))))
-                                with m.If(bad):
+                                with m.If(mov_to_cr0_faults(v, vmx_root)):
                                     fault(VECTOR_GP, 0)
                                 with m.Else():
                                     retire_with_inval(Invalidation.VPID, cr0_we=1, cr0=v)
                             with m.Case(3):
-                                with m.If(v[self.maxphyaddr:].any()):
+                                with m.If(mov_to_cr3_faults(v, self.maxphyaddr)):
                                     fault(VECTOR_GP, 0)
                                 with m.Else():
                                     retire_with_inval(Invalidation.VPID, cr3_we=1, cr3=v)
                             with m.Default():
-                                bad = (((v & ~VMX_CR4_FIXED1 & _U64) != 0) | ~v[5]
-                                       | (in_vmx & ~non_root & ((v & VMX_CR4_FIXED0)
-                                                                != VMX_CR4_FIXED0)))
-                                with m.If(bad):
+                                with m.If(mov_to_cr4_faults(v, vmx_root)):
                                     fault(VECTOR_GP, 0)
                                 with m.Else():
                                     retire_with_inval(Invalidation.VPID, cr4_we=1, cr4=v)

@@ -152,7 +152,6 @@ class SystemUnit(wiring.Component):
         # the VMX unit carries the outcome out (a VMfailValid writes the error field).
         precheck_final = Signal()
         resp = Signal(SYS_RESP_LAYOUT)      # the answer being built
-        q = Signal(QUERY_LAYOUT)            # the exit-decision query
         dec = Signal(DECISION_LAYOUT)       # its decision
         exit_reason = Signal(16)
         exit_qual = Signal(64)
@@ -276,9 +275,12 @@ class SystemUnit(wiring.Component):
                 r.reg))
 
         # --- the exit-decision query of a request in non-root operation ------------------------
-        # Offered from DISPATCH (the block registers it: no cycle of its own here); `q` keeps it
-        # for state QUERY should the block not take it at once.
+        # Offered from DISPATCH (the block registers it: no cycle of its own here), and from
+        # state QUERY should the block not take it at once: it is a function of the request and
+        # of state that stays as it is while the system works on the request (the core's
+        # registers and exception, the data path's last fault), so no register holds it.
         qc = Signal(QUERY_LAYOUT)
+        m.d.comb += self.query.payload.eq(qc)
         exc = self.core_exception
         with m.Switch(r.kind):
             with m.Case(SysKind.FAULT):
@@ -334,9 +336,8 @@ class SystemUnit(wiring.Component):
 
         def ask():
             """DISPATCH: offer the query `qc` to the exit-decision block."""
-            m.d.comb += [self.query.valid.eq(1), self.query.payload.eq(qc)]
-            m.d.sync += [q.eq(qc), state.eq(Mux(self.query.ready, SysState.DECIDE,
-                                                SysState.QUERY))]
+            m.d.comb += self.query.valid.eq(1)
+            m.d.sync += state.eq(Mux(self.query.ready, SysState.DECIDE, SysState.QUERY))
 
         # --- the state machine ------------------------------------------------------------------
         m.d.comb += [self.sys_resp.payload.eq(resp)]
@@ -370,7 +371,7 @@ class SystemUnit(wiring.Component):
                             m.d.sync += state.eq(SysState.EXEC)
 
             with m.Case(SysState.QUERY):
-                m.d.comb += [self.query.valid.eq(1), self.query.payload.eq(q)]
+                m.d.comb += self.query.valid.eq(1)
                 with m.If(self.query.ready):
                     m.d.sync += state.eq(SysState.DECIDE)
 

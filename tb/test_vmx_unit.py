@@ -536,7 +536,8 @@ def all_guest_state(tb):
 @cocotb.test()
 async def round_trip(dut):
     """VMXON, VMCLEAR, VMPTRLD, VMWRITE of a full guest and host state, VMLAUNCH, an EPT
-    violation exit, VMREAD of the exit fields, VMRESUME; cycle counts logged (and written to
+    violation exit, VMREAD of the exit fields, VMRESUME, VMRESUME after a control field's
+    VMWRITE; cycle counts logged (and written to
     VTX_BENCH_OUT as JSON when that is set)."""
     tb = await start(dut, result_ready=1.0, mem_req_ready=1.0, mem_resp_valid=1.0,
                      latency=(2, 2), inval_ready=1.0)
@@ -568,6 +569,12 @@ async def round_trip(dut):
     await expect(tb, OP.VMREAD, o=Operands(reg=enc("GUEST_RIP"), qualification=0x10),
                  kind=R.VM_EXIT)
     await tb.vm_exit(23, 0x10, instr_len=3, instr_info=0x1234, guest=all_guest_state(tb))
+    # VMRESUME after a VMWRITE of a control field (the entry silicon checks in full again).
+    procbased = tb.model.current.fields["CPU_BASED_VM_EXEC_CONTROL"]
+    await expect(tb, OP.VMWRITE, o=Operands(reg=enc("CPU_BASED_VM_EXEC_CONTROL"),
+                                            value=procbased), kind=R.SUCCEED)
+    _, _, resume_after_write_cycles = await expect(tb, OP.VMRESUME, kind=R.VM_ENTRY)
+    await tb.vm_exit(48, 0x183, gla=0x40_3000, gpa=0x9_B000, guest=all_guest_state(tb))
     # VMREAD/VMWRITE/VMPTRLD hit and miss, VMCLEAR cycle counts.
     _, _, vmread_cycles = await expect(tb, OP.VMREAD, o=Operands(reg=enc("GUEST_RIP")),
                                        kind=R.SUCCEED)
@@ -584,6 +591,7 @@ async def round_trip(dut):
              "vmclear_cycles": clear_cycles, "vm_exit_cycles": exit_cycles,
              "vm_entry_cycles": resume_cycles, "vmlaunch_cycles": launch_cycles,
              "round_trip_cycles": round_trip_cycles,
+             "vmresume_after_control_write_cycles": resume_after_write_cycles,
              "memory_latency_cycles": 2}
     tb.log.info(f"cycles: {bench}")
     out = os.environ.get("VTX_BENCH_OUT")

@@ -13,6 +13,9 @@ cycles from the accepting edge of an instruction (or VM exit) to the edge of its
     vm_entry_cycles                    VMRESUME with the example VMCS (checks, guest state out)
     round_trip_cycles                  VM exit accepted -> VMRESUME answered, the testbench
                                        issuing VMRESUME as soon as the exit is answered
+    vmresume_after_control_write_cycles  VMRESUME after a VMWRITE of the primary
+                                       processor-based controls (same value): the entry that
+                                       silicon checks in full again
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from sim import flow
 FACTORY = VmxUnit
 TOPLEVEL = "vmx_unit"
 KEYS = ("vmread_cycles", "vmwrite_cycles", "vmptrld_hit_cycles", "vmptrld_miss_cycles",
-        "vm_exit_cycles", "vm_entry_cycles", "round_trip_cycles")
+        "vmclear_cycles", "vm_exit_cycles", "vm_entry_cycles", "round_trip_cycles",
+        "vmresume_after_control_write_cycles")
 
 
 def run(out: Path | None = None) -> dict:

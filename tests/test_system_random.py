@@ -108,7 +108,7 @@ def test_random_program_on_the_system_vs_unicorn(tmp_path, programs, k):
 
 @pytest.fixture(scope="module")
 def stress_programs():
-    return pipeline_programs(random.Random(SEED), N_PIPELINE, name="syspipe")
+    return pipeline_programs(random.Random(SEED), N_PIPELINE, name="syspipe", system=True)
 
 
 @pytest.mark.parametrize("k", range(N_PIPELINE))

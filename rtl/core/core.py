@@ -429,8 +429,6 @@ class Core(wiring.Component):
         # (the decoder's look-ahead computes the same sum).
         adv_sum = next_sum
         adv_q = adv_sum[3:5]
-        kept = Signal(2)                # qwords of the buffer left after the advance
-        m.d.comb += kept.eq(nq - adv_q)
 
         def take_event():
             """An instruction boundary with an event waiting (a VM exit, usually): the fetched
@@ -451,15 +449,6 @@ class Core(wiring.Component):
                          acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes)]
             if mark:
                 m.d.sync += advanced.eq(1)
-                # RETIRE follows, where the decoder sees the moved buffer: the qword after it
-                # may join from the lines now (`fetch_next` on lookup port 1).
-                with m.If(lines.lookup_hit[1] & (kept != 3)):
-                    with m.Switch(kept):
-                        for k in range(3):
-                            with m.Case(k):
-                                m.d.sync += buf[64 * k:64 * (k + 1)].eq(lines.lookup_data[1])
-                    m.d.sync += [nq.eq(kept + 1),
-                                 acc_addr.eq(Cat(C(0, 3), rip[3:]) + nq_bytes + 8)]
 
         def retire_early(new_flags, next_ip):
             """A falling-through instruction retires before RETIRE (DECODE, EXEC, STORE_WAIT):

@@ -23,7 +23,9 @@ wrong:
   RET;
 * a fault at the end of one program in three: a few stores, then UD2 (#UD) or a non-canonical
   load or store (#GP(0)); the state at the fault (registers, RIP, memory: the stores before it
-  done, nothing after it) must equal Unicorn's.
+  done, nothing after it) must equal Unicorn's;
+* for the whole system only (`system=True`): CPUID and RDTSC next to those sequences, which the
+  system runs while a prefetch of the core's may be in flight.
 """
 
 from __future__ import annotations
@@ -233,8 +235,36 @@ class _PipelineGen(_Gen):
                         f"{_reg(scratch, 'q')}", f"{self.prefix}fault_here: {access}"]
 
 
+class _SystemPipelineGen(_PipelineGen):
+    """The sequences above, and among them CPUID and RDTSC, which the system answers while the
+    core may prefetch (for the whole system: the core alone has no system behind its port)."""
+
+    def system_insn(self):
+        """CPUID (a random leaf) or RDTSC between saves and restores of the registers it writes
+        (Unicorn's values are not the system's), next to a store/load pair, self-modifying code
+        or a fault's shadow."""
+        rng = self.rng
+        if rng.randrange(2):
+            saved = ["%rax", "%rbx", "%rcx", "%rdx"]
+            leaf = rng.choice([0, 1, 0x8000_0000, 0x8000_0008, rng.getrandbits(32)])
+            body = [f"movl ${leaf}, %eax", "cpuid"]
+        else:
+            saved = ["%rax", "%rdx"]
+            body = ["rdtsc"]
+        lines = [f"push {r}" for r in saved] + body + [f"pop {r}" for r in reversed(saved)]
+        more = rng.choice([[], self.store_load(), self.smc(), self.shadow()])
+        return more + lines if rng.randrange(2) else lines + more
+
+    def item(self):
+        if self.rng.randrange(6) == 0:
+            return "\n".join(self.system_insn())
+        return super().item()
+
+
 def pipeline_programs(rng: random.Random, count: int, min_len: int = 8, max_len: int = 30,
-                      name: str = "pipeline") -> list[Program]:
+                      name: str = "pipeline", system: bool = False) -> list[Program]:
     """`count` hazard programs of `min_len`..`max_len` items (an item is an instruction of the
-    random mix or one of the sequences above), assembled in one batch."""
-    return random_programs(rng, count, min_len, max_len, name, gen=_PipelineGen)
+    random mix or one of the sequences above), assembled in one batch; with `system`, CPUID
+    and RDTSC among them (`_SystemPipelineGen`)."""
+    return random_programs(rng, count, min_len, max_len, name,
+                           gen=_SystemPipelineGen if system else _PipelineGen)

@@ -2,7 +2,8 @@
 (random requests, each held until taken), the memory (takes requests at random, answers them in
 order after random delays, with random faults) and the core's prefetch decisions (random
 `start`, `flush`, `fetch_waits`). Checked every cycle against a model of the port's rules: what
-`mem_req` offers does not change until taken; the FSM gets exactly the answers to its own
+`mem_req` offers does not change until taken, and is marked `prefetch` exactly when it is
+the prefetcher's; the FSM gets exactly the answers to its own
 requests, in order (a prefetch may start while answers to the FSM are due: they come first);
 a prefetch is taken ahead of any FSM request made after it; a FETCH does not
 go out while a prefetch is in flight; a prefetch answered OK fills the lines with its address and
@@ -78,10 +79,13 @@ def test_prefetcher_random():
             took = offered and ctx.get(dut.mem_req.ready)
             if offered:
                 off = (ctx.get(dut.mem_req.payload.addr), ctx.get(dut.mem_req.payload.kind))
+                is_pf = ctx.get(dut.mem_req.payload.prefetch)
                 if pf is not None and not pf["taken"]:
                     assert off == (pf["addr"], Access.FETCH), f"cycle {cycle}: not the prefetch"
+                    assert is_pf, f"cycle {cycle}: the prefetch is not marked as one"
                 else:
                     assert fsm_offer is not None and off == fsm_offer, f"cycle {cycle}"
+                    assert not is_pf, f"cycle {cycle}: the FSM's request marked as a prefetch"
                     assert not (pf is not None and fsm_offer[1] == Access.FETCH), \
                         f"cycle {cycle}: a FETCH went out behind a prefetch"
             last_offer = None if took or not offered else off

@@ -3,6 +3,7 @@
 * `MEM_REQ_LAYOUT` / `MEM_RESP_LAYOUT`: the memory port, one qword-aligned access per request,
   kind `rtl.arch.paging.Access` (FETCH/READ/WRITE), and a response carrying the data or a fault
   (`rtl.arch.paging.Outcome` + error code), so a translation unit can sit between core and RAM;
+  `FSM_REQ_LAYOUT`: the same request without `prefetch`, from the FSM to the prefetcher;
 * `CoreState`: the FSM states (an enum, so a waveform says where the core is);
 * `StopKind`, `NeedsUnit`, `EXCEPTION_LAYOUT`: why the core stopped;
 * `SysKind`, `SysAction`, `SYS_REQ_LAYOUT`, `SYS_RESP_LAYOUT`: the system port, over which the
@@ -15,19 +16,28 @@ from amaranth.lib import data, enum
 
 from ..arch.paging import Access, Outcome
 
-__all__ = ["MEM_REQ_LAYOUT", "MEM_RESP_LAYOUT", "CoreState", "StopKind", "NeedsUnit",
-           "EXCEPTION_LAYOUT", "SysKind", "SysAction", "SYS_REQ_LAYOUT", "SYS_RESP_LAYOUT", "VECTOR_UD", "VECTOR_SS", "VECTOR_GP", "VECTOR_PF"]
+__all__ = ["FSM_REQ_LAYOUT", "MEM_REQ_LAYOUT", "MEM_RESP_LAYOUT", "CoreState", "StopKind",
+           "NeedsUnit", "EXCEPTION_LAYOUT", "SysKind", "SysAction", "SYS_REQ_LAYOUT",
+           "SYS_RESP_LAYOUT", "VECTOR_UD", "VECTOR_SS", "VECTOR_GP", "VECTOR_PF"]
 
 VECTOR_UD = 6
 VECTOR_SS = 12
 VECTOR_GP = 13
 VECTOR_PF = 14
 
-MEM_REQ_LAYOUT = data.StructLayout({
+_ACCESS_FIELDS = {
     "addr": 64,         # linear address, qword aligned (bits 2:0 are 0)
     "kind": Access,     # FETCH, READ or WRITE
     "mask": 8,          # bytes of the qword accessed (byte k = bit k); never 0
     "data": 64,         # WRITE: the bytes to write, in their lanes of the qword
+}
+#: The core's FSM's request to its prefetcher (`rtl.core.prefetch`), which marks its own.
+FSM_REQ_LAYOUT = data.StructLayout(_ACCESS_FIELDS)
+MEM_REQ_LAYOUT = data.StructLayout({
+    **_ACCESS_FIELDS,
+    # A FETCH of the prefetcher's: the core may never use it, so its fault is nobody's to
+    # report (the system keeps the last fault of the core's own accesses for VM exits).
+    "prefetch": 1,
 })
 
 MEM_RESP_LAYOUT = data.StructLayout({

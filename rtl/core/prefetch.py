@@ -20,7 +20,7 @@ answer goes into the lines (`fill_*`). What to prefetch and when is the core's d
 
 Ports:
     fsm_req / fsm_resp  the FSM's requests and answers (`rtl.core.core_layouts`)
-    mem_req / mem_resp  the core's memory port
+    mem_req / mem_resp  the core's memory port (`prefetch` marks the prefetcher's requests)
     start, addr         prefetch the qword at `addr` (ignored while `busy` and while the FSM
                         offers a request)
     fetch_waits         the FSM's request is a FETCH
@@ -37,7 +37,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.paging import Access, Outcome
-from .core_layouts import MEM_REQ_LAYOUT, MEM_RESP_LAYOUT
+from .core_layouts import FSM_REQ_LAYOUT, MEM_REQ_LAYOUT, MEM_RESP_LAYOUT
 from .fetch_lines import QWORD_ADDR_WIDTH
 
 __all__ = ["Prefetcher"]
@@ -46,7 +46,7 @@ __all__ = ["Prefetcher"]
 class Prefetcher(wiring.Component):
     """See the module docstring."""
 
-    fsm_req: In(stream.Signature(MEM_REQ_LAYOUT))
+    fsm_req: In(stream.Signature(FSM_REQ_LAYOUT))
     fsm_resp: Out(stream.Signature(MEM_RESP_LAYOUT))
     mem_req: Out(stream.Signature(MEM_REQ_LAYOUT))
     mem_resp: In(stream.Signature(MEM_RESP_LAYOUT))
@@ -89,8 +89,11 @@ class Prefetcher(wiring.Component):
                 m.d.sync += [offered.eq(0), pending.eq(1), ahead.eq(fsm_waiting - fsm_answered)]
         with m.Else():
             waits = pending & self.fetch_waits
-            m.d.comb += [port.valid.eq(req.valid & ~waits), port.payload.eq(req.payload),
+            m.d.comb += [port.valid.eq(req.valid & ~waits),
+                         *(getattr(port.payload, f).eq(getattr(req.payload, f))
+                           for f in ("addr", "kind", "mask", "data")),
                          req.ready.eq(port.ready & ~waits)]
+        m.d.comb += port.payload.prefetch.eq(offered)
 
         with m.If(pending & (ahead == 0)):
             m.d.comb += port_resp.ready.eq(1)

@@ -15,7 +15,9 @@ Ports:
                            exit the system unit may build from it: the outcome, the linear and
                            guest-physical addresses of the access's first byte (the request is
                            qword aligned, its mask says where the bytes start) and the EPT
-                           violation's qualification bits.
+                           violation's qualification bits. A prefetch's fault (`prefetch` in the
+                           request) is answered but not recorded: the core drops it, and the
+                           fault a VM exit reports is that of an access the core made.
 
 The last translation of each kind of access (read, write, fetch) is kept, linear page to
 physical page: a request to the same page goes to RAM without the translation unit, in the cycle
@@ -89,6 +91,7 @@ class DataPath(wiring.Component):
         step = Signal(DataStep)
         kind = Signal(Access)
         lpage = Signal(52)              # the linear page of the access in progress
+        prefetch = Signal()             # ... is the prefetcher's (its fault is not recorded)
         mask = Signal(8)
         wdata = Signal(64)
         wrote_code = Signal()           # WROTE: the answer's `code`
@@ -181,6 +184,7 @@ class DataPath(wiring.Component):
                                  creq.ready.eq(self.xlate_req.ready)]
                     with m.If(creq.valid & self.xlate_req.ready):
                         m.d.sync += [kind.eq(creq.payload.kind), lpage.eq(creq.payload.addr[12:]),
+                                     prefetch.eq(creq.payload.prefetch),
                                      mask.eq(creq.payload.mask), wdata.eq(creq.payload.data),
                                      step.eq(DataStep.XLATE)]
             with m.Case(DataStep.XLATE):
@@ -208,11 +212,12 @@ class DataPath(wiring.Component):
                                  cresp.payload.error_code.eq(t.error_code),
                                  self.xlate_resp.ready.eq(cresp.ready)]
                     with m.If(self.xlate_resp.valid & cresp.ready):
-                        m.d.sync += [self.fault.outcome.eq(t.outcome),
-                                     self.fault.gla.eq(Cat(first_byte, t.gla[3:])),
-                                     self.fault.gpa.eq(Cat(first_byte, t.gpa[3:])),
-                                     self.fault.qualification.eq(t.qualification),
-                                     step.eq(DataStep.IDLE)]
+                        m.d.sync += step.eq(DataStep.IDLE)
+                        with m.If(~prefetch):
+                            m.d.sync += [self.fault.outcome.eq(t.outcome),
+                                         self.fault.gla.eq(Cat(first_byte, t.gla[3:])),
+                                         self.fault.gpa.eq(Cat(first_byte, t.gpa[3:])),
+                                         self.fault.qualification.eq(t.qualification)]
             with m.Case(DataStep.WROTE):
                 m.d.comb += [cresp.valid.eq(1), cresp.payload.outcome.eq(Outcome.OK),
                              cresp.payload.code.eq(wrote_code)]

@@ -216,6 +216,8 @@ def mutations():
 
 # --- VmxUnit ------------------------------------------------------------------------------
 
+from rtl.arch.vmx import FIELDS  # noqa: E402
+
 from .vmx import (VmxHarness, start_load_one_valid, start_root_fresh_vmcs,  # noqa: E402
                   start_root_one_vmcs)
 
@@ -224,9 +226,25 @@ from .vmx import (VmxHarness, start_load_one_valid, start_root_fresh_vmcs,  # no
 VMX = dict(slots=2, maxphyaddr=32)
 #: k-induction depth of the VMX proofs (the auxiliary assertions make 1 enough).
 VMX_DEPTH = 1
-#: Fields of the VMREAD/VMWRITE proofs with F fixed (one of each width; the other fields of the
-#: working copy are cut): 16-bit, 32-bit, 64-bit with a high access, natural width.
-VMRW_FIELDS = ("VIRTUAL_PROCESSOR_ID", "PIN_BASED_VM_EXEC_CONTROL", "EPT_POINTER", "GUEST_RIP")
+#: Fields the VMREAD/VMWRITE proofs prefer in their class (see `vmrw_fields`).
+_VMRW_CHOICE = ("VIRTUAL_PROCESSOR_ID", "PIN_BASED_VM_EXEC_CONTROL", "EPT_POINTER", "GUEST_RIP")
+
+
+def vmrw_fields():
+    """Fields of the VMREAD/VMWRITE proofs with F fixed (the other fields of the working copy are
+    cut): one of every class of `rtl.arch.vmx.FIELDS` that VMWRITE can write (control, guest
+    state, host state x 16-bit, 32-bit, 64-bit with a high access, natural width; the VM-exit
+    information fields are read-only here), the field of `_VMRW_CHOICE` where the class has one,
+    else the class's first."""
+    classes = {}
+    for f in FIELDS:
+        if not f.read_only:
+            classes.setdefault((f.type, f.width), []).append(f.name)
+    return tuple(next((n for n in names if n in _VMRW_CHOICE), names[0])
+                 for names in classes.values())
+
+
+VMRW_FIELDS = vmrw_fields()
 VMRW_FAST = ("EPT_POINTER",)
 
 VMX_WHAT = {

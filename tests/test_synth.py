@@ -181,10 +181,11 @@ def test_unknown_placer_is_refused(tmp_path):
     assert not any(tmp_path.iterdir())          # refused before anything was written
 
 
-def test_core_top_takes_no_unit_configuration(tmp_path):
+@pytest.mark.parametrize("top", ["core", "vmx"])
+def test_block_tops_take_no_unit_configuration(tmp_path, top):
     for kw in ({"config": "small"}, {"corrupt": 2}):
-        with pytest.raises(ValueError, match="--top core: the core alone has no translation"):
-            synth.build(top="core", out_dir=tmp_path, **kw)
+        with pytest.raises(ValueError, match=f"--top {top}: the {top} alone has no translation"):
+            synth.build(top=top, out_dir=tmp_path, **kw)
     assert not any(tmp_path.iterdir())          # refused before anything was written
 
 

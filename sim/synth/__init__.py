@@ -5,7 +5,8 @@ The flow (`build`):
 
 1. Elaborate the top through Amaranth's platform API (`amaranth_boards.ulx3s`): the self-test
    (`rtl.fpga.selftest.SelfTestBoard`, default), the bare translation unit or the bare core in a
-   shift-register harness (`rtl.fpga.harness`, ``--top unit`` / ``core``), or the whole system
+   shift-register harness (`rtl.fpga.harness`, ``--top unit`` / ``core`` / ``vmx``: the
+   VMX unit), or the whole system
    running the hypervisor demo from block RAM (`rtl.fpga.system_top.SystemBoard`,
    ``--top system``), each clocked by the ECP5 PLL at
    `--target-mhz` from the 25 MHz oscillator. The self-test's page tables, requests and
@@ -65,7 +66,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(contexts=1, tlb_entries=(1, 1, 1), gpsc_entries=(1, 1, 1),
                  epsc_entries=(1, 1, 1), nested_entries=1),
 }
-TOPS = ("selftest", "unit", "core", "system")
+TOPS = ("selftest", "unit", "core", "vmx", "system")
 #: The program the system top runs (``--top system``) and the memory image it needs.
 SYSTEM_PROGRAM = REPO_ROOT / "examples" / "hypervisor" / "hypervisor.S"
 
@@ -502,12 +503,14 @@ def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
     from rtl.fpga.selftest import SelfTestBoard
 
     unit_params = dict(CONFIGS[config])
-    if top == "core":
+    if top in ("core", "vmx"):
         from rtl.core.core import Core
+        from rtl.vmx.unit import VmxUnit
         if config != "default" or corrupt is not None:
-            raise ValueError("--top core: the core alone has no translation unit; no --config "
+            raise ValueError(f"--top {top}: the {top} alone has no translation unit; no --config "
                              "or --corrupt")
-        return HarnessBoard(target_mhz, ShiftHarness(Core, name="core")), {}, None
+        block = {"core": Core, "vmx": VmxUnit}[top]
+        return HarnessBoard(target_mhz, ShiftHarness(block, name=top)), {}, None
     if top == "system":
         from rtl.fpga.system_top import SystemBoard
         from rtl.soc.soc import SOC_TRANSLATION
@@ -1029,7 +1032,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="selftest: the unit, the page-table RAM and the self-test "
                              "sequencer with LEDs and UART (default); unit: the translation "
                              "unit alone in a shift-register harness; core: the core alone "
-                             "(rtl.core.Core: decoder, execution engine, prefetcher) in one; "
+                             "(rtl.core.Core: decoder, execution engine, prefetcher) in one; vmx: "
+                             "the VMX unit alone (rtl.vmx.unit.VmxUnit, default parameters) in "
+                             "one; "
                              "system: the whole SoC "
                              "running the hypervisor demo from block RAM, console on the UART")
     parser.add_argument("--config", choices=tuple(CONFIGS), default="default",

@@ -158,6 +158,10 @@ class Core(wiring.Component):
     retired_len: Out(4)
     retired_bytes: Out(8 * MAX_INSN_BYTES)
     gpr: Out(data.ArrayLayout(64, 16))
+    # While the system port works on an instruction: the registers its ModRM.rm and ModRM.reg
+    # name (64 bits; the system classes have no AH..BH operands), from the read ports.
+    sys_rm_val: Out(64)
+    sys_reg_val: Out(64)
     rip: Out(64)
     rflags: Out(64)
     cr0: Out(64)
@@ -388,6 +392,8 @@ class Core(wiring.Component):
         gw_hi8 = Signal()
         gw_val = Signal(64)
         m.d.comb += [gw_reg.eq(wb_reg), gw_size.eq(wb_size), gw_hi8.eq(wb_hi8), gw_val.eq(wb_val)]
+        m.d.comb += [self.sys_rm_val.eq(regs.rd_data[_READ_RM]),
+                     self.sys_reg_val.eq(regs.rd_data[_READ_REG])]
         m.d.comb += [regs.wb_en.eq(gw_en), regs.wb_reg.eq(gw_reg), regs.wb_size.eq(gw_size),
                      regs.wb_hi8.eq(gw_hi8), regs.wb_value.eq(gw_val)]
 

@@ -207,6 +207,7 @@ class Soc(wiring.Component):
                      su.fault_qualification.eq(dp.fault.qualification),
                      su.tsc.eq(self.cycles)]
         m.d.comb += [su.core_gpr[i].eq(core.gpr[i]) for i in range(16)]
+        m.d.comb += [su.core_rm_val.eq(core.sys_rm_val), su.core_reg_val.eq(core.sys_reg_val)]
         wiring.connect(m, su.vmx_instr, vmx.instr)
         wiring.connect(m, vmx.result, su.vmx_result)
         wiring.connect(m, su.vmx_exit, vmx.exit)

@@ -82,6 +82,8 @@ class SystemUnit(wiring.Component):
     # The core's architectural state (stable while it waits on the system port).
     core_exception: In(EXCEPTION_LAYOUT)
     core_gpr: In(data.ArrayLayout(64, 16))
+    core_rm_val: In(64)     # the registers the request's `rm` and `reg` name (the core's reads)
+    core_reg_val: In(64)
     core_rip: In(64)
     core_rflags: In(64)
     core_cr0: In(64)
@@ -167,16 +169,8 @@ class SystemUnit(wiring.Component):
 
         gpr = self.core_gpr
         rax, rcx, rdx = gpr[0], gpr[1], gpr[2]
-        reg_val = Signal(64)
-        rm_val = Signal(64)
-        with m.Switch(r.reg):
-            for i in range(16):
-                with m.Case(i):
-                    m.d.comb += reg_val.eq(gpr[i])
-        with m.Switch(r.rm):
-            for i in range(16):
-                with m.Case(i):
-                    m.d.comb += rm_val.eq(gpr[i])
+        # The core reads them on its register file's ports (no 16-way multiplexers here).
+        reg_val, rm_val = self.core_reg_val, self.core_rm_val
 
         # --- boundary events: the preemption timer and the monitor trap flag ------------------
         entry_retire = Signal()     # the core retires the VM-entering instruction: no MTF yet

@@ -112,6 +112,8 @@ _EXECUTED = (*_RM_SOURCE, *_STACK_LOAD, *_STACK_STORE, InsnClass.ALU_ACC_IMM,
 _SYSTEM = (*_NEEDS_UNIT, InsnClass.HLT)
 # System instructions that, outside VMX non-root operation, change no translation, no control
 # register and no code byte: a prefetch may be in flight while the system port runs them.
+# (WRMSR other than to EFER keeps the fetched bytes too, but whether it writes EFER is known
+# only from the system's answer.)
 _OVERLAPPED = (InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR, InsnClass.IN_IMM,
                InsnClass.IN_DX, InsnClass.OUT_IMM, InsnClass.OUT_DX, InsnClass.VMREAD,
                InsnClass.VMWRITE)
@@ -601,10 +603,7 @@ class Core(wiring.Component):
                 m.d.comb += keeps.eq(
                     (sys_kind == SysKind.INSN) & (a.action == SysAction.RETIRE) & a.count
                     & ~a.rip_we & ~a.cr0_we & ~a.cr3_we & ~a.cr4_we & ~a.efer_we & ~a.store_we
-                    & is_one_of(cls, InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR,
-                                InsnClass.WRMSR, InsnClass.IN_IMM, InsnClass.IN_DX,
-                                InsnClass.OUT_IMM, InsnClass.OUT_DX, InsnClass.VMREAD,
-                                InsnClass.VMWRITE))
+                    & is_one_of(cls, *_OVERLAPPED, InsnClass.WRMSR))
                 with m.If(sresp.valid):
                     # Else the system may have changed the translation context or memory.
                     m.d.comb += flush_lines.eq(~keeps)

@@ -65,6 +65,7 @@ class VmxTB:
         self.cycle = 0
         self.ops = 0
         self.regions: set[int] = set()
+        self.deferred_failure = ""
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -198,12 +199,22 @@ class VmxTB:
             self.fail(f"{what}: VMXON pointer")
         if m.mode is VmxMode.NON_ROOT:
             self.compare_ctx(what)
+        if self.deferred_failure:
+            self.fail(self.deferred_failure)
         if m.current is not None:
-            wc = unpack(VMCS_LAYOUT, int(dut.vmcs.value))
-            for f in FIELDS:
-                if wc[member_name(f)] != m.current.fields[f.name]:
-                    self.fail(f"{what}: working copy {f.name} = {wc[member_name(f)]:#x}, "
-                              f"model {m.current.fields[f.name]:#x}")
+            # The working copy takes an indexed write (VMWRITE, a VMPTRLD's copy) one cycle
+            # after the answer: compare it at the end of the cycle that follows the answer
+            # (this one), without holding back the next instruction.
+            cocotb.start_soon(self._check_working_copy(what, dict(m.current.fields)))
+
+    async def _check_working_copy(self, what: str, fields: dict):
+        await ReadOnly()
+        wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))
+        for f in FIELDS:
+            if wc[member_name(f)] != fields[f.name]:
+                self.deferred_failure = (f"{what}: working copy {f.name} = "
+                                         f"{wc[member_name(f)]:#x}, model {fields[f.name]:#x}")
+                self.fail(self.deferred_failure)
 
     def check_memory(self, what: str, addrs=None):
         """Regions the model does not hold active must be equal in both memories."""

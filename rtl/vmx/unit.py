@@ -6,19 +6,22 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   (every #UD/#GP/VM-exit/VMfail check, VMREAD, VMWRITE, VMPTRST, VMXOFF, VMCALL) are answered
   one cycle after the instruction is accepted, and the next instruction is accepted in that same
   cycle: VMREAD/VMWRITE of the current VMCS run back to back at one per cycle.
-* The current VMCS lives twice: in ``vmcs`` (the working copy, a register bank of
-  `VMCS_LAYOUT`), which the exit-decision and entry-check blocks read directly, and in its cache
-  slot ``wc_slot``'s rows of the cache memory (``wc_live``: the working copy is that slot's).
-  Both are kept equal (write-through): VMWRITE writes both in the same cycle (each 32-bit half
-  has its own write enable, so the high access of a 64-bit field needs no read), a VMfail
-  writes the error field into both, VMFUNC the EPTP. A VM exit or VM-entry failure writes the
-  working copy in one cycle and then copies the fields it wrote (`exit_written`, 27) into the
-  row in the background, one per cycle whenever no other write needs the port, in the order of
+* The current VMCS lives twice: in ``vmcs`` (the working copy, `rtl.vmx.working_copy`, a
+  register bank of `VMCS_LAYOUT`), which the exit-decision and entry-check blocks read
+  directly, and in its cache slot ``wc_slot``'s rows of the cache memory (``wc_live``: the
+  working copy is that slot's). Both are kept equal (write-through): VMWRITE writes both (each
+  32-bit half has its own write enable, so the high access of a 64-bit field needs no read), a
+  VMfail writes the error field into both, VMFUNC the EPTP. The working copy's indexed port is
+  registered, so such a write reaches it a cycle after the row: VMLAUNCH/VMRESUME, which read
+  the working copy as they are accepted, wait that cycle. A VM exit or VM-entry failure writes
+  the working copy in one cycle (its parallel port) and then copies the fields it wrote
+  (`exit_written`, 27) into the row in the background, one per cycle whenever no other write
+  needs the port and no indexed write is on its way into the working copy, in the order of
   `exit_written` (the exit reason and qualification first); until that is done, VMPTRLD and
-  VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a VMRESUME does not). So VMREAD reads the cache
-  memory (the read port's address is the offered field, its data the answer), a VMCS leaving
-  the working copy needs no write-back, and region write-back reads only the memory: nothing
-  reads the working copy by field index (two 130-way 64-bit multiplexers fewer).
+  VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a VMRESUME does not). So
+  VMREAD reads the cache memory (the read port's address is the offered field, its data the
+  answer), a VMCS leaving the working copy needs no write-back, and region write-back reads
+  only the memory: nothing reads the working copy by field index.
 * ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
   write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
 * VMPTRLD of a cached VMCS copies it from its rows into the working copy (one field per cycle);
@@ -126,6 +129,7 @@ from rtl.vmx.layouts import VMCS_LAYOUT, EntryCheckKind, member_name
 from rtl.vmx.ports import (ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS,
                            INSTR_LAYOUT, MEM_REQ_LAYOUT, MEM_RESP_LAYOUT, RESULT_LAYOUT)
 from rtl.vmx.vmcs_cache import VmcsCache
+from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
 
 __all__ = ["VmxUnit"]
 
@@ -205,7 +209,8 @@ class VmxUnit(wiring.Component):
         mode = Signal(VmxMode)
         vmxon_ptr = Signal(64)
         cur_ptr = Signal(64, init=INVALID_VMCS_POINTER)
-        wc = Signal(VMCS_LAYOUT)
+        m.submodules.working_copy = working_copy = WorkingCopy()
+        wc = working_copy.vmcs
         wc_slot = Signal(range(self.slots))
         wc_live = Signal()
         cur_valid = Signal()
@@ -226,18 +231,9 @@ class VmxUnit(wiring.Component):
         # --- working copy: one indexed write port (a write enable per 32-bit half) ----------
         # Nothing reads the working copy by index: VMREAD and region write-back read the cache
         # memory, which every write keeps up to date (module doc, "write-through").
-        wc_we = Signal(2)
-        wc_widx = Signal(range(NF))
-        wc_wdata = Signal(64)
-        with m.Switch(wc_widx):
-            for f in FIELDS:
-                with m.Case(f.slot):
-                    field = wc[member_name(f)]
-                    with m.If(wc_we[0]):
-                        m.d.sync += field[0:min(32, f.bits)].eq(wc_wdata[0:min(32, f.bits)])
-                    if f.bits > 32:
-                        with m.If(wc_we[1]):
-                            m.d.sync += field[32:].eq(wc_wdata[32:f.bits])
+        wc_we = working_copy.wr_en
+        wc_widx = working_copy.wr_field
+        wc_wdata = working_copy.wr_data
         wc_dirty = Signal()     # the working copy changes this cycle: its slot becomes dirty
         m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
 
@@ -524,8 +520,9 @@ class VmxUnit(wiring.Component):
 
         def commit_error(err):
             """VMfailValid: the error number goes to the current VMCS (and its memory row)."""
-            m.d.sync += wc.vm_instruction_error.eq(err)
-            m.d.comb += [wc_dirty.eq(1), *mem_write(wc_slot, _SLOT["vm_instruction_error"], err)]
+            m.d.comb += [wc_we.eq(0b11), wc_widx.eq(_SLOT["vm_instruction_error"]),
+                         wc_wdata.eq(err), wc_dirty.eq(1),
+                         *mem_write(wc_slot, _SLOT["vm_instruction_error"], err)]
 
         # --- memory port defaults ------------------------------------------------------------
         mreq = self.mem_req
@@ -584,9 +581,13 @@ class VmxUnit(wiring.Component):
         step_addr = Cat(slot_off, base[12:mpa])
 
         # Invalidation request register.
-        inv = Signal(invalidation_layout())
+        # The request is INVEPT's or INVVPID's in state INVAL (from the operands in `q`), else
+        # the VPID-0 invalidation of a VM entry or exit without VPIDs.
+        inv = self.inval.payload
         inv_valid = Signal()
-        m.d.comb += [self.inval.payload.eq(inv), self.inval.valid.eq(inv_valid)]
+        m.d.comb += [self.inval.valid.eq(inv_valid), inv.kind.eq(Invalidation.VPID)]
+        q_type = Signal(64)
+        m.d.comb += q_type.eq(Mux(q.cpu.efer[bit(EFER_LMA)] & q.cpu.cs_l, q.reg, q.reg[0:32]))
 
         # Revision check of a dword read from memory.
         def revision_ok(dword):
@@ -736,24 +737,28 @@ class VmxUnit(wiring.Component):
         exit_written = (*exit_info, *(member_name(n) for n in EXIT_SAVED_GUEST_FIELDS))
         assert {"vm_exit_reason", "exit_qualification"} <= set(exit_written)
 
+        assert exit_written == tuple(member_name(n) for n in PARALLEL_FIELDS)
+        par_index = {n: i for i, n in enumerate(exit_written)}
+        par = working_copy.par_data
+        # The values on the working copy's parallel port: the exit's (a VM-entry failure
+        # replaces the exit reason and qualification, state ENTRY_FAIL).
+        m.d.comb += [par[n].eq(v) for n, v in exit_info.items()]
+        m.d.comb += [par[member_name(n)].eq(ex.guest[member_name(n)])
+                     for n in EXIT_SAVED_GUEST_FIELDS]
+
         def vm_exit_writes():
-            st = [wc[n].eq(v) for n, v in exit_info.items()]
-            conds = []
+            """The enables of the parallel port for a VM exit (comb statements)."""
+            en = [1] * len(exit_written)
             # Only the fields the core can change come with the exit; every other guest field
             # keeps the value the entry loaded, which is still its working-copy value.
-            for name in EXIT_SAVED_GUEST_FIELDS:
-                n = member_name(name)
-                if n == "vmx_preemption_timer_value":
-                    continue
+            for n in exit_written:
                 if n in save:
-                    conds.append((exit_ctls[save[n].bit_length() - 1], wc[n].eq(ex.guest[n])))
+                    en[par_index[n]] = exit_ctls[save[n].bit_length() - 1]
                 elif n.startswith("guest_pdptr"):
-                    conds.append((ept_on, wc[n].eq(ex.guest[n])))
-                else:
-                    st.append(wc[n].eq(ex.guest[n]))
-            conds.append((exit_ctls[bit(EXIT_CTL_SAVE_PREEMPTION_TIMER)],
-                          wc.vmx_preemption_timer_value.eq(ex.guest.vmx_preemption_timer_value)))
-            return st, conds
+                    en[par_index[n]] = ept_on
+                elif n == "vmx_preemption_timer_value":
+                    en[par_index[n]] = exit_ctls[bit(EXIT_CTL_SAVE_PREEMPTION_TIMER)]
+            return [working_copy.par_en.eq(Cat(*en))]
 
         # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
         # (`exit_written`, 27), one per cycle into the current VMCS's memory row, in the background
@@ -770,7 +775,9 @@ class VmxUnit(wiring.Component):
                 # the counter copies a field, so none can write a wrong value into a row.)
                 with (m.Case(i) if i < len(exit_written) - 1 else m.Default()):
                     m.d.comb += [side_field.eq(_SLOT[n]), side_data.eq(wc[n])]
-        with m.If(side_wb):
+        # (Not while an indexed write is on its way into the working copy: the field it copies
+        # could be that one, still with its old value.)
+        with m.If(side_wb & ~working_copy.pending):
             m.d.comb += [cache.wr_en.eq(0b11), cache.wr_slot.eq(wc_slot),
                          cache.wr_field.eq(side_field), cache.wr_data.eq(side_data)]
             with m.If(~port_taken):
@@ -798,25 +805,24 @@ class VmxUnit(wiring.Component):
                 m.d.comb += needs_rows.eq(((op_in == VmxOp.VMREAD) & side_pending)
                                           | (op_in == VmxOp.VMPTRLD)
                                           | (op_in == VmxOp.VMCLEAR))
+                # VMLAUNCH/VMRESUME read the working copy as they are accepted: not while an
+                # indexed write is still on its way into it.
+                entry_in = (op_in == VmxOp.VMLAUNCH) | (op_in == VmxOp.VMRESUME)
                 m.d.comb += [self.instr.ready.eq((~res_valid | self.result.ready)
-                                                 & ~(side_wb & needs_rows)),
+                                                 & ~(side_wb & needs_rows)
+                                                 & ~(entry_in & working_copy.pending)),
                              accept.eq(self.instr.valid & self.instr.ready)]
                 # A VM exit is taken when no instruction is (the core sends one or the other).
                 m.d.comb += self.exit.ready.eq(~self.instr.valid & (~res_valid | self.result.ready))
                 with m.If(self.exit.valid & self.exit.ready):
                     with m.If(nonroot):
-                        st, conds = vm_exit_writes()
-                        m.d.sync += st
-                        for c, a in conds:
-                            with m.If(c):
-                                m.d.sync += a
+                        m.d.comb += vm_exit_writes()
                         m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(ex.guest.guest_cr0,
                                                        ex.guest.guest_ia32_efer)]
                         m.d.sync += [host_reg.eq(host_calc), mode.eq(VmxMode.ROOT),
                                      ctx.eq(0), side_wb.eq(1), side_cnt.eq(0)]
                         with m.If(~g_vpid_on):
-                            m.d.sync += [inv_valid.eq(1), inv.kind.eq(Invalidation.VPID),
-                                         inv.vpid.eq(0), inv.eptp.eq(0), inv.gla.eq(0)]
+                            m.d.sync += inv_valid.eq(1)
                             m.next = "EXIT_INVAL"
                         with m.Else():
                             m.next = "EXIT_RESP"
@@ -860,20 +866,10 @@ class VmxUnit(wiring.Component):
                         m.d.sync += base.eq(ptr)
                         m.next = "PTR_REQ"
                     with m.Elif(o_act == _Act.INVEPT):
-                        m.d.sync += [inv_valid.eq(1),
-                                     inv.kind.eq(Mux(inv_type == 1, Invalidation.EPTP,
-                                                     Invalidation.ALL)),
-                                     inv.vpid.eq(0),
-                                     inv.eptp.eq(Mux(inv_type == 1, d.mem[0:64], 0)),
-                                     inv.gla.eq(0)]
+                        m.d.sync += inv_valid.eq(1)
                         m.next = "INVAL"
                     with m.Elif(o_act == _Act.INVVPID):
-                        kind = Mux(inv_type == 0, Invalidation.VPID_ADDR,
-                                   Mux(inv_type == 2, Invalidation.ALL, Invalidation.VPID))
-                        m.d.sync += [inv_valid.eq(1), inv.kind.eq(kind),
-                                     inv.vpid.eq(Mux(inv_type == 2, 0, d.mem[0:16])),
-                                     inv.eptp.eq(0),
-                                     inv.gla.eq(Mux(inv_type == 0, d.mem[64:128], 0))]
+                        m.d.sync += inv_valid.eq(1)
                         m.next = "INVAL"
                     with m.Elif(o_act == _Act.VMFUNC):
                         m.d.sync += base.eq(Cat(Const(0, 3), d.value[0:9],
@@ -888,6 +884,16 @@ class VmxUnit(wiring.Component):
 
             # --- INVEPT / INVVPID: hand the request to the translation unit -------------------
             with m.State("INVAL"):
+                with m.If(q.op == VmxOp.INVEPT):
+                    m.d.comb += [inv.kind.eq(Mux(q_type == 1, Invalidation.EPTP,
+                                                 Invalidation.ALL)),
+                                 inv.eptp.eq(Mux(q_type == 1, q.mem[0:64], 0))]
+                with m.Else():
+                    m.d.comb += [inv.kind.eq(Mux(q_type == 0, Invalidation.VPID_ADDR,
+                                                 Mux(q_type == 2, Invalidation.ALL,
+                                                     Invalidation.VPID))),
+                                 inv.vpid.eq(Mux(q_type == 2, 0, q.mem[0:16])),
+                                 inv.gla.eq(Mux(q_type == 0, q.mem[64:128], 0))]
                 with m.If(self.inval.ready):
                     m.d.sync += inv_valid.eq(0)
                     m.d.sync += answer(VmxResult.SUCCEED)
@@ -919,9 +925,9 @@ class VmxUnit(wiring.Component):
                 with m.If(mresp.valid):
                     entry = mresp.payload.data
                     with m.If(eptp_ok(entry, mpa)):
-                        m.d.sync += [wc.ept_pointer.eq(entry), ctx.eptp.eq(entry),
-                                     entry_reg.eptp.eq(entry)]
-                        m.d.comb += [wc_dirty.eq(1),
+                        m.d.sync += [ctx.eptp.eq(entry), entry_reg.eptp.eq(entry)]
+                        m.d.comb += [wc_we.eq(0b11), wc_widx.eq(_SLOT["ept_pointer"]),
+                                     wc_wdata.eq(entry), wc_dirty.eq(1),
                                      *mem_write(wc_slot, _SLOT["ept_pointer"], entry)]
                         m.d.sync += answer(VmxResult.COMPLETE, eptp=entry)
                     with m.Else():
@@ -1128,8 +1134,7 @@ class VmxUnit(wiring.Component):
                         m.d.comb += [cache.set_launched.eq(1), cache.launch_slot.eq(wc_slot),
                                      cache.launch_value.eq(1)]
                     with m.If(~vpid_on):
-                        m.d.sync += [inv_valid.eq(1), inv.kind.eq(Invalidation.VPID),
-                                     inv.vpid.eq(0), inv.eptp.eq(0), inv.gla.eq(0)]
+                        m.d.sync += inv_valid.eq(1)
                         m.next = "ENTRY_INVAL"
                     with m.Else():
                         m.d.sync += answer(VmxResult.VM_ENTRY)
@@ -1142,9 +1147,12 @@ class VmxUnit(wiring.Component):
             with m.State("ENTRY_FAIL"):
                 # VM-entry failure: exit reason and qualification written, host state loaded,
                 # still in VMX root operation.
-                m.d.sync += [wc.vm_exit_reason.eq(EXIT_REASON_INVALID_GUEST_STATE),
-                             wc.exit_qualification.eq(fail_qual)]
-                m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(q.cpu.cr0, q.cpu.efer)]
+                m.d.comb += [
+                    working_copy.par_en[par_index["vm_exit_reason"]].eq(1),
+                    working_copy.par_en[par_index["exit_qualification"]].eq(1),
+                    par.vm_exit_reason.eq(EXIT_REASON_INVALID_GUEST_STATE),
+                    par.exit_qualification.eq(fail_qual),
+                    wc_dirty.eq(1), *current_cr0_efer(q.cpu.cr0, q.cpu.efer)]
                 m.d.sync += host_reg.eq(host_calc)
                 m.d.sync += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
                                    qual=fail_qual)

@@ -223,6 +223,11 @@ class VmxHarness(FormalTop):
         cm = cache.elaborate(platform)
         cache._MustUse__silence = True
         um._named_submodules["cache"] = (cm, loc)
+        working_copy, wloc = um._named_submodules["working_copy"]
+        wm = working_copy.elaborate(platform)
+        working_copy._MustUse__silence = True
+        um._named_submodules["working_copy"] = (wm, wloc)
+        wsig = module_signals(wm, "sync")
         usig = module_signals(um)
         ssig = module_signals(um, "sync")
 
@@ -234,7 +239,7 @@ class VmxHarness(FormalTop):
         seq, enc_of = fsm_state(um, "seq")
         q = data.View(unit.instr.payload.shape(), reg("q"))
         base = reg("base")
-        wc_raw = reg("wc")
+        wc_raw, = wsig["wc"]
         wc_slot = reg("wc_slot")
         wc_live = reg("wc_live")
         victim = reg("victim")
@@ -246,12 +251,12 @@ class VmxHarness(FormalTop):
 
         wc_view = data.View(unit.vmcs.shape(), wc_raw)
         if self.cut_wc:
-            um.d.sync += wc_raw.eq(AnySeq(len(wc_raw)))
+            wm.d.sync += wc_raw.eq(AnySeq(len(wc_raw)))
         elif self.field is not None:
             # Only F's register is the design's; every other field of the working copy is free.
             for f in FIELDS:
                 if f.name != self.field:
-                    um.d.sync += wc_view[member_name(f)].eq(AnySeq(f.bits))
+                    wm.d.sync += wc_view[member_name(f)].eq(AnySeq(f.bits))
         unit.cache = cache
         unit.mutate(um)
 
@@ -437,11 +442,17 @@ class VmxHarness(FormalTop):
             cm.d.comb += cache.rd_data.eq(Mux(rd_f, rd_f_val, AnySeq(64)))
         mfc = Signal(64, name="mem_F_cur")     # F in the current VMCS's row
         m.d.comb += mfc.eq(Array(mem_f)[wc_slot])
-        wcf = Signal(64, name="wc_F")           # F in the working copy (the exit write-back
-        with m.Switch(fi_s):                    # copies it into the row)
+        wcf_reg = Signal(64, name="wc_F_reg")   # F's register in the working copy (the exit
+        with m.Switch(fi_s):                    # write-back copies it into the row)
             for f in FIELDS:
                 with m.Case(f.slot):
-                    m.d.comb += wcf.eq(wc[member_name(f)])
+                    m.d.comb += wcf_reg.eq(wc[member_name(f)])
+        # F in the working copy once its registered indexed write (if any) has landed.
+        (wr_en,), (wr_field,), (wr_data,) = wsig["wr_en"], wsig["wr_field"], wsig["wr_data"]
+        wr_f = wr_field == fi_s
+        wcf = Signal(64, name="wc_F")
+        m.d.comb += wcf.eq(Cat(Mux(wr_f & wr_en[0], wr_data[0:32], wcf_reg[0:32]),
+                               Mux(wr_f & wr_en[1], wr_data[32:64], wcf_reg[32:64])) & f_mask)
         sh = Signal(64, name="sh")          # what F holds after the recorded VMWRITEs
         sh_lo = Signal(name="sh_lo")        # sh[0:32] known (and, for a <= 32-bit field, all)
         sh_hi = Signal(name="sh_hi")        # sh[32:64] known
@@ -543,6 +554,7 @@ class VmxHarness(FormalTop):
             mine = [pending, rec_op.as_value(), rec_pre, rec_enc, rec_val, rec_long, entered_r, sh, sh_lo,
                     sh_hi, outstanding]
             for mod, regs in ((um, module_signals(um, "sync")), (cm, module_signals(cm, "sync")),
+                              (wm, wsig),
                               (m, {s.name: [s] for s in mine})):
                 for lst in regs.values():
                     for r in lst:

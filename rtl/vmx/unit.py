@@ -2,7 +2,8 @@
 
 Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`:
 
-* ``instr`` / ``result``: one VMX instruction, one answer. Decisions that need no memory access
+* ``instr`` / ``result``: one VMX instruction, one answer. `InstructionDecision`
+  (`rtl.vmx.decision`) decides the offered instruction; decisions that need no memory access
   (every #UD/#GP/VM-exit/VMfail check, VMREAD, VMWRITE, VMPTRST, VMXOFF, VMCALL) are answered
   one cycle after the instruction is accepted, and the next instruction is accepted in that same
   cycle: VMREAD/VMWRITE of the current VMCS run back to back at one per cycle.
@@ -55,17 +56,18 @@ would alias: not a practical concern.)
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import enum, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.arch.paging import Invalidation
 from rtl.arch.vmx import (
     CR0_HOST_LOADED,
-    CR0_PE,
     CR0_PG,
     CR4_PAE,
     CR4_PCIDE,
     DR7_INIT,
+    EFER_LMA,
     EFER_LME,
     ENTRY_CTL_IA32E_MODE_GUEST,
     ENTRY_CTL_LOAD_DEBUG_CONTROLS,
@@ -79,55 +81,52 @@ from rtl.arch.vmx import (
     EXIT_CTL_SAVE_EFER,
     EXIT_CTL_SAVE_PAT,
     EXIT_CTL_SAVE_PREEMPTION_TIMER,
-    EXIT_SAVED_GUEST_FIELDS,
     EXIT_REASON_INVALID_GUEST_STATE,
+    EXIT_SAVED_GUEST_FIELDS,
+    FIELDS,
     INTR_INFO_DELIVER_ERROR_CODE,
     INTR_INFO_TYPE_SHIFT,
     INTR_INFO_VALID,
+    INVALID_VMCS_POINTER,
+    MAXPHYADDR,
     PIN_PREEMPTION_TIMER,
     PROC2_ENABLE_EPT,
+    PROC2_ENABLE_VM_FUNCTIONS,
     PROC2_ENABLE_VPID,
     PROC2_UNRESTRICTED_GUEST,
-    RFLAGS_FIXED1,
-    CR4_VMXE,
-    EFER_LMA,
-    EPTP_LIST_ENTRIES,
-    FEATURE_CONTROL_LOCK,
-    FEATURE_CONTROL_VMX_OUTSIDE_SMX,
-    FIELDS,
-    INVALID_VMCS_POINTER,
-    INVEPT_TYPES,
-    INVVPID_TYPES,
-    MAXPHYADDR,
-    PROC2_ENABLE_VM_FUNCTIONS,
     PROC_ACTIVATE_SECONDARY,
     RFLAGS_CF,
-    RFLAGS_VM,
+    RFLAGS_FIXED1,
     RFLAGS_ZF,
     VMCS_REVISION_ID,
     VMCS_REVISION_MASK,
     VMCS_SHADOW_INDICATOR,
-    VMX_CR0_FIXED0,
-    VMX_CR0_FIXED1,
     VMX_CR4_FIXED0,
-    VMX_CR4_FIXED1,
     VMX_MSRS,
     ExitReason,
     FieldType,
     FieldWidth,
     InterruptionType,
-
     VmInstructionError,
     VmxMode,
     VmxOp,
     VmxResult,
 )
-from rtl.arch.paging import Invalidation
 from rtl.translation.layouts import context_layout, invalidation_layout
-from rtl.vmx.entry_checks import VmEntryChecks, canonical, eptp_ok, pdpte_ok
+from rtl.vmx.decision import InstructionDecision
+from rtl.vmx.decision import VmxAction as _Act
+from rtl.vmx.entry_checks import VmEntryChecks, eptp_ok, pdpte_ok
 from rtl.vmx.layouts import VMCS_LAYOUT, EntryCheckKind, member_name
-from rtl.vmx.ports import (ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS,
-                           INSTR_LAYOUT, MEM_REQ_LAYOUT, MEM_RESP_LAYOUT, RESULT_LAYOUT)
+from rtl.vmx.ports import (
+    ENTRY_LAYOUT,
+    EXIT_LAYOUT,
+    HOST_LOAD_LAYOUT,
+    HOST_SEGMENTS,
+    INSTR_LAYOUT,
+    MEM_REQ_LAYOUT,
+    MEM_RESP_LAYOUT,
+    RESULT_LAYOUT,
+)
 from rtl.vmx.vmcs_cache import VmcsCache
 from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
 
@@ -138,22 +137,6 @@ NF = len(FIELDS)
 _SLOT = {member_name(f): f.slot for f in FIELDS}
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
-_VMX_CR0_BAD = ~VMX_CR0_FIXED1 & _U64
-_VMX_CR4_BAD = ~VMX_CR4_FIXED1 & _U64
-
-
-class _Act(enum.Enum, shape=4):
-    """What an instruction does after its checks (the sequenced ones need memory or cycles)."""
-    NONE = 0
-    VMXON = 1
-    VMXOFF = 2
-    VMCLEAR = 3
-    VMPTRLD = 4
-    VMWRITE = 5
-    ENTRY = 6
-    VMFUNC = 7
-    INVEPT = 8
-    INVVPID = 9
 
 
 def bit(const: int) -> int:
@@ -246,52 +229,33 @@ class VmxUnit(wiring.Component):
         q = Signal(INSTR_LAYOUT)
         d = self.instr.payload
         idle = Signal()
-        cpu = d.cpu
 
-        pe = cpu.cr0[bit(CR0_PE)]
-        v86 = cpu.rflags[bit(RFLAGS_VM)]
-        lma = cpu.efer[bit(EFER_LMA)]
-        compat = lma & ~cpu.cs_l
-        long_mode = lma & cpu.cs_l
-        opmask = Signal(64)
-        m.d.comb += opmask.eq(Mux(long_mode, _U64, _U32))
-        outside = mode == VmxMode.OUTSIDE
         nonroot = mode == VmxMode.NON_ROOT
-        cpl0 = cpu.cpl == 0
-        ro = d.register_operand
         ptr = d.mem[0:64]
-        ptr_ok = (ptr[0:12] == 0) & (ptr[mpa:64] == 0)
-
-        # Field decode of the VMREAD/VMWRITE encoding (rtl.arch.vmx.field_by_encoding).
-        enc = Signal(64)
-        m.d.comb += enc.eq(d.reg & opmask)
-        f_ok = Signal()
+        m.submodules.decision = decision = InstructionDecision(maxphyaddr=mpa)
+        # The decision's answers under the names the sequencer (and the formal harness's
+        # mutations) use.
+        o_kind = Signal(VmxResult)
+        o_err = Signal(5)
+        o_exit = Signal(16)
+        o_qual = Signal(64)
+        o_val = Signal(64)
+        o_act = Signal(_Act)
+        o_pre = Signal()
         f_idx = Signal(range(NF))
         f_high = Signal()
-        f_ro = Signal()
-        with m.If((enc[32:64] == 0) & ~enc[12] & (enc[15:32] == 0)):
-            with m.Switch(enc[0:15]):
-                for f in FIELDS:
-                    with m.Case(f.encoding):
-                        m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot),
-                                     f_ro.eq(f.read_only)]
-                    if f.has_high:
-                        with m.Case(f.encoding | 1):
-                            m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot), f_high.eq(1),
-                                         f_ro.eq(f.read_only)]
-        # VMWRITE: the value for both halves; the high access writes only bits 63:32 (the
-        # write enables), the field's width (`FieldWidth`, encoding bits 14:13) cuts the rest,
-        # so that the cache memory holds the field zero-extended, as the working copy does.
-        src = Signal(64)
-        m.d.comb += src.eq(d.value & opmask)
-        f_width = enc[13:15]
         vmwrite_value = Signal(64)
         vmwrite_halves = Signal(2)
+        long_mode = Signal()
         m.d.comb += [
-            vmwrite_value.eq(Mux(f_high, Cat(src[0:32], src[0:32]),
-                                 Mux(f_width == FieldWidth.BITS16.value, src[0:16],
-                                     Mux(f_width == FieldWidth.BITS32.value, src[0:32], src)))),
-            vmwrite_halves.eq(Mux(f_high, 0b10, 0b11)),
+            decision.instr.eq(d), decision.mode.eq(mode), decision.current_vmcs.eq(cur_ptr),
+            decision.vmxon_pointer.eq(vmxon_ptr),
+            o_kind.eq(decision.kind), o_err.eq(decision.error), o_exit.eq(decision.exit_reason),
+            o_qual.eq(decision.qualification), o_val.eq(decision.value),
+            o_act.eq(decision.action), o_pre.eq(decision.prechecked),
+            f_idx.eq(decision.field), f_high.eq(decision.field_high),
+            vmwrite_value.eq(decision.write_value), vmwrite_halves.eq(decision.write_halves),
+            long_mode.eq(decision.long_mode),
         ]
 
         # Secondary controls in effect ("activate secondary controls"), the bits the unit uses.
@@ -309,177 +273,10 @@ class VmxUnit(wiring.Component):
         launched_cur = cache.a_launched
         lbv_cur = cache.a_lbv
 
-        # --- decision: first matching rule of the op (the reference's section 2.3 order) ------
-        o_kind = Signal(VmxResult)
-        o_err = Signal(5)
-        o_exit = Signal(16)
-        o_qual = Signal(64)
-        o_val = Signal(64)
-        o_act = Signal(_Act)
-        o_pre = Signal()        # decided by the part of the checks `precheck` covers
-
-        def outcome(kind, err=None, exit_=None, qual=0, val=None, act=None):
-            s = [o_kind.eq(kind)]
-            if err is not None:
-                s.append(o_kind.eq(Mux(cur_valid, VmxResult.FAIL_VALID, VmxResult.FAIL_INVALID)))
-                s.append(o_err.eq(err))
-            if exit_ is not None:
-                s += [o_exit.eq(exit_), o_qual.eq(qual)]
-            if val is not None:
-                s.append(o_val.eq(val))
-            if act is not None:
-                s.append(o_act.eq(act))
-            return s
-
-        UD = outcome(VmxResult.UD)
-        GP = outcome(VmxResult.GP)
-        FI = outcome(VmxResult.FAIL_INVALID)
-        OK = outcome(VmxResult.SUCCEED)
-
-        def FV(err):
-            return outcome(VmxResult.FAIL_VALID, err=err)
-
-        def EXIT(reason, qual=0):
-            return outcome(VmxResult.VM_EXIT, exit_=ExitReason(reason).value, qual=qual)
-
-        def ACT(act, kind=VmxResult.SUCCEED, val=None):
-            return outcome(kind, act=act, val=val)
-
-        def rules(items, pre):
-            """items: (condition, statements) in order, the last with condition None; the first
-            `pre` rules are those `precheck` covers."""
-            first = True
-            for i, (cond, stmts) in enumerate(items):
-                if isinstance(cond, int) and not isinstance(cond, bool) and cond == 0:
-                    continue        # a rule that cannot apply to this op (no constant cases)
-                stmts = list(stmts) + ([o_pre.eq(1)] if i < pre else [])
-                if cond is None:
-                    ctx = m.Else() if not first else None
-                    if ctx is None:
-                        m.d.comb += stmts
-                    else:
-                        with ctx:
-                            m.d.comb += stmts
-                    return
-                with (m.If(cond) if first else m.Elif(cond)):
-                    m.d.comb += stmts
-                first = False
-
-        def common_ud(register_operand):
-            return [(outside, UD), (register_operand, UD), (~pe, UD), (v86, UD), (compat, UD)]
-
-        def root_checks(op, register_operand, qual=None):
-            return common_ud(register_operand) + [
-                (nonroot, EXIT(ExitReason[op.name], d.qualification if qual is None else qual)),
-                (~cpl0, GP)]
-
-        inv_type = Signal(64)
-        m.d.comb += inv_type.eq(d.reg & opmask)
-        with m.Switch(d.op):
-            with m.Case(VmxOp.VMXON):
-                rules([
-                    (ro, UD), (~pe, UD), (~cpu.cr4[bit(CR4_VMXE)], UD), (v86, UD), (compat, UD),
-                    (outside & ~cpl0, GP),
-                    (outside & (((cpu.cr0 & VMX_CR0_FIXED0) != VMX_CR0_FIXED0)
-                                | (cpu.cr0 & _VMX_CR0_BAD).any()), GP),
-                    (outside & (((cpu.cr4 & VMX_CR4_FIXED0) != VMX_CR4_FIXED0)
-                                | (cpu.cr4 & _VMX_CR4_BAD).any()), GP),
-                    (outside & ~cpu.feature_control[bit(FEATURE_CONTROL_LOCK)], GP),
-                    (outside & ~cpu.feature_control[bit(FEATURE_CONTROL_VMX_OUTSIDE_SMX)], GP),
-                    (nonroot, EXIT(ExitReason.VMXON, d.qualification)),
-                    (~outside & ~cpl0, GP),
-                    (~outside, FV(VmInstructionError.VMXON_IN_ROOT)),
-                    (~ptr_ok, FI),
-                    (None, ACT(_Act.VMXON)),
-                ], pre=13)
-            with m.Case(VmxOp.VMXOFF):
-                rules(root_checks(VmxOp.VMXOFF, 0, qual=0) + [(None, ACT(_Act.VMXOFF))], pre=0)
-            with m.Case(VmxOp.VMCLEAR):
-                rules(root_checks(VmxOp.VMCLEAR, ro) + [
-                    (~ptr_ok, FV(VmInstructionError.VMCLEAR_INVALID_ADDRESS)),
-                    (ptr == vmxon_ptr, FV(VmInstructionError.VMCLEAR_VMXON_POINTER)),
-                    (None, ACT(_Act.VMCLEAR))], pre=7)
-            with m.Case(VmxOp.VMPTRLD):
-                rules(root_checks(VmxOp.VMPTRLD, ro) + [
-                    (~ptr_ok, FV(VmInstructionError.VMPTRLD_INVALID_ADDRESS)),
-                    (ptr == vmxon_ptr, FV(VmInstructionError.VMPTRLD_VMXON_POINTER)),
-                    (None, ACT(_Act.VMPTRLD))], pre=7)
-            with m.Case(VmxOp.VMPTRST):
-                rules(root_checks(VmxOp.VMPTRST, ro) + [
-                    (None, outcome(VmxResult.SUCCEED, val=cur_ptr))], pre=7)
-            with m.Case(VmxOp.VMREAD):
-                rules(root_checks(VmxOp.VMREAD, 0) + [
-                    (~cur_valid, FI),
-                    (~f_ok, FV(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT)),
-                    (None, outcome(VmxResult.SUCCEED))], pre=9)
-            with m.Case(VmxOp.VMWRITE):
-                rules(root_checks(VmxOp.VMWRITE, 0) + [
-                    (~cur_valid, FI),
-                    (~f_ok, FV(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT)),
-                    (f_ro, FV(VmInstructionError.VMWRITE_READ_ONLY_COMPONENT)),
-                    (None, ACT(_Act.VMWRITE))], pre=8)
-            with m.Case(VmxOp.VMLAUNCH, VmxOp.VMRESUME):
-                launch = d.op == VmxOp.VMLAUNCH
-                rules([
-                    (outside, UD), (~pe, UD), (v86, UD), (compat, UD),
-                    (nonroot, outcome(VmxResult.VM_EXIT,
-                                      exit_=Mux(launch, ExitReason.VMLAUNCH.value,
-                                                ExitReason.VMRESUME.value), qual=0)),
-                    (~cpl0, GP),
-                    (~cur_valid, FI),
-                    (cpu.mov_ss_blocking, FV(VmInstructionError.ENTRY_EVENTS_BLOCKED_BY_MOV_SS)),
-                    (launch & launched_cur, FV(VmInstructionError.VMLAUNCH_NONCLEAR_VMCS)),
-                    (~launch & ~launched_cur, FV(VmInstructionError.VMRESUME_NONLAUNCHED_VMCS)),
-                    (~launch & lbv_cur, FV(VmInstructionError.VMRESUME_AFTER_VMXOFF)),
-                    (None, ACT(_Act.ENTRY, kind=VmxResult.VM_ENTRY)),
-                ], pre=0)
-            with m.Case(VmxOp.VMCALL):
-                rules([
-                    (outside, UD),
-                    (nonroot, EXIT(ExitReason.VMCALL)),
-                    (v86, UD), (compat, UD), (~cpl0, GP),
-                    (None, FV(VmInstructionError.VMCALL_IN_ROOT)),
-                ], pre=0)
-            with m.Case(VmxOp.VMFUNC):
-                eax = d.reg[0:32]
-                ecx = d.value[0:32]
-                rules([
-                    (~nonroot, UD),
-                    (~vmfunc_on, UD),
-                    (eax >= 64, UD),
-                    (~Array(wc.vm_function_control[i] for i in range(64))[eax[0:6]],
-                     EXIT(ExitReason.VMFUNC)),
-                    (ecx >= EPTP_LIST_ENTRIES, EXIT(ExitReason.VMFUNC)),
-                    (None, ACT(_Act.VMFUNC, kind=VmxResult.COMPLETE)),
-                ], pre=0)
-            with m.Case(VmxOp.INVEPT):
-                type_ok = 0
-                for t in INVEPT_TYPES:
-                    type_ok = type_ok | (inv_type == t)
-                rules(common_ud(ro) + [
-                    (nonroot, EXIT(ExitReason.INVEPT, d.qualification)),
-                    (~cpl0, GP),
-                    (~type_ok, FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
-                    ((inv_type == 1) & ~eptp_ok(d.mem[0:64], mpa),
-                     FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
-                    (None, ACT(_Act.INVEPT)),
-                ], pre=8)
-            with m.Case(VmxOp.INVVPID):
-                type_ok = 0
-                for t in INVVPID_TYPES:
-                    type_ok = type_ok | (inv_type == t)
-                vpid = d.mem[0:16]
-                rules(common_ud(ro) + [
-                    (nonroot, EXIT(ExitReason.INVVPID, d.qualification)),
-                    (~cpl0, GP),
-                    (~type_ok, FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
-                    (d.mem[16:64].any(), FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
-                    ((inv_type != 2) & (vpid == 0),
-                     FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
-                    ((inv_type == 0) & ~canonical(d.mem[64:128]),
-                     FV(VmInstructionError.INVALID_INVEPT_INVVPID_OPERAND)),
-                    (None, ACT(_Act.INVVPID)),
-                ], pre=8)
+        m.d.comb += [decision.launched.eq(launched_cur),
+                     decision.launched_before_vmxoff.eq(lbv_cur),
+                     decision.vmfunc_enabled.eq(vmfunc_on),
+                     decision.vm_function_control.eq(wc.vm_function_control)]
 
         # --- result register -----------------------------------------------------------------
         res = Signal(RESULT_LAYOUT)
@@ -570,7 +367,6 @@ class VmxUnit(wiring.Component):
         m.d.comb += ld_value.eq(Mux(ld_width == FieldWidth.BITS16, ld_data[0:16],
                                     Mux(ld_width == FieldWidth.BITS32, ld_data[0:32], ld_data)))
 
-        tag_bits = mpa - 12
         q_ptr = q.mem[0:64]
         m.d.comb += [cache.lookup_tag.eq(q_ptr[12:mpa]), cache.b_slot.eq(victim)]
         # Byte offset of step `cnt` of a region load/write-back: 8 (launch state) + 8 * cnt.

@@ -46,6 +46,8 @@ TOPS: list[Top] = [
     Top("exit_decisions", "rtl.vmx.exit_decisions:ExitDecisions", {}),
     Top("preemption_timer", "rtl.vmx.preemption_timer:PreemptionTimer", {}),
     Top("vmx_unit", "rtl.vmx.unit:VmxUnit", {}),
+    Top("vmx_working_copy", "rtl.vmx.working_copy:WorkingCopy", {}),
+    Top("vmx_decision", "rtl.vmx.decision:InstructionDecision", {}),
     Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),
     Top("system_values", "rtl.soc.system_values:SystemValues", {}),
     Top("vmx_operands", "rtl.soc.vmx_operands:VmxOperands", {}),

@@ -219,7 +219,7 @@ class UnitLosesGeneralProtection(ObservedUnit):
 # elaborated unit's module (the harness calls it after building the unit); see tb/formal/vmx.py.
 
 from rtl.arch.vmx import VmInstructionError, VmxMode, VmxOp, VmxResult  # noqa: E402
-from rtl.vmx.unit import _Act  # noqa: E402
+from rtl.vmx.decision import VmxAction as _Act  # noqa: E402
 
 from .vmx import ObservedVmxUnit, module_signal  # noqa: E402
 

@@ -111,6 +111,12 @@ RFLAGS_ARITH = RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAG
 RFLAGS_RESERVED = (1 << 3) | (1 << 5) | (1 << 15) | mask(63, 22)
 
 
+
+def bit_position(flag: int) -> int:
+    """Bit position of a one-bit constant (``bit_position(CR0_PE)`` = 0)."""
+    assert flag and not flag & (flag - 1)
+    return flag.bit_length() - 1
+
 def result_flags(kind: VmxResult) -> int | None:
     """The arithmetic flags (RFLAGS bits among `RFLAGS_ARITH`) a result leaves, or None when the
     result does not write RFLAGS (faults, VM exits, VM entries, COMPLETE)."""

@@ -60,6 +60,7 @@ from rtl.arch.vmx import (
     VmxOp,
     VmxResult,
 )
+from rtl.arch.vmx import bit_position as bit
 from rtl.vmx.entry_checks import canonical, eptp_ok
 from rtl.vmx.ports import INSTR_LAYOUT
 
@@ -84,12 +85,6 @@ class VmxAction(enum.Enum, shape=4):
     VMFUNC = 7
     INVEPT = 8
     INVVPID = 9
-
-
-def bit(const: int) -> int:
-    """Bit position of a one-bit constant of rtl.arch."""
-    assert const and not const & (const - 1)
-    return const.bit_length() - 1
 
 
 class InstructionDecision(wiring.Component):

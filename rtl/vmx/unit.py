@@ -112,6 +112,7 @@ from rtl.arch.vmx import (
     VmxOp,
     VmxResult,
 )
+from rtl.arch.vmx import bit_position as bit
 from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.decision import InstructionDecision
 from rtl.vmx.decision import VmxAction as _Act
@@ -137,12 +138,6 @@ NF = len(FIELDS)
 _SLOT = {member_name(f): f.slot for f in FIELDS}
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
-
-
-def bit(const: int) -> int:
-    """Bit position of a one-bit constant of rtl.arch."""
-    assert const and not const & (const - 1)
-    return const.bit_length() - 1
 
 
 class VmxUnit(wiring.Component):

@@ -63,20 +63,10 @@ from amaranth.lib.wiring import In, Out
 from rtl.arch.paging import Invalidation
 from rtl.arch.vmx import (
     CR0_HOST_LOADED,
-    CR0_PG,
-    CR4_PAE,
-    CR4_PCIDE,
-    DR7_INIT,
     EFER_LMA,
     EFER_LME,
     ENTRY_CTL_IA32E_MODE_GUEST,
-    ENTRY_CTL_LOAD_DEBUG_CONTROLS,
-    ENTRY_CTL_LOAD_EFER,
-    ENTRY_CTL_LOAD_PAT,
     ENTRY_FAIL_PDPTE,
-    EXIT_CTL_HOST_ADDRESS_SPACE_SIZE,
-    EXIT_CTL_LOAD_EFER,
-    EXIT_CTL_LOAD_PAT,
     EXIT_CTL_SAVE_DEBUG_CONTROLS,
     EXIT_CTL_SAVE_EFER,
     EXIT_CTL_SAVE_PAT,
@@ -84,29 +74,22 @@ from rtl.arch.vmx import (
     EXIT_REASON_INVALID_GUEST_STATE,
     EXIT_SAVED_GUEST_FIELDS,
     FIELDS,
-    INTR_INFO_DELIVER_ERROR_CODE,
-    INTR_INFO_TYPE_SHIFT,
     INTR_INFO_VALID,
     INVALID_VMCS_POINTER,
     MAXPHYADDR,
-    PIN_PREEMPTION_TIMER,
     PROC2_ENABLE_EPT,
     PROC2_ENABLE_VM_FUNCTIONS,
     PROC2_ENABLE_VPID,
     PROC2_UNRESTRICTED_GUEST,
     PROC_ACTIVATE_SECONDARY,
     RFLAGS_CF,
-    RFLAGS_FIXED1,
     RFLAGS_ZF,
     VMCS_REVISION_ID,
     VMCS_REVISION_MASK,
     VMCS_SHADOW_INDICATOR,
-    VMX_CR4_FIXED0,
     VMX_MSRS,
     ExitReason,
-    FieldType,
     FieldWidth,
-    InterruptionType,
     VmInstructionError,
     VmxMode,
     VmxOp,
@@ -122,12 +105,12 @@ from rtl.vmx.ports import (
     ENTRY_LAYOUT,
     EXIT_LAYOUT,
     HOST_LOAD_LAYOUT,
-    HOST_SEGMENTS,
     INSTR_LAYOUT,
     MEM_REQ_LAYOUT,
     MEM_RESP_LAYOUT,
     RESULT_LAYOUT,
 )
+from rtl.vmx.state_loads import GuestStateLoad, HostStateLoad
 from rtl.vmx.vmcs_cache import VmcsCache
 from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
 
@@ -394,98 +377,32 @@ class VmxUnit(wiring.Component):
                      checks.link_revision.eq(link_rev), checks.current_vmcs.eq(cur_ptr)]
         exit_ctls = wc.vm_exit_controls
         entry_ctls = wc.vm_entry_controls
-        host64 = exit_ctls[bit(EXIT_CTL_HOST_ADDRESS_SPACE_SIZE)]
 
-        # Host state (model `_host_state`) from the working copy and the CR0/EFER values the
-        # processor has when the exit happens (`cur_cr0`, `cur_efer`, set by the caller).
-        # (Only the CR0 bits a VM exit keeps and the EFER bits it does not force matter.)
-        kept_cr0 = Signal(32)
-        kept_efer = Signal(64)
+        # Host state a VM exit or VM-entry failure loads, from the working copy and the CR0/EFER
+        # the processor has when it happens (`current_cr0_efer`, set by the state that loads it).
+        m.submodules.host_load = host_load = HostStateLoad(maxphyaddr=mpa)
+        m.d.comb += host_load.vmcs.eq(wc)
 
         def current_cr0_efer(cr0, efer):
-            return [kept_cr0.eq(cr0[0:32] & (~CR0_HOST_LOADED & _U32)),
-                    kept_efer.eq(efer & (~(EFER_LMA | EFER_LME) & _U64))]
-        host_calc = Signal(HOST_LOAD_LAYOUT)
+            return [host_load.kept_cr0.eq(cr0[0:32] & (~CR0_HOST_LOADED & _U32)),
+                    host_load.kept_efer.eq(efer & (~(EFER_LMA | EFER_LME) & _U64))]
+        host_calc = host_load.host
         host_reg = Signal(HOST_LOAD_LAYOUT)
-        lma_lme = EFER_LMA | EFER_LME
-        cr4_h = wc.host_cr4 | VMX_CR4_FIXED0
-        m.d.comb += [
-            host_calc.cr0.eq((wc.host_cr0[0:32] & CR0_HOST_LOADED) | kept_cr0),
-            host_calc.cr3.eq(wc.host_cr3[0:mpa]),
-            host_calc.cr4.eq(Mux(host64, cr4_h | CR4_PAE, cr4_h & ~CR4_PCIDE & _U64)),
-            host_calc.efer.eq(Mux(exit_ctls[bit(EXIT_CTL_LOAD_EFER)],
-                                  wc.host_ia32_efer,
-                                  kept_efer | Mux(host64, lma_lme, 0))),
-            host_calc.pat.eq(wc.host_ia32_pat),
-            host_calc.pat_valid.eq(exit_ctls[bit(EXIT_CTL_LOAD_PAT)]),
-            host_calc.rsp.eq(wc.host_rsp), host_calc.rip.eq(wc.host_rip),
-            host_calc.rflags.eq(RFLAGS_FIXED1), host_calc.cs_l.eq(host64),
-            host_calc.fs_base.eq(wc.host_fs_base), host_calc.gs_base.eq(wc.host_gs_base),
-            host_calc.tr_base.eq(wc.host_tr_base), host_calc.gdtr_base.eq(wc.host_gdtr_base),
-            host_calc.idtr_base.eq(wc.host_idtr_base),
-            host_calc.sysenter_cs.eq(wc.host_ia32_sysenter_cs),
-            host_calc.sysenter_esp.eq(wc.host_ia32_sysenter_esp),
-            host_calc.sysenter_eip.eq(wc.host_ia32_sysenter_eip),
-        ]
-        for seg in HOST_SEGMENTS:
-            m.d.comb += host_calc[f"{seg}_selector"].eq(wc[f"host_{seg}_selector"])
         m.d.comb += [self.host.eq(host_reg), self.exit_resp.payload.eq(host_reg)]
 
-        # Guest state a successful entry loads (model `_load_guest`), from the working copy.
-        guest64 = entry_ctls[bit(ENTRY_CTL_IA32E_MODE_GUEST)]
-        load_debug = entry_ctls[bit(ENTRY_CTL_LOAD_DEBUG_CONTROLS)]
-        load_pat = entry_ctls[bit(ENTRY_CTL_LOAD_PAT)]
-        load_efer = entry_ctls[bit(ENTRY_CTL_LOAD_EFER)]
-        g_cr0_pg = wc.guest_cr0[bit(CR0_PG)]
-        efer0 = Signal(64)
-        efer1 = Signal(64)
-        m.d.comb += [
-            efer0.eq((q.cpu.efer & (~EFER_LMA & _U64)) | Mux(guest64, EFER_LMA, 0)),
-            efer1.eq(Mux(g_cr0_pg, (efer0 & (~EFER_LME & _U64)) | Mux(guest64, EFER_LME, 0),
-                         efer0)),
-        ]
-        guest_efer = Signal(64)
-        m.d.comb += guest_efer.eq(Mux(load_efer, wc.guest_ia32_efer, efer1))
-        # PAE paging without IA-32e mode: the PDPTEs (from the VMCS with EPT, else memory).
-        pae = g_cr0_pg & wc.guest_cr4[bit(CR4_PAE)] & ~guest64
+        # Guest state a successful entry loads, from the working copy (the PDPTEs of a PAE
+        # guest without EPT from memory).
         pdptes = [Signal(64, name=f"pdpte{i}") for i in range(4)]
-        entry_calc = Signal(ENTRY_LAYOUT)
-        entry_reg = Signal(ENTRY_LAYOUT)
+        m.submodules.guest_load = guest_load = GuestStateLoad()
+        m.d.comb += [guest_load.vmcs.eq(wc), guest_load.efer.eq(q.cpu.efer & (~EFER_LMA & _U64)),
+                     *(guest_load.pdptes[i].eq(pdptes[i]) for i in range(4)),
+                     guest_load.ept_enabled.eq(ept_on), guest_load.vpid_enabled.eq(vpid_on),
+                     guest_load.unrestricted_guest.eq(ug_on)]
+        entry_calc = guest_load.entry
+        guest_efer = entry_calc.guest.guest_ia32_efer
+        pae = guest_load.pae
         intr = wc.vm_entry_intr_info_field
-        itype = intr[INTR_INFO_TYPE_SHIFT:INTR_INFO_TYPE_SHIFT + 3]
-        intr_valid = intr[bit(INTR_INFO_VALID)]
-        other_event = itype == InterruptionType.OTHER_EVENT.value
-        for f in FIELDS:
-            if f.type is FieldType.GUEST:
-                n = member_name(f)
-                m.d.comb += entry_calc.guest[n].eq(wc[n])
-        m.d.comb += [
-            entry_calc.guest.guest_dr7.eq((wc.guest_dr7 & (~(1 << 12 | 3 << 14) & _U64))
-                                          | DR7_INIT),
-            entry_calc.guest.guest_ia32_efer.eq(guest_efer),
-            entry_calc.load_debug.eq(load_debug), entry_calc.load_pat.eq(load_pat),
-            entry_calc.pdptes_valid.eq(pae),
-            entry_calc.ept_enabled.eq(ept_on),
-            entry_calc.eptp.eq(Mux(ept_on, wc.ept_pointer, 0)),
-            entry_calc.vpid_enabled.eq(vpid_on),
-            entry_calc.vpid.eq(Mux(vpid_on, wc.virtual_processor_id, 0)),
-            entry_calc.unrestricted_guest.eq(ug_on),
-            entry_calc.timer_valid.eq(wc.pin_based_vm_exec_control[bit(PIN_PREEMPTION_TIMER)]),
-            entry_calc.timer.eq(wc.vmx_preemption_timer_value),
-            entry_calc.event_valid.eq(intr_valid & ~other_event),
-            entry_calc.event_info.eq(intr),
-            entry_calc.event_error.eq(Mux(intr[bit(INTR_INFO_DELIVER_ERROR_CODE)],
-                                          wc.vm_entry_exception_error_code, 0)),
-            entry_calc.event_len.eq(Mux(itype.matches(
-                InterruptionType.SOFTWARE_INTERRUPT.value,
-                InterruptionType.PRIVILEGED_SOFTWARE_EXCEPTION.value,
-                InterruptionType.SOFTWARE_EXCEPTION.value),
-                                        wc.vm_entry_instruction_len, 0)),
-            entry_calc.pending_mtf.eq(intr_valid & other_event),
-        ]
-        for i in range(4):
-            m.d.comb += entry_calc.guest[f"guest_pdptr{i}"].eq(
-                Mux(ept_on, wc[f"guest_pdptr{i}"], pdptes[i]))
+        entry_reg = Signal(ENTRY_LAYOUT)
         m.d.comb += self.entry.eq(entry_reg)
         # Translation context of the running guest (eptp follows VMFUNC).
         ctx = Signal(context_layout())

@@ -48,6 +48,8 @@ TOPS: list[Top] = [
     Top("vmx_unit", "rtl.vmx.unit:VmxUnit", {}),
     Top("vmx_working_copy", "rtl.vmx.working_copy:WorkingCopy", {}),
     Top("vmx_decision", "rtl.vmx.decision:InstructionDecision", {}),
+    Top("vmx_host_state_load", "rtl.vmx.state_loads:HostStateLoad", {}),
+    Top("vmx_guest_state_load", "rtl.vmx.state_loads:GuestStateLoad", {}),
     Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),
     Top("system_values", "rtl.soc.system_values:SystemValues", {}),
     Top("vmx_operands", "rtl.soc.vmx_operands:VmxOperands", {}),

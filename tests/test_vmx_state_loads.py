@@ -15,8 +15,17 @@ import random
 
 from amaranth.sim import Simulator
 
-from rtl.arch.vmx import (CR0_HOST_LOADED, EFER_LMA, EFER_LME, EXIT_CTL_HOST_ADDRESS_SPACE_SIZE,
-                          EXIT_CTL_LOAD_EFER, EXIT_CTL_LOAD_PAT, FIELDS, MAXPHYADDR, FieldType)
+from rtl.arch.vmx import (
+    CR0_HOST_LOADED,
+    EFER_LMA,
+    EFER_LME,
+    EXIT_CTL_HOST_ADDRESS_SPACE_SIZE,
+    EXIT_CTL_LOAD_EFER,
+    EXIT_CTL_LOAD_PAT,
+    FIELDS,
+    MAXPHYADDR,
+    FieldType,
+)
 from rtl.vmx.layouts import member_name
 from rtl.vmx.ports import HOST_SEGMENTS
 from rtl.vmx.state_loads import HostStateLoad

@@ -64,7 +64,6 @@ from rtl.vmx.ports import ENTRY_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS
 
 __all__ = ["HostStateLoad", "GuestStateLoad"]
 
-_U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 
 

@@ -100,6 +100,7 @@ from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.decision import InstructionDecision
 from rtl.vmx.decision import VmxAction as _Act
 from rtl.vmx.entry_checks import VmEntryChecks, eptp_ok, pdpte_ok
+from rtl.vmx.exit_write_back import ExitWriteBack
 from rtl.vmx.layouts import VMCS_LAYOUT, EntryCheckKind, member_name
 from rtl.vmx.ports import (
     ENTRY_LAYOUT,
@@ -469,38 +470,20 @@ class VmxUnit(wiring.Component):
             return [working_copy.par_en.eq(Cat(*en))]
 
         # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
-        # (`exit_written`, 27), one per cycle into the current VMCS's memory row, in the background
-        # in every cycle no state writes the memory (those assignments come later and win).
-        # Meanwhile the guest may be resumed; what reads the rows waits (VMREAD, VMPTRLD,
-        # VMCLEAR: see `needs_rows`). A new exit starts it again from the first field.
-        side_wb = Signal()
-        side_cnt = Signal(range(len(exit_written)))
-        side_field = Signal(range(NF))
-        side_data = Signal(64)
-        with m.Switch(side_cnt):
-            for i, n in enumerate(exit_written):
-                # (The last also for the counter values no sequence reaches: every value of
-                # the counter copies a field, so none can write a wrong value into a row.)
-                with (m.Case(i) if i < len(exit_written) - 1 else m.Default()):
-                    m.d.comb += [side_field.eq(_SLOT[n]), side_data.eq(wc[n])]
-        # (Not while an indexed write is on its way into the working copy: the field it copies
-        # could be that one, still with its old value.)
-        with m.If(side_wb & ~working_copy.pending):
+        # into the current VMCS's row, in the background (`ExitWriteBack`), in every cycle no
+        # state writes the memory (those assignments come later and win) and no indexed write
+        # is on its way into the working copy. Meanwhile the guest may be resumed; what reads
+        # the rows waits (VMREAD, VMPTRLD, VMCLEAR: see `needs_rows`).
+        m.submodules.exit_write_back = write_back = ExitWriteBack()
+        m.d.comb += [*(write_back.fields[n].eq(wc[n]) for n in exit_written),
+                     write_back.hold.eq(working_copy.pending), write_back.taken.eq(port_taken),
+                     write_back.query_field.eq(f_idx)]
+        with m.If(write_back.wr_valid):
             m.d.comb += [cache.wr_en.eq(0b11), cache.wr_slot.eq(wc_slot),
-                         cache.wr_field.eq(side_field), cache.wr_data.eq(side_data)]
-            with m.If(~port_taken):
-                with m.If(side_cnt == len(exit_written) - 1):
-                    m.d.sync += side_wb.eq(0)
-                with m.Else():
-                    m.d.sync += side_cnt.eq(side_cnt + 1)
-
-        # The offered instruction's field is one the write-back has not copied yet (the one it
-        # copies in this cycle included: the row's read port sees that write a cycle later).
-        side_pending = Signal()
-        with m.Switch(f_idx):
-            for i, n in enumerate(exit_written):
-                with m.Case(_SLOT[n]):
-                    m.d.comb += side_pending.eq(side_cnt <= i)
+                         cache.wr_field.eq(write_back.wr_field),
+                         cache.wr_data.eq(write_back.wr_data)]
+        side_wb = write_back.busy
+        side_pending = write_back.query_pending
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -528,7 +511,8 @@ class VmxUnit(wiring.Component):
                         m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(ex.guest.guest_cr0,
                                                        ex.guest.guest_ia32_efer)]
                         m.d.sync += [host_reg.eq(host_calc), mode.eq(VmxMode.ROOT),
-                                     ctx.eq(0), side_wb.eq(1), side_cnt.eq(0)]
+                                     ctx.eq(0)]
+                        m.d.comb += write_back.start.eq(1)
                         with m.If(~g_vpid_on):
                             m.d.sync += inv_valid.eq(1)
                             m.next = "EXIT_INVAL"
@@ -864,7 +848,7 @@ class VmxUnit(wiring.Component):
                 m.d.sync += host_reg.eq(host_calc)
                 m.d.sync += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
                                    qual=fail_qual)
-                m.d.sync += [side_wb.eq(1), side_cnt.eq(0)]
+                m.d.comb += write_back.start.eq(1)
                 m.next = "IDLE"
 
             # --- VM exit: invalidation (no VPIDs), then the host state --------------------------

@@ -47,6 +47,7 @@ TOPS: list[Top] = [
     Top("preemption_timer", "rtl.vmx.preemption_timer:PreemptionTimer", {}),
     Top("vmx_unit", "rtl.vmx.unit:VmxUnit", {}),
     Top("vmx_working_copy", "rtl.vmx.working_copy:WorkingCopy", {}),
+    Top("vmx_exit_write_back", "rtl.vmx.exit_write_back:ExitWriteBack", {}),
     Top("vmx_decision", "rtl.vmx.decision:InstructionDecision", {}),
     Top("vmx_host_state_load", "rtl.vmx.state_loads:HostStateLoad", {}),
     Top("vmx_guest_state_load", "rtl.vmx.state_loads:GuestStateLoad", {}),

@@ -23,6 +23,7 @@ from rtl.arch.vmx import FIELDS, VmxMode, VmxOp, VmxResult
 from rtl.arch.vmx import EXIT_SAVED_GUEST_FIELDS, FieldType
 from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.vmx.vmcs_cache import field_lane, field_row
 from rtl.vmx.ports import (ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS,
                            INSTR_LAYOUT, RESULT_LAYOUT)
 from tb.model.translation import Memory
@@ -202,19 +203,35 @@ class VmxTB:
         if self.deferred_failure:
             self.fail(self.deferred_failure)
         if m.current is not None:
-            # The working copy takes an indexed write (VMWRITE, a VMPTRLD's copy) one cycle
-            # after the answer: compare it at the end of the cycle that follows the answer
-            # (this one), without holding back the next instruction.
+            # A write into the working copy (VMWRITE, the VMfail error number, VMFUNC's EPTP)
+            # is read back from the cache memory in the cycle of the answer and lands at the
+            # next edge (the unit's `land_valid`, `land_row`, `land_mask`): compare every other
+            # field at the end of this cycle and those at the end of the next, without holding back
+            # the next instruction (a VM exit taken in this cycle writes other fields at that
+            # edge; nothing else changes the working copy that early).
             cocotb.start_soon(self._check_working_copy(what, dict(m.current.fields)))
 
     async def _check_working_copy(self, what: str, fields: dict):
         await ReadOnly()
+        landing = []
+        if int(self.dut.land_valid.value):
+            row, mask = int(self.dut.land_row.value), int(self.dut.land_mask.value)
+            landing = [f for f in FIELDS if field_row(f.slot) == row
+                       and mask >> (2 * field_lane(f.slot)) & 0b11]
         wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))
-        for f in FIELDS:
-            if wc[member_name(f)] != fields[f.name]:
-                self.deferred_failure = (f"{what}: working copy {f.name} = "
-                                         f"{wc[member_name(f)]:#x}, model {fields[f.name]:#x}")
-                self.fail(self.deferred_failure)
+        todo = [f for f in FIELDS if f not in landing]
+        for step in range(2):
+            for f in todo:
+                if wc[member_name(f)] != fields[f.name]:
+                    self.deferred_failure = (f"{what}: working copy {f.name} = "
+                                             f"{wc[member_name(f)]:#x}, model {fields[f.name]:#x}")
+                    self.fail(self.deferred_failure)
+            if not landing or step:
+                return
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))
+            todo = landing
 
     def check_memory(self, what: str, addrs=None):
         """Regions the model does not hold active must be equal in both memories."""

@@ -1,14 +1,21 @@
 """Unit test of `rtl.vmx.vmcs_cache.VmcsCache` in Amaranth's simulator: lookup, victim choice
-(free slot first, then least recently used), LRU order under touches, metadata commands and the
-data memory's one-cycle read. (The VMX unit's cocotb tests exercise it in context.)"""
+(free slot first, then least recently used), LRU order under touches, metadata commands, the
+data memory's one-cycle read and its wide copy's rows (lanes written by the field writes). (The
+VMX unit's cocotb tests exercise it in context.)"""
 
 from __future__ import annotations
 
+import os
 import random
 
 from amaranth.sim import Simulator
 
-from rtl.vmx.vmcs_cache import VmcsCache
+from rtl.arch.vmx import FIELDS
+from rtl.vmx.vmcs_cache import FIELD_LANES, FIELD_ROW_COUNT, VmcsCache, field_lane, field_row
+
+SEED = int(os.environ.get("VTX_SEED", "1"))
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
 
 
 def run(bench_fn, slots=4):
@@ -108,3 +115,42 @@ def test_metadata_and_data():
         await ctx.tick()
         assert ctx.get(dut.rd_data) == 0x1111
     run(bench)
+
+
+def test_rows_follow_the_field_writes():
+    """Random field writes (either half, both), then every row of the wide copy and a sample of
+    fields through the narrow port, against a dictionary of field values."""
+    rng = random.Random(SEED)
+    slots = 4
+    values = {}
+
+    async def bench(ctx, dut):
+        for _ in range(300):
+            slot, field = rng.randrange(slots), rng.randrange(len(FIELDS))
+            halves, value = rng.choice((0b01, 0b10, 0b11)), rng.getrandbits(64)
+            old = values.get((slot, field), 0)
+            for h in range(2):
+                if halves >> h & 1:
+                    mask = _U32 << 32 * h
+                    old = (old & ~mask) | (value & mask)
+            values[(slot, field)] = old
+            await pulse(ctx, a=(dut.wr_en, halves), b=(dut.wr_slot, slot),
+                        c=(dut.wr_field, field), d=(dut.wr_data, value))
+        for slot in range(slots):
+            for row in range(FIELD_ROW_COUNT):
+                ctx.set(dut.row_slot, slot)
+                ctx.set(dut.row_index, row)
+                await ctx.tick()
+                got = ctx.get(dut.row_data)
+                for lane in range(FIELD_LANES):
+                    field = row * FIELD_LANES + lane
+                    if field >= len(FIELDS) or (slot, field) not in values:
+                        continue
+                    assert (field_row(field), field_lane(field)) == (row, lane)
+                    assert got >> 64 * lane & _U64 == values[(slot, field)], (slot, field)
+        for (slot, field), value in rng.sample(sorted(values.items()), 40):
+            ctx.set(dut.rd_slot, slot)
+            ctx.set(dut.rd_field, field)
+            await ctx.tick()
+            assert ctx.get(dut.rd_data) == value, (slot, field)
+    run(bench, slots=slots)

@@ -10,24 +10,26 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
 * The current VMCS lives twice: in ``vmcs`` (the working copy, `rtl.vmx.working_copy`, a
   register bank of `VMCS_LAYOUT`), which the exit-decision and entry-check blocks read
   directly, and in its cache slot ``wc_slot``'s rows of the cache memory (``wc_live``: the
-  working copy is that slot's). Both are kept equal (write-through): VMWRITE writes both (each
-  32-bit half has its own write enable, so the high access of a 64-bit field needs no read), a
-  VMfail writes the error field into both, VMFUNC the EPTP. The working copy's indexed port is
-  registered, so such a write reaches it a cycle after the row: VMLAUNCH/VMRESUME, which read
-  the working copy as they are accepted, wait that cycle. A VM exit or VM-entry failure writes
-  the working copy in one cycle (its parallel port) and then copies the fields it wrote
-  (`exit_written`, 27) into the row in the background, one per cycle whenever no other write
-  needs the port and no indexed write is on its way into the working copy, in the order of
-  `exit_written` (the exit reason and qualification first); until that is done, VMPTRLD and
-  VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a VMRESUME does not). So
-  VMREAD reads the cache memory (the read port's address is the offered field, its data the
-  answer), a VMCS leaving the working copy needs no write-back, and region write-back reads
-  only the memory: nothing reads the working copy by field index.
+  working copy is that slot's). Both are kept equal (write-through): VMWRITE writes the row
+  (each 32-bit half has its own write enable, so the high access of a 64-bit field needs no
+  read), a VMfail the error field, VMFUNC the EPTP; the cache's row port reads the row of the
+  wide copy back in the next cycle and the working copy takes the field's lane from it in the
+  cycle after (`WorkingCopy`'s row port, the only way into it besides the exit's parallel port):
+  VMLAUNCH/VMRESUME, which read the working copy as they are accepted, wait those two cycles.
+  A VM exit or VM-entry failure writes the working copy in one cycle (its parallel port) and
+  then copies the fields it wrote (`exit_written`, 27) into the row in the background, one per
+  cycle whenever no other write needs the port and no write is on its way into the working
+  copy, in the order of `exit_written` (the exit reason and qualification first); until that is
+  done, VMPTRLD and VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a
+  VMRESUME does not). So VMREAD reads the cache memory (the read port's address is the offered
+  field, its data the answer), a VMCS leaving the working copy needs no write-back, and region
+  write-back reads only the memory: nothing reads the working copy by field index.
 * ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
   write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
-* VMPTRLD of a cached VMCS copies it from its rows into the working copy (one field per cycle);
-  a miss reads the region into the working copy and the victim slot's rows, evicting the least
-  recently used slot (written back to its region first if dirty). VMPTRLD always reads the
+* VMPTRLD of a cached VMCS copies it from the wide copy's rows into the working copy
+  (`FIELD_LANES` fields per cycle, `FIELD_ROW_COUNT` cycles); a miss reads the region into the
+  victim slot's rows and then copies them the same way, evicting the least recently used slot
+  (written back to its region first if dirty). VMPTRLD always reads the
   revision dword first (error 11), hit or miss, as the model does.
 * VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then the
   VMCS-link-pointer revision read (when `VmEntryChecks.link_read_needed`), `VmEntryChecks`
@@ -112,7 +114,14 @@ from rtl.vmx.ports import (
     RESULT_LAYOUT,
 )
 from rtl.vmx.state_loads import GuestStateLoad, HostStateLoad
-from rtl.vmx.vmcs_cache import VmcsCache
+from rtl.vmx.vmcs_cache import (
+    FIELD_LANES,
+    FIELD_ROW_COUNT,
+    LANE_BITS,
+    ROWS_PER_SLOT,
+    VmcsCache,
+    lane_enables,
+)
 from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
 
 __all__ = ["VmxUnit"]
@@ -190,14 +199,32 @@ class VmxUnit(wiring.Component):
                 with m.Case(addr):
                     m.d.comb += [self.msr_value.eq(value), self.msr_valid.eq(1)]
 
-        # --- working copy: one indexed write port (a write enable per 32-bit half) ----------
+        # --- working copy: rows of the cache memory's wide copy --------------------------------
         # Nothing reads the working copy by index: VMREAD and region write-back read the cache
-        # memory, which every write keeps up to date (module doc, "write-through").
-        wc_we = working_copy.wr_en
-        wc_widx = working_copy.wr_field
-        wc_wdata = working_copy.wr_data
-        wc_dirty = Signal()     # the working copy changes this cycle: its slot becomes dirty
+        # memory, which every write keeps up to date (module doc, "write-through"). A write of
+        # the current VMCS goes into the cache memory; in the next cycle the row port reads that
+        # row back (`rb_*`: the row, the enables of the fields written in it) and in the cycle
+        # after the working copy takes those lanes from it (`land_*`). A VMPTRLD copies whole
+        # rows (state SWAP). A read whose data the working copy takes never meets a write of
+        # the same row (the wide copy's collision behaviour is left to the block RAM,
+        # `VmcsCache`): a write into the row being read back in that cycle adds its lanes to
+        # the read-back, which reads the row again in the next cycle.
+        wc_dirty = Signal()     # the current VMCS changes this cycle: its slot becomes dirty
         m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
+        rb_pending = Signal()
+        rb_row = Signal(range(ROWS_PER_SLOT))
+        rb_mask = Signal(2 * FIELD_LANES)
+        land_valid = Signal()
+        land_row = Signal(range(ROWS_PER_SLOT))
+        land_mask = Signal(2 * FIELD_LANES)
+        wc_pending = Signal()   # a write is on its way into the working copy
+        m.d.comb += wc_pending.eq(rb_pending | land_valid)
+        m.d.sync += [rb_pending.eq(0), land_valid.eq(rb_pending), land_row.eq(rb_row),
+                     land_mask.eq(rb_mask)]
+        # (The data is the memory's output in every cycle: only the enables say which row.)
+        m.d.comb += working_copy.row_data.eq(cache.row_data)
+        with m.If(land_valid):
+            m.d.comb += [working_copy.row_index.eq(land_row), working_copy.row_en.eq(land_mask)]
 
         # --- the instruction being decided ------------------------------------------------------
         # The decision looks at the offered instruction itself (answer in the next cycle) and
@@ -294,11 +321,23 @@ class VmxUnit(wiring.Component):
             return [cache.wr_en.eq(halves), cache.wr_slot.eq(slot), cache.wr_field.eq(field),
                     cache.wr_data.eq(value), port_taken.eq(1)]
 
+        def write_through(field, value, halves=0b11):
+            """Statements (comb, and the sync read-back) that write `value` into field `field`
+            of the current VMCS: its memory row now, the working copy two cycles later."""
+            m.d.comb += [wc_dirty.eq(1), *mem_write(wc_slot, field, value, halves)]
+            if isinstance(field, int):
+                field = Const(field, range(NF))
+            row = field[LANE_BITS:LANE_BITS + len(rb_row)]
+            lanes = lane_enables(field, halves)
+            m.d.sync += rb_pending.eq(1)
+            with m.If(rb_pending & (rb_row == row)):
+                m.d.sync += [rb_mask.eq(rb_mask | lanes), land_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [rb_row.eq(row), rb_mask.eq(lanes)]
+
         def commit_error(err):
-            """VMfailValid: the error number goes to the current VMCS (and its memory row)."""
-            m.d.comb += [wc_we.eq(0b11), wc_widx.eq(_SLOT["vm_instruction_error"]),
-                         wc_wdata.eq(err), wc_dirty.eq(1),
-                         *mem_write(wc_slot, _SLOT["vm_instruction_error"], err)]
+            """VMfailValid: the error number goes to the current VMCS."""
+            write_through(_SLOT["vm_instruction_error"], err)
 
         # --- memory port defaults ------------------------------------------------------------
         mreq = self.mem_req
@@ -333,6 +372,13 @@ class VmxUnit(wiring.Component):
 
         fld = Signal(range(NF))          # field index of the current swap step
         m.d.comb += fld.eq(cnt - 1)
+        # The row port: the read-back of a write (module doc above), else in the sequences row
+        # (cnt-1) / FIELD_LANES of slot sslot (a VMPTRLD's copy, state SWAP).
+        with m.If(rb_pending):
+            m.d.comb += [cache.row_slot.eq(wc_slot), cache.row_index.eq(rb_row)]
+        with m.Else():
+            m.d.comb += [cache.row_slot.eq(sslot_nxt),
+                         cache.row_index.eq((cnt_nxt - 1)[LANE_BITS:])]
         wb_data = Signal(64)
         m.d.comb += wb_data.eq(Mux(cnt == 0, wb_launch, cache.rd_data))
         # Width of field rcnt-1 of a region load: the cache memory gets it zero-extended.
@@ -476,7 +522,7 @@ class VmxUnit(wiring.Component):
         # the rows waits (VMREAD, VMPTRLD, VMCLEAR: see `needs_rows`).
         m.submodules.exit_write_back = write_back = ExitWriteBack()
         m.d.comb += [*(write_back.fields[n].eq(wc[n]) for n in exit_written),
-                     write_back.hold.eq(working_copy.pending), write_back.taken.eq(port_taken),
+                     write_back.hold.eq(wc_pending), write_back.taken.eq(port_taken),
                      write_back.query_field.eq(f_idx)]
         with m.If(write_back.wr_valid):
             m.d.comb += [cache.wr_en.eq(0b11), cache.wr_slot.eq(wc_slot),
@@ -501,7 +547,7 @@ class VmxUnit(wiring.Component):
                 entry_in = (op_in == VmxOp.VMLAUNCH) | (op_in == VmxOp.VMRESUME)
                 m.d.comb += [self.instr.ready.eq((~res_valid | self.result.ready)
                                                  & ~(side_wb & needs_rows)
-                                                 & ~(entry_in & working_copy.pending)),
+                                                 & ~(entry_in & wc_pending)),
                              accept.eq(self.instr.valid & self.instr.ready)]
                 # A VM exit is taken when no instruction is (the core sends one or the other).
                 m.d.comb += self.exit.ready.eq(~self.instr.valid & (~res_valid | self.result.ready))
@@ -537,10 +583,7 @@ class VmxUnit(wiring.Component):
                             m.d.sync += [res_mem.eq(1), res_high.eq(f_high),
                                          res_long.eq(long_mode)]
                     with m.Elif(o_act == _Act.VMWRITE):
-                        # Write-through: the working copy and the current VMCS's memory row.
-                        m.d.comb += [wc_we.eq(vmwrite_halves), wc_widx.eq(f_idx),
-                                     wc_wdata.eq(vmwrite_value), wc_dirty.eq(1),
-                                     *mem_write(wc_slot, f_idx, vmwrite_value, vmwrite_halves)]
+                        write_through(f_idx, vmwrite_value, vmwrite_halves)
                         m.d.sync += answer(VmxResult.SUCCEED)
                     with m.Elif(o_act == _Act.VMXOFF):
                         m.d.sync += [mode.eq(VmxMode.OUTSIDE), vmxon_ptr.eq(0),
@@ -618,9 +661,7 @@ class VmxUnit(wiring.Component):
                     entry = mresp.payload.data
                     with m.If(eptp_ok(entry, mpa)):
                         m.d.sync += [ctx.eptp.eq(entry), entry_reg.eptp.eq(entry)]
-                        m.d.comb += [wc_we.eq(0b11), wc_widx.eq(_SLOT["ept_pointer"]),
-                                     wc_wdata.eq(entry), wc_dirty.eq(1),
-                                     *mem_write(wc_slot, _SLOT["ept_pointer"], entry)]
+                        write_through(_SLOT["ept_pointer"], entry)
                         m.d.sync += answer(VmxResult.COMPLETE, eptp=entry)
                     with m.Else():
                         m.d.sync += answer(VmxResult.VM_EXIT,
@@ -694,13 +735,14 @@ class VmxUnit(wiring.Component):
                     m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.victim)]
                     m.next = "EVICT"
             with m.State("SWAP"):
-                # Field cnt-1 from the new slot's memory row into the working copy.
-                m.d.comb += [wc_we.eq(0b11), wc_widx.eq(fld), wc_wdata.eq(cache.rd_data)]
-                with m.If(cnt == NF):
+                # Row (cnt-1) / FIELD_LANES of the new slot into the working copy.
+                m.d.comb += [working_copy.row_index.eq(fld[LANE_BITS:]),
+                             working_copy.row_en.eq(-1)]
+                with m.If(fld[LANE_BITS:] == FIELD_ROW_COUNT - 1):
                     m.d.sync += [wc_slot.eq(tgt_slot), wc_live.eq(1)]
                     m.next = "PTR_DONE"
                 with m.Else():
-                    m.d.comb += cnt_nxt.eq(cnt + 1)
+                    m.d.comb += cnt_nxt.eq(cnt + FIELD_LANES)
             with m.State("EVICT"):
                 # The victim, if it holds a VMCS that changed, goes back to its region first.
                 vtag = cache.b_tag
@@ -729,7 +771,7 @@ class VmxUnit(wiring.Component):
                         m.d.comb += cnt_nxt.eq(cnt + 1)
             with m.State("LOAD"):
                 # Reads of the launch-state qword and every field slot, pipelined; responses in
-                # order go straight to the working copy.
+                # order go into the victim's memory rows, which SWAP then copies.
                 with m.If(cnt <= NF):
                     m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr)]
                     with m.If(mreq.ready):
@@ -740,10 +782,7 @@ class VmxUnit(wiring.Component):
                     with m.If(rcnt == 0):
                         m.d.sync += ld_launch.eq(mresp.payload.data)
                     with m.Else():
-                        # Into the working copy and the new slot's memory row.
-                        m.d.comb += [wc_we.eq(0b11), wc_widx.eq(rcnt - 1),
-                                     wc_wdata.eq(mresp.payload.data),
-                                     *mem_write(victim, rcnt - 1, ld_value)]
+                        m.d.comb += mem_write(victim, rcnt - 1, ld_value)
                     with m.If(rcnt == NF):
                         m.d.comb += [cache.fill.eq(1), cache.fill_slot.eq(victim),
                                      cache.fill_tag.eq(base[12:mpa]),
@@ -751,8 +790,9 @@ class VmxUnit(wiring.Component):
                                      cache.fill_lbv.eq(
                                          ld_launch[32] | (ld_launch[0] & ld_launch[33]
                                                           & (ld_launch[34:64] != vmxoff_epoch)))]
-                        m.d.sync += [wc_slot.eq(victim), wc_live.eq(1)]
-                        m.next = "PTR_DONE"
+                        m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(victim)]
+                        m.d.sync += tgt_slot.eq(victim)
+                        m.next = "SWAP"
             with m.State("PTR_DONE"):
                 m.d.sync += [cur_ptr.eq(q_ptr)]
                 m.d.sync += answer(VmxResult.SUCCEED)

@@ -5,9 +5,20 @@ Data: one Amaranth `Memory` of 64-bit rows, row ``slot * 256 + field slot`` (the
 presented in the previous cycle while ``rd_en``; with ``rd_en`` low the data holds) and one
 write port with a write enable per 32-bit half (``wr_en`` bit 0: bits 31:0, bit 1: bits 63:32;
 a VMWRITE of a field's high half writes only bits 63:32). The VMX unit keeps every slot's rows
-up to date (the current VMCS's too: write-through), reads VMREAD results from here and copies
-a VMCS from here into its working copy (the register bank of the current VMCS) one field per
-cycle.
+up to date (the current VMCS's too: write-through) and reads VMREAD results and region
+write-backs from here.
+
+Rows: a second copy of the same data, `FIELD_LANES` fields to a row (field slot ``f`` in row
+``f // FIELD_LANES``, lane ``f % FIELD_LANES``, row ``slot * ROWS_PER_SLOT + f // FIELD_LANES``
+of a `64 * FIELD_LANES`-bit memory), written by the same write port (the field's lane only) and
+read by its own synchronous port (``row_slot``, ``row_index``, ``row_en``, ``row_data``: the whole
+row, one cycle after its address; holds while ``row_en`` is low). The working copy takes whole
+rows from here: a VMPTRLD copies a VMCS in `FIELD_ROW_COUNT` cycles, and every write into the
+working copy comes from this port (the unit reads the written row back), so the working copy's
+registers need no multiplexer in front of their data inputs. The two copies cost block RAM only:
+each port reads its own copy, a narrow one (no lane multiplexer on VMREAD's path) and a wide one.
+What a row read returns while the same row is written is undefined (the block RAM's behaviour:
+the memory is marked `no_rw_check`); its user must not rely on such a read.
 
 Metadata per slot (registers, so that all slots are looked up in one cycle):
 
@@ -31,11 +42,36 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.arch.vmx import FIELDS, MAXPHYADDR
 
-__all__ = ["VmcsCache", "FIELD_ROWS"]
+__all__ = ["VmcsCache", "FIELD_ROWS", "FIELD_LANES", "FIELD_ROW_COUNT", "ROWS_PER_SLOT",
+           "field_row", "field_lane", "lane_enables"]
 
-#: Rows reserved per slot in the data memory (a power of two >= len(FIELDS)).
+#: Rows reserved per slot in the narrow data memory (a power of two >= len(FIELDS)).
 FIELD_ROWS = 256
 assert len(FIELDS) <= FIELD_ROWS
+#: Fields per row of the wide copy (a power of two), rows that hold a VMCS, rows reserved per slot.
+FIELD_LANES = 16
+FIELD_ROW_COUNT = -(-len(FIELDS) // FIELD_LANES)
+ROWS_PER_SLOT = 1 << (FIELD_ROW_COUNT - 1).bit_length()
+LANE_BITS = (FIELD_LANES - 1).bit_length()
+ROW_BITS = (ROWS_PER_SLOT - 1).bit_length()
+assert FIELD_LANES == 1 << LANE_BITS
+
+
+def field_row(slot: int) -> int:
+    """Row of the wide copy that holds field slot `slot`."""
+    return slot >> LANE_BITS
+
+
+def field_lane(slot: int) -> int:
+    """Lane (64-bit position in the row) of field slot `slot`."""
+    return slot & (FIELD_LANES - 1)
+
+
+def lane_enables(field, halves):
+    """The 2 x `FIELD_LANES` write enables of a row that writes the 32-bit halves `halves` (2
+    bits) of field slot `field` (an Amaranth value) and nothing else."""
+    lane = field[0:LANE_BITS]
+    return Cat(*(Mux(lane == i, halves, 0) for i in range(FIELD_LANES)))
 
 
 class VmcsCache(wiring.Component):
@@ -59,6 +95,9 @@ class VmcsCache(wiring.Component):
             # Data.
             "rd_slot": In(s), "rd_field": In(f), "rd_en": In(1, init=1), "rd_data": Out(64),
             "wr_en": In(2), "wr_slot": In(s), "wr_field": In(f), "wr_data": In(64),
+            # Rows of the wide copy.
+            "row_slot": In(s), "row_index": In(range(ROWS_PER_SLOT)), "row_en": In(1, init=1),
+            "row_data": Out(64 * FIELD_LANES),
             # Commands.
             "touch": In(1), "touch_slot": In(s),
             "fill": In(1), "fill_slot": In(s), "fill_tag": In(self.tag_bits),
@@ -82,6 +121,21 @@ class VmcsCache(wiring.Component):
             wr.addr.eq(Cat(self.wr_field, self.wr_slot)),
             wr.data.eq(self.wr_data),
             wr.en.eq(self.wr_en),
+        ]
+        # `no_rw_check`: what a read of a row returns while the same row is written is left to
+        # the block RAM (Yosys would otherwise add a register and a multiplexer a bit to return
+        # the old data); the VMX unit never uses such a read (module doc).
+        m.submodules.rows = rows = memory.Memory(shape=64 * FIELD_LANES, depth=k * ROWS_PER_SLOT,
+                                                 init=[], attrs={"no_rw_check": 1})
+        row_rd = rows.read_port()
+        row_wr = rows.write_port(granularity=32)
+        m.d.comb += [
+            row_rd.addr.eq(Cat(self.row_index, self.row_slot)),
+            row_rd.en.eq(self.row_en),
+            self.row_data.eq(row_rd.data),
+            row_wr.addr.eq(Cat(self.wr_field[LANE_BITS:LANE_BITS + ROW_BITS], self.wr_slot)),
+            row_wr.data.eq(self.wr_data.replicate(FIELD_LANES)),
+            row_wr.en.eq(lane_enables(self.wr_field, self.wr_en)),
         ]
 
         tags = [Signal(self.tag_bits, name=f"tag{i}") for i in range(k)]

@@ -7,10 +7,13 @@ register per field (`VMCS_LAYOUT`), and keeps the cache memory's rows of the sam
 
 Every register has exactly two ways in, so that each bit costs at most one LUT on the FPGA:
 
-* the indexed port (``wr_en``, ``wr_field``, ``wr_data``): one field per cycle, each 32-bit half
-  with its own enable (``wr_en`` bit 0: bits 31:0, bit 1: bits 63:32), the value taken from
-  ``wr_data`` as wide as the field. VMWRITE, a VMPTRLD's copy and region load, the VMfail error
-  number and VMFUNC's EPTP all come this way (the unit never needs two of them in one cycle).
+* the row port (``row_en``, ``row_index``, ``row_data``): a row of the cache memory's wide copy
+  (`rtl.vmx.vmcs_cache`, `FIELD_LANES` fields to a row) straight from its read port, each field's
+  32-bit halves with their own enables (``row_en`` bit ``2 * lane``: bits 31:0 of the field in
+  that lane, bit ``2 * lane + 1``: bits 63:32). Every other write reaches the working copy this
+  way: the unit writes the cache memory (VMWRITE, a region load, the VMfail error number,
+  VMFUNC's EPTP) and reads the row back; a VMPTRLD copies whole rows. The data input of a
+  register that only this port writes is the memory's output bit itself.
 * the parallel port (``par_en``, ``par_data``): the fields a VM exit writes all at once
   (`PARALLEL_FIELDS`: the exit-information fields, the guest state the core changes, the
   VM-entry interruption information and VM-entry controls), each with its own enable (a VM exit
@@ -21,7 +24,8 @@ A field written on both ports in one cycle takes the parallel port's value.
 
 Ports
 -----
-``wr_en`` (in, 2), ``wr_field`` (in, field slot), ``wr_data`` (in, 64): the indexed write.
+``row_en`` (in, 2 x `FIELD_LANES`), ``row_index`` (in, row of a slot), ``row_data`` (in,
+64 x `FIELD_LANES`): the row write.
 ``par_en`` (in, one bit per member of `PARALLEL_LAYOUT`), ``par_data`` (in, `PARALLEL_LAYOUT`):
 the parallel write.
 ``vmcs`` (out, `VMCS_LAYOUT`): the registers.
@@ -39,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.arch.vmx import EXIT_SAVED_GUEST_FIELDS, FIELD_BY_NAME, FIELDS
 from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.vmx.vmcs_cache import FIELD_LANES, FIELD_ROW_COUNT, ROWS_PER_SLOT, field_lane, field_row
 
 __all__ = ["WorkingCopy", "PARALLEL_FIELDS", "PARALLEL_LAYOUT"]
 
@@ -57,43 +62,37 @@ PARALLEL_LAYOUT = data.StructLayout(
 
 
 class WorkingCopy(wiring.Component):
-    wr_en: In(2)
-    wr_field: In(range(len(FIELDS)))
-    wr_data: In(64)
+    row_en: In(2 * FIELD_LANES)
+    row_index: In(range(ROWS_PER_SLOT))
+    row_data: In(64 * FIELD_LANES)
     par_en: In(len(PARALLEL_FIELDS))
     par_data: In(PARALLEL_LAYOUT)
     vmcs: Out(VMCS_LAYOUT)
-    pending: Out(1)
 
     def elaborate(self, platform):
         m = Module()
         par = {member_name(n): i for i, n in enumerate(PARALLEL_FIELDS)}
         wc = Signal(VMCS_LAYOUT, reset_less=True)
         m.d.comb += self.vmcs.eq(wc)
-        # The indexed write, registered: the registers' data inputs see only these flip-flops
-        # and the parallel port.
-        wr_en = Signal(2)
-        wr_field = Signal(range(len(FIELDS)), reset_less=True)
-        wr_data = Signal(64, reset_less=True)
-        m.d.sync += [wr_en.eq(self.wr_en), wr_field.eq(self.wr_field), wr_data.eq(self.wr_data)]
-        m.d.comb += self.pending.eq(wr_en.any())
-        # One decoded select per field: the indexed port's address decoder.
-        hit = Signal(len(FIELDS))
-        for f in FIELDS:
-            m.d.comb += hit[f.slot].eq(wr_field == f.slot)
+        # One decoded select per row: the row port's address decoder.
+        at_row = Signal(FIELD_ROW_COUNT)
+        for r in range(FIELD_ROW_COUNT):
+            m.d.comb += at_row[r].eq(self.row_index == r)
         for f in FIELDS:
             n = member_name(f)
             reg = wc[n]
+            lane = field_lane(f.slot)
+            lane_data = self.row_data[64 * lane:64 * (lane + 1)]
             halves = [(0, min(32, f.bits))] + ([(32, f.bits)] if f.bits > 32 else [])
             for h, (lo, hi) in enumerate(halves):
-                indexed = Signal(name=f"{n}_we{h}")
-                m.d.comb += indexed.eq(hit[f.slot] & wr_en[h])
+                from_row = Signal(name=f"{n}_we{h}")
+                m.d.comb += from_row.eq(at_row[field_row(f.slot)] & self.row_en[2 * lane + h])
                 if n in par:
                     sel = self.par_en[par[n]]
-                    with m.If(sel | indexed):
+                    with m.If(sel | from_row):
                         m.d.sync += reg[lo:hi].eq(
-                            Mux(sel, self.par_data[n][lo:hi], wr_data[lo:hi]))
+                            Mux(sel, self.par_data[n][lo:hi], lane_data[lo:hi]))
                 else:
-                    with m.If(indexed):
-                        m.d.sync += reg[lo:hi].eq(wr_data[lo:hi])
+                    with m.If(from_row):
+                        m.d.sync += reg[lo:hi].eq(lane_data[lo:hi])
         return m

@@ -16,11 +16,13 @@ Abstractions (cut points; each replaces a signal of the design by a free value, 
 has every behaviour of the real design and more: a safety property proven with the cut holds
 without it):
 
-- `data`: the read data of the VMCS cache's field memory (`VmcsCache.rd_data`) is free in every
-  cycle, so the 2 x 256 x 64-bit memory drops out of the model; for `vmrw` (VMREAD answers from
-  that memory) except the rows of field F: the harness keeps F's row of each slot as a register
-  written as the write port writes it (per 32-bit half) and read as the synchronous read port
-  reads it, and a read of F's row returns it;
+- `data`: the read data of the VMCS cache's field memory and of its wide copy
+  (`VmcsCache.rd_data`, `row_data`) is free in every cycle, so both memories drop out of the
+  model; for `vmrw` (VMREAD answers from the field memory, the working copy takes rows of the
+  wide copy) except field F: the harness keeps F's row of each slot as a register written as
+  the write port writes it (per 32-bit half) and read as the synchronous read ports read it, and
+  a read of F's row returns it (a read of the wide row that holds F: in F's lane, the other lanes
+  free);
 - `checks`: `VmEntryChecks` is replaced by a block whose outputs (`done`, `result`,
   `link_read_needed`, `link_addr`) are free in every cycle: any check outcome at any time;
 - `wc` (properties `mode`, `ptr`, `unique` only): the working copy of the current VMCS is free
@@ -69,7 +71,7 @@ from rtl.arch.vmx import FIELDS, INVALID_VMCS_POINTER, VmxMode, VmxOp, VmxResult
 from rtl.vmx import unit as unit_module
 from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, member_name
 from rtl.vmx.unit import VmxUnit
-from rtl.vmx.vmcs_cache import VmcsCache
+from rtl.vmx.vmcs_cache import FIELD_LANES, LANE_BITS, VmcsCache
 
 from . import (AnyConst, AnySeq, Assert, Assume, Cover, FormalTop, internal_signal,
                 internal_signals, past)
@@ -124,7 +126,8 @@ class ObservedVmcsCache(VmcsCache):
         m = super().elaborate(platform)
         self.module = m
         if self.free_data:
-            m.d.comb += self.rd_data.eq(AnySeq(64))
+            m.d.comb += [self.rd_data.eq(AnySeq(64)),
+                         self.row_data.eq(AnySeq(64 * FIELD_LANES))]
         self.mutate(m)
         return m
 
@@ -240,6 +243,8 @@ class VmxHarness(FormalTop):
         q = data.View(unit.instr.payload.shape(), reg("q"))
         base = reg("base")
         wc_raw, = wsig["wc"]
+        rb_pending, rb_row, rb_mask = reg("rb_pending"), reg("rb_row"), reg("rb_mask")
+        land_valid, land_row, land_mask = reg("land_valid"), reg("land_row"), reg("land_mask")
         wc_slot = reg("wc_slot")
         wc_live = reg("wc_live")
         victim = reg("victim")
@@ -440,6 +445,15 @@ class VmxHarness(FormalTop):
                 cm.d.sync += [rd_f.eq(cache.rd_field == fi_s),
                               rd_f_val.eq(Array(mem_f)[cache.rd_slot])]
             cm.d.comb += cache.rd_data.eq(Mux(rd_f, rd_f_val, AnySeq(64)))
+            # The wide copy's row port the same way: F's lane of a row that holds F.
+            row_f = Signal(name="row_F")
+            row_f_val = Signal(64, name="row_F_val")
+            with cm.If(cache.row_en):
+                cm.d.sync += [row_f.eq(cache.row_index == fi_s[LANE_BITS:]),
+                              row_f_val.eq(Array(mem_f)[cache.row_slot])]
+            lane_f = fi_s[0:LANE_BITS]
+            cm.d.comb += cache.row_data.eq(Cat(*(
+                Mux(row_f & (lane_f == i), row_f_val, AnySeq(64)) for i in range(FIELD_LANES))))
         mfc = Signal(64, name="mem_F_cur")     # F in the current VMCS's row
         m.d.comb += mfc.eq(Array(mem_f)[wc_slot])
         wcf_reg = Signal(64, name="wc_F_reg")   # F's register in the working copy (the exit
@@ -447,12 +461,23 @@ class VmxHarness(FormalTop):
             for f in FIELDS:
                 with m.Case(f.slot):
                     m.d.comb += wcf_reg.eq(wc[member_name(f)])
-        # F in the working copy once its registered indexed write (if any) has landed.
-        (wr_en,), (wr_field,), (wr_data,) = wsig["wr_en"], wsig["wr_field"], wsig["wr_data"]
-        wr_f = wr_field == fi_s
+        # F in the working copy once a write on its way (if any) has landed: read back from
+        # the current VMCS's row (`rb_*`, the row then still holds it) or landing now (`land_*`,
+        # the row port's data).
+        f_row = fi_s[LANE_BITS:LANE_BITS + len(rb_row)]
+        f_lane2 = Cat(Const(0, 1), fi_s[0:LANE_BITS])     # F's first enable bit in a mask
+        rb_h = [rb_pending & (rb_row == f_row) & rb_mask.bit_select(f_lane2 + h, 1)
+                for h in range(2)]
+        land_h = [land_valid & (land_row == f_row) & land_mask.bit_select(f_lane2 + h, 1)
+                  for h in range(2)]
+        rb_f = rb_h[0] | rb_h[1]
+        land_f = land_h[0] | land_h[1]
         wcf = Signal(64, name="wc_F")
-        m.d.comb += wcf.eq(Cat(Mux(wr_f & wr_en[0], wr_data[0:32], wcf_reg[0:32]),
-                               Mux(wr_f & wr_en[1], wr_data[32:64], wcf_reg[32:64])) & f_mask)
+        if want("vmrw"):
+            m.d.comb += wcf.eq(Cat(*(
+                Mux(rb_h[h], mfc[32 * h:32 * h + 32],
+                    Mux(land_h[h], row_f_val[32 * h:32 * h + 32], wcf_reg[32 * h:32 * h + 32]))
+                for h in range(2))) & f_mask)
         sh = Signal(64, name="sh")          # what F holds after the recorded VMWRITEs
         sh_lo = Signal(name="sh_lo")        # sh[0:32] known (and, for a <= 32-bit field, all)
         sh_hi = Signal(name="sh_hi")        # sh[32:64] known
@@ -477,6 +502,16 @@ class VmxHarness(FormalTop):
             m.d.comb += [lo_n.eq(0), hi_n.eq(0)]
         read_ok = answered & ~rec_pre & (rec_op == VmxOp.VMREAD) & (rk == VmxResult.SUCCEED)
         if want("vmrw"):
+            # The wide copy is marked `no_rw_check` (`VmcsCache`): no read whose data the
+            # working copy takes (a read-back landing, a row of a VMPTRLD's copy) may meet a
+            # write of the same row.
+            wide_wr = Cat(cache.wr_field[LANE_BITS:LANE_BITS + len(cache.row_index)],
+                          cache.wr_slot)
+            collided = Signal(name="row_collided")
+            m.d.sync += collided.eq(cache.wr_en.any()
+                                    & (wide_wr == Cat(cache.row_index, cache.row_slot)))
+            check(~(collided & (land_valid | in_state("SWAP"))),
+                  "rows: no read the working copy takes meets a write of its row")
             rv = res.payload.value
             check(~(read_ok & is_full & sh_lo & (sh_hi | ~rec_long | f_le32))
                   | (rv == Mux(rec_long, sh, sh[0:32])),
@@ -536,6 +571,13 @@ class VmxHarness(FormalTop):
             if want("vmrw"):
                 check(~(lo_n | hi_n) | (idle & ~f_ro), "aux: shadow only in IDLE, writable F")
                 check(~(lo_n | hi_n) | ~pending | keeps | rec_pre, "aux: shadow, in flight")
+                # A write on its way into the working copy: read back in IDLE from the current
+                # VMCS's row; landing with that row's value (unless F was written again since).
+                check(~rb_pending | idle, "aux: read-back in IDLE")
+                check(~land_valid | ~rb_pending | (land_row != rb_row),
+                      "aux: read-back and landing of one row")
+                check(~land_f | row_f, "aux: landing F: its row was read")
+                check(~(land_f & ~rb_f) | (row_f_val == mfc), "aux: landing F: the row's value")
                 for v, where in ((mfc, "row"), (wcf, "working copy")):
                     check(~lo_n | ~f_wide | (v[0:32] == sh_n[0:32]), f"aux: shadow low ({where})")
                     check(~lo_n | f_wide | (v == sh_n), f"aux: shadow narrow ({where})")
@@ -547,6 +589,7 @@ class VmxHarness(FormalTop):
                           f"aux: VMWRITE wrote F (high, {where})")
         self.sigs = sigs = dict(seq=seq, enc_of=enc_of, mode=mode, cur=cur, von=von, valid=valid, tags=tags,
                     launched=launched, wc_slot=wc_slot, wc_live=wc_live, pending=pending,
+                    wc_pending=rb_pending | land_valid,
                     res_valid=res.valid, q=q, wc=wc_view, in_state=in_state, victim=victim)
 
         # --- start="state": any state that satisfies the invariants ----------------------------
@@ -598,7 +641,8 @@ def start_root_one_vmcs(s):
     """In VMX root operation, idle, nothing in flight, a current VMCS in the working copy and in
     its cache slot, no other slot valid: the state after VMXON and one VMPTRLD."""
     wcs = s["wc_slot"]
-    conds = [s["in_state"]("IDLE"), ~s["pending"], ~s["res_valid"], s["mode"] == VmxMode.ROOT,
+    conds = [s["in_state"]("IDLE"), ~s["pending"], ~s["wc_pending"], ~s["res_valid"],
+             s["mode"] == VmxMode.ROOT,
              s["cur"] != INVALID_VMCS_POINTER, s["wc_live"]]
     for i, v in enumerate(s["valid"]):
         conds.append(v == (wcs == i))

@@ -34,6 +34,7 @@ from rtl.arch.vmx import (
 )
 from rtl.vmx.ports import INSTR_LAYOUT, RESULT_LAYOUT
 from rtl.vmx.unit import VmxUnit
+from rtl.vmx.vmcs_cache import field_row
 from tb.model.vmx import CpuState, Operands, example_vmcs_fields
 from tb.structs import pack, unpack
 from tb.vmx_tb import VmxTB, cpu_fields
@@ -222,7 +223,8 @@ async def must_rows(dut):
 @cocotb.test()
 async def cache_behaviour(dut):
     """Two VMCSs keep their values across VMPTRLD switches; more live VMCSs than slots (eviction
-    with write-back, reload); VMCLEAR of a cached, non-current VMCS flushes it to memory."""
+    with write-back, reload); VMCLEAR of a cached, non-current VMCS flushes it to memory; a
+    VMPTRLD of a cached VMCS with a bad revision identifier leaves the current one."""
     tb = await start(dut)
     await vmxon(tb)
     n = 7
@@ -245,6 +247,24 @@ async def cache_behaviour(dut):
         a = vmcs_addr(i) + VMCS_FIELDS_OFFSET + VMCS_SLOT_BYTES * FIELD_BY_NAME["GUEST_RIP"].slot
         if tb.mem.read(a) != 0x1000 + i:
             tb.fail(f"VMCS {i}: GUEST_RIP not in memory after VMCLEAR")
+    # A VMPTRLD of a cached VMCS whose region lost its revision identifier fails (error 11)
+    # after the copy into the working copy has begun: the current VMCS stays, working copy
+    # included (compared with the model after every step).
+    one_per_row = {field_row(f.slot): f for f in FIELDS if not f.read_only}
+    for i in (4, 5):
+        await load(tb, vmcs_addr(i))
+        for f in one_per_row.values():
+            await vmwrite(tb, f.name, i << 12 | f.slot)
+        await vmwrite(tb, "GUEST_RIP", 0xB0 + i)
+    tb.region(vmcs_addr(4), revision=0x1234)
+    await expect(tb, OP.VMPTRLD, o=Operands(mem=vmcs_addr(4)), kind=R.FAIL_VALID,
+                 error=E.VMPTRLD_INCORRECT_REVISION)
+    if await vmread(tb, "GUEST_RIP") != 0xB5:
+        tb.fail("a failed VMPTRLD changed the current VMCS")
+    tb.region(vmcs_addr(4))
+    await expect(tb, OP.VMPTRLD, o=Operands(mem=vmcs_addr(4)), kind=R.SUCCEED)
+    if await vmread(tb, "GUEST_RIP") != 0xB4:
+        tb.fail("VMCS 4 lost GUEST_RIP")
     # VMXOFF keeps the cache; VMXON and VMPTRLD again.
     await load(tb, vmcs_addr(3))
     await vmwrite(tb, "GUEST_RIP", 0x77)

@@ -26,11 +26,13 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   write-back reads only the memory: nothing reads the working copy by field index.
 * ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
   write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
-* VMPTRLD of a cached VMCS copies it from the wide copy's rows into the working copy
-  (`FIELD_LANES` fields per cycle, `FIELD_ROW_COUNT` cycles); a miss reads the region into the
-  victim slot's rows and then copies them the same way, evicting the least recently used slot
-  (written back to its region first if dirty). VMPTRLD always reads the
-  revision dword first (error 11), hit or miss, as the model does.
+* VMPTRLD always reads the revision dword (error 11), hit or miss, as the model does. The cache
+  lookup happens as that read goes out, and a hit of another slot copies its VMCS from the wide
+  copy's rows into the working copy meanwhile (`FIELD_LANES` fields per cycle,
+  `FIELD_ROW_COUNT` cycles); a wrong revision then copies the current VMCS back (state
+  PTR_RESTORE) before the VMfail. A miss reads the region into the victim slot's rows and then
+  copies them the same way, evicting the least recently used slot (written back to its region
+  first if dirty).
 * VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then the
   VMCS-link-pointer revision read (when `VmEntryChecks.link_read_needed`), `VmEntryChecks`
   (error 7, error 8, or a VM-entry failure with its qualification), the PDPTEs of a PAE guest
@@ -372,6 +374,37 @@ class VmxUnit(wiring.Component):
 
         fld = Signal(range(NF))          # field index of the current swap step
         m.d.comb += fld.eq(cnt - 1)
+        # A VMPTRLD's copy: row (cnt-1) / FIELD_LANES of slot sslot into the working copy, the
+        # next row's address presented (`copying`: a copy runs; `switching`: the VMPTRLD copies
+        # another slot's VMCS into the working copy).
+        copying = Signal()
+        switching = Signal()
+        wc_row_take = Signal()      # the working copy takes a whole row this cycle
+
+        def copy_row():
+            """Statements (comb) of one step of the copy; returns "this is the last row"."""
+            last = fld[LANE_BITS:] == FIELD_ROW_COUNT - 1
+            m.d.comb += [working_copy.row_index.eq(fld[LANE_BITS:]), working_copy.row_en.eq(-1),
+                         wc_row_take.eq(1)]
+            with m.If(~last):
+                m.d.comb += cnt_nxt.eq(cnt + FIELD_LANES)
+            return last
+
+        def vmptrld_revision_error():
+            """VMfailValid(11) if there is a current VMCS (else VMfailInvalid)."""
+            with m.If(cur_valid):
+                commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
+                m.d.sync += answer(VmxResult.FAIL_VALID,
+                                   VmInstructionError.VMPTRLD_INCORRECT_REVISION)
+            with m.Else():
+                m.d.sync += answer(VmxResult.FAIL_INVALID)
+
+        def vmptrld_done(slot):
+            """VMPTRLD succeeds: the working copy holds (from the next cycle) cache slot `slot`."""
+            m.d.sync += [wc_slot.eq(slot), wc_live.eq(1), cur_ptr.eq(q_ptr),
+                         *answer(VmxResult.SUCCEED)]
+            m.next = "IDLE"
+
         # The row port: the read-back of a write (module doc above), else in the sequences row
         # (cnt-1) / FIELD_LANES of slot sslot (a VMPTRLD's copy, state SWAP).
         with m.If(rb_pending):
@@ -702,47 +735,55 @@ class VmxUnit(wiring.Component):
 
             # --- VMPTRLD --------------------------------------------------------------------
             with m.State("PTR_REQ"):
+                # The revision read, and meanwhile the lookup and, on a hit of another slot,
+                # the copy of its rows into the working copy (from the next cycle on).
                 m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(base)]
+                switch = cache.hit & ~(wc_live & (wc_slot == cache.hit_slot))
+                m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot),
+                             victim.eq(cache.victim), switching.eq(switch), copying.eq(switch)]
+                m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
                 with m.If(mreq.ready):
                     m.next = "PTR_RESP"
             with m.State("PTR_RESP"):
+                copy_last = Signal()
+                with m.If(copying):
+                    m.d.comb += copy_last.eq(copy_row())
+                    with m.If(copy_last):
+                        m.d.sync += copying.eq(0)
                 m.d.comb += mresp.ready.eq(1)
                 with m.If(mresp.valid):
                     with m.If(~revision_ok(mresp.payload.data[0:32])):
-                        # VMfailValid(11) if there is a current VMCS (else VMfailInvalid).
-                        with m.If(cur_valid):
-                            commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
-                            m.d.sync += answer(VmxResult.FAIL_VALID,
-                                               VmInstructionError.VMPTRLD_INCORRECT_REVISION)
+                        with m.If(switching & wc_live):
+                            # The copy has overwritten (part of) the current VMCS's working
+                            # copy: copy it back from its rows before answering.
+                            m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(wc_slot)]
+                            m.d.sync += copying.eq(1)
+                            m.next = "PTR_RESTORE"
                         with m.Else():
-                            m.d.sync += answer(VmxResult.FAIL_INVALID)
-                        m.next = "IDLE"
+                            vmptrld_revision_error()
+                            m.next = "IDLE"
+                    with m.Elif(tgt_hit):
+                        m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(tgt_slot)]
+                        with m.If(~copying | copy_last):
+                            vmptrld_done(tgt_slot)
+                        with m.Else():
+                            m.next = "PTR_COPY"
                     with m.Else():
-                        m.next = "PTR_LOOKUP"
-            with m.State("PTR_LOOKUP"):
-                m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot),
-                             victim.eq(cache.victim)]
-                with m.If(cache.hit):
-                    m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.hit_slot)]
-                    with m.If(wc_live & (wc_slot == cache.hit_slot)):
-                        m.next = "PTR_DONE"
-                    with m.Else():
-                        # The slot's memory rows are up to date (the working copy's too): copy
-                        # the new VMCS into the working copy.
-                        m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
-                        m.next = "SWAP"
-                with m.Else():
-                    m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(cache.victim)]
-                    m.next = "EVICT"
+                        m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(victim)]
+                        m.next = "EVICT"
+            with m.State("PTR_COPY"):
+                with m.If(copy_row()):
+                    m.d.sync += copying.eq(0)
+                    vmptrld_done(tgt_slot)
+            with m.State("PTR_RESTORE"):
+                with m.If(copy_row()):
+                    m.d.sync += copying.eq(0)
+                    vmptrld_revision_error()
+                    m.next = "IDLE"
             with m.State("SWAP"):
-                # Row (cnt-1) / FIELD_LANES of the new slot into the working copy.
-                m.d.comb += [working_copy.row_index.eq(fld[LANE_BITS:]),
-                             working_copy.row_en.eq(-1)]
-                with m.If(fld[LANE_BITS:] == FIELD_ROW_COUNT - 1):
-                    m.d.sync += [wc_slot.eq(tgt_slot), wc_live.eq(1)]
-                    m.next = "PTR_DONE"
-                with m.Else():
-                    m.d.comb += cnt_nxt.eq(cnt + FIELD_LANES)
+                # After a miss's region load: the victim's rows into the working copy.
+                with m.If(copy_row()):
+                    vmptrld_done(tgt_slot)
             with m.State("EVICT"):
                 # The victim, if it holds a VMCS that changed, goes back to its region first.
                 vtag = cache.b_tag
@@ -793,11 +834,6 @@ class VmxUnit(wiring.Component):
                         m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(victim)]
                         m.d.sync += tgt_slot.eq(victim)
                         m.next = "SWAP"
-            with m.State("PTR_DONE"):
-                m.d.sync += [cur_ptr.eq(q_ptr)]
-                m.d.sync += answer(VmxResult.SUCCEED)
-                m.next = "IDLE"
-
             # --- VM entry: the link pointer's revision (if needed), the checks, the PDPTEs --------
             with m.State("LINK_REQ"):
                 m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(checks.link_addr[0:mpa])]

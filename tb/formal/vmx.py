@@ -244,6 +244,7 @@ class VmxHarness(FormalTop):
         base = reg("base")
         wc_raw, = wsig["wc"]
         rb_pending, rb_row, rb_mask = reg("rb_pending"), reg("rb_row"), reg("rb_mask")
+        wc_row_take = module_signal(um, "wc_row_take")
         land_valid, land_row, land_mask = reg("land_valid"), reg("land_row"), reg("land_mask")
         wc_slot = reg("wc_slot")
         wc_live = reg("wc_live")
@@ -510,7 +511,7 @@ class VmxHarness(FormalTop):
             collided = Signal(name="row_collided")
             m.d.sync += collided.eq(cache.wr_en.any()
                                     & (wide_wr == Cat(cache.row_index, cache.row_slot)))
-            check(~(collided & (land_valid | in_state("SWAP"))),
+            check(~(collided & (land_valid | wc_row_take)),
                   "rows: no read the working copy takes meets a write of its row")
             rv = res.payload.value
             check(~(read_ok & is_full & sh_lo & (sh_hi | ~rec_long | f_le32))
@@ -545,14 +546,20 @@ class VmxHarness(FormalTop):
                                 & (in_state("ENTRY_INVAL") | idle)),
                   "aux: entered only by VMLAUNCH/VMRESUME")
             check(~(pending & idle & entered) | (rk == VmxResult.VM_ENTRY), "aux: entered answer")
-            ptr_st = in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "EVICT",
-                              "EVICT_WB", "LOAD", "PTR_DONE")
+            ptr_st = in_state("PTR_REQ", "PTR_RESP", "PTR_COPY", "PTR_RESTORE", "SWAP", "EVICT",
+                              "EVICT_WB", "LOAD")
             qp = q.mem[0:64]
             check(~ptr_st | ((q.op == VmxOp.VMPTRLD) & (mode == VmxMode.ROOT) & ptr_ok(qp)
                              & (qp != von)), "aux: VMPTRLD sequence")
-            check(~in_state("PTR_REQ", "PTR_RESP", "PTR_LOOKUP", "SWAP", "EVICT",
-                            "LOAD", "PTR_DONE") | (base == qp[0:mpa]), "aux: VMPTRLD base")
+            check(~in_state("PTR_REQ", "PTR_RESP", "PTR_COPY", "PTR_RESTORE", "SWAP", "EVICT",
+                            "LOAD") | (base == qp[0:mpa]), "aux: VMPTRLD base")
             miss_st = in_state("EVICT", "EVICT_WB", "LOAD")
+            # The lookup registered as the revision read went out (`tgt_hit`) still holds when
+            # its answer comes: nothing changes the cache's tags before.
+            tgt_hit = reg("tgt_hit")
+            for i in range(self.slots):
+                check(~in_state("PTR_RESP") | tgt_hit | ~valid[i] | (tags[i] != qp[12:mpa]),
+                      f"aux: VMPTRLD lookup: a miss: slot {i} does not hold the VMCS")
             for i in range(self.slots):
                 check(~miss_st | ~valid[i] | (tags[i] != qp[12:mpa]),
                       f"aux: miss: slot {i} does not hold the VMCS")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -187,6 +188,55 @@ def test_block_tops_take_no_unit_configuration(tmp_path, top):
         with pytest.raises(ValueError, match=f"--top {top}: the {top} alone has no translation"):
             synth.build(top=top, out_dir=tmp_path, **kw)
     assert not any(tmp_path.iterdir())          # refused before anything was written
+
+
+def test_out_of_context_tiny_unit(tmp_path):
+    """`vtx synth --top unit --config tiny --out-of-context`: one Yosys run (about 15 s) of the
+    block alone; its report's LUT4 figure is the cells' (a carry or LUTRAM cell as two LUT4)
+    and the netlist's ports are the unit's own."""
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["synth", "--top", "unit", "--config", "tiny", "--out-of-context",
+                              "--out", str(tmp_path)])
+    assert synth.run(args) == 0
+    build_dir = tmp_path / "unit-tiny-ooc"
+    report = json.loads((build_dir / "report.json").read_text())
+    cells = report["cells"]
+    assert report["lut4"] == cells["LUT4"] + 2 * cells.get("CCU2C", 0) + \
+        2 * cells.get("TRELLIS_DPR16X4", 0)
+    assert report["ff"] == cells["TRELLIS_FF"] > 0 and report["ebr"] == cells.get("DP16KD", 0)
+    assert "| lut4 |" in (build_dir / "report.md").read_text()
+    # No harness: the netlist's top has the unit's own ports.
+    text = (build_dir / "top.il").read_text()
+    top = text.split("module \\top\n", 1)[1].split("\nend\n", 1)[0]
+    netlist_ports = set(re.findall(r"wire width \d+ (?:input|output) \d+\s+\\(\S+)", top))
+    block = synth.ooc_block("unit", "tiny")
+    block._MustUse__silence = True              # only its signature is needed
+    unit_ports = {"__".join(map(str, path)) for path, _, _ in block.signature.flatten(block)}
+    assert unit_ports <= netlist_ports, sorted(unit_ports - netlist_ports)[:8]
+    assert netlist_ports - unit_ports <= {"clk", "rst"}, sorted(netlist_ports - unit_ports)
+
+
+def test_out_of_context_refuses_boards_and_place_and_route_options(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    for argv, message in ((["--top", "system"], "--top system is a board"),
+                          (["--top", "selftest"], "--top selftest is a board"),
+                          (["--top", "vmx", "--seed", "3"], "--seed does not apply"),
+                          (["--top", "core", "--config", "small"], "the core alone has no"),
+                          (["--top", "unit", "--router2", "bbMargin/x=4"],
+                           "--router2 does not apply")):
+        args = parser.parse_args(["synth", "--out-of-context", "--out", str(tmp_path), *argv])
+        assert synth.run(args) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not any(tmp_path.iterdir())          # refused before anything was written
+
+
+def test_out_of_context_figures():
+    figures = synth.ooc_figures({"LUT4": 100, "CCU2C": 3, "TRELLIS_DPR16X4": 2, "PFUMX": 7,
+                                 "L6MUX21": 1, "TRELLIS_FF": 50, "DP16KD": 4})
+    assert figures["lut4"] == 100 + 6 + 4 and figures["lut4_logic"] == 100
+    assert (figures["ff"], figures["ebr"], figures["pfumx"], figures["dsp"]) == (50, 4, 7, 0)
 
 
 class _XorBlock(wiring.Component):

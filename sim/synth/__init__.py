@@ -25,8 +25,15 @@ The flow (`build`):
    output directory (default ``build/synth/``): utilisation, per-block use, nextpnr's maximum
    frequency per clock, the critical path, the build times.
 
-Exit status: 0 when every clock meets the target, 1 when timing is not met (the report is still
-written), 2 when a tool fails or the arguments are wrong.
+Out of context (``--out-of-context``, `synth_out_of_context`, tops ``unit``, ``core`` and
+``vmx``): the block alone, its ports as the netlist's ports (no harness, no board, no place and
+route), through Yosys's ``synth_ecp5`` with the same checks: the exact LUT4/FF/EBR figure of a
+block, which the harness's flat netlist can only attribute by cell names (docs/fpga.md). Report:
+``<out>/<top>-<config>-ooc/report.{md,json}``.
+
+Exit status: 0 when every clock meets the target (out of context: when Yosys succeeds), 1 when
+timing is not met (the report is still written), 2 when a tool fails or the arguments are
+wrong.
 """
 
 from __future__ import annotations
@@ -531,6 +538,91 @@ def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
     params = scenario.selftest_params()
     params["unit_params"].update(unit_params)
     return SelfTestBoard(target_mhz, **params), params["unit_params"], scenario
+
+
+#: The blocks ``--out-of-context`` synthesises (the harness tops without their harness).
+OOC_TOPS = ("unit", "core", "vmx")
+
+
+def ooc_block(top: str, config: str):
+    """The block of ``--top top`` (``unit``, ``core``, ``vmx``) to synthesise on its own."""
+    if top not in OOC_TOPS:
+        raise ValueError(f"--out-of-context: --top {top} is a board; out of context only "
+                         f"{', '.join(OOC_TOPS)}")
+    if top == "unit":
+        from rtl.translation import TranslationUnit
+        return TranslationUnit(**CONFIGS[config])
+    if config != "default":
+        raise ValueError(f"--top {top}: the {top} alone has no translation unit; no --config")
+    if top == "core":
+        from rtl.core.core import Core
+        return Core()
+    from rtl.vmx.unit import VmxUnit
+    return VmxUnit()
+
+
+def ooc_figures(by_type: Mapping[str, int]) -> dict[str, int]:
+    """The figures of an out-of-context netlist from Yosys's cell counts: ``lut4`` counts a
+    carry cell (CCU2C) as the two LUT4 it packs into and a LUTRAM cell (TRELLIS_DPR16X4) as
+    its two (nextpnr's "Total LUT4s" without the RAMW ones)."""
+    n = {k: int(v) for k, v in by_type.items()}
+    return {
+        "lut4": n.get("LUT4", 0) + 2 * n.get("CCU2C", 0) + 2 * n.get("TRELLIS_DPR16X4", 0),
+        "lut4_logic": n.get("LUT4", 0), "carry_cells": n.get("CCU2C", 0),
+        "pfumx": n.get("PFUMX", 0), "l6mux21": n.get("L6MUX21", 0),
+        "ff": n.get("TRELLIS_FF", 0), "ebr": n.get("DP16KD", 0),
+        "lutram_cells": n.get("TRELLIS_DPR16X4", 0), "dsp": n.get("MULT18X18D", 0),
+    }
+
+
+def synth_out_of_context(*, top: str, config: str = "default",
+                         out_dir: str | os.PathLike | None = None, say=None) -> dict:
+    """Synthesise the block of `top` alone (Yosys ``synth_ecp5``, its ports as the top's);
+    write and return the report."""
+    say = say or (lambda msg: None)
+    block = ooc_block(top, config)
+    out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
+    if not out.is_absolute():
+        out = REPO_ROOT / out
+    build_dir = out / f"{top}-{config}-ooc"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True)
+    t0 = time.monotonic()
+    say(f"elaborating {top} ({config}) alone")
+    from amaranth.back import rtlil
+    (build_dir / "top.il").write_text(rtlil.convert(block, name="top"))
+    elaborate = time.monotonic() - t0
+    script = "\n".join([
+        "read_rtlil top.il",
+        yosys_overrides("top")["script_after_read"],
+        "synth_ecp5 -top top",
+        yosys_overrides("top")["script_after_synth"],
+    ]) + "\n"
+    (build_dir / "top.ys").write_text(script)
+    env = dict(os.environ)
+    env.update(tool_environment())
+    from amaranth._toolchain import tool_env_var
+    say("yosys ...")
+    seconds = _run_step("yosys", [env[tool_env_var("yosys")], "-q", "-l", "top.rpt", "top.ys"],
+                        build_dir, env, build_dir / "top.rpt")
+    say(f"yosys: {seconds:.0f} s")
+    stat = json.loads((build_dir / "stat_flat.json").read_text())
+    module = stat["modules"].get("\\top") or next(iter(stat["modules"].values()))
+    cells = {k: v for k, v in module["num_cells_by_type"].items() if not k.startswith("$")}
+    report = {"top": top, "config": config, "out_of_context": True,
+              "device_family": "ECP5 (Yosys synth_ecp5)", **ooc_figures(cells), "cells": cells,
+              "times_s": {"elaborate": round(elaborate, 1), "yosys": round(seconds, 1)}}
+    (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [f"# `{top}` ({config}) out of context", "",
+          "Yosys `synth_ecp5` of the block alone, its ports as the netlist's (no harness, no "
+          "place and route).", "",
+          "| figure | count |", "|---|---:|",
+          *(f"| {k} | {report[k]} |" for k in ("lut4", "lut4_logic", "carry_cells", "pfumx",
+                                               "l6mux21", "ff", "ebr", "lutram_cells", "dsp")),
+          ""]
+    (build_dir / "report.md").write_text("\n".join(md))
+    return report | {"build_dir": str(build_dir)}
 
 
 def _run_step(step: str, argv: list[str], cwd: Path, env: Mapping[str, str],
@@ -1070,6 +1162,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                                      else "")]))
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
+    parser.add_argument("--out-of-context", action="store_true",
+                        help="--top unit, core or vmx: synthesise the block alone, its ports "
+                             "as the netlist's (Yosys only, no harness, no place and route): "
+                             "its exact LUT4/FF/EBR figures")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,
                         help="self-test: make vector N's expected answer wrong on purpose "
                              "(the board must then report FAIL)")
@@ -1081,7 +1177,28 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
+def _run_out_of_context(args: argparse.Namespace) -> int:
+    given = [opt for opt, value in (("--seed", args.seed), ("--placer", args.placer),
+                                    ("--timing-driven", args.timing_driven),
+                                    ("--corrupt", args.corrupt))
+             if value is not None] + (["--router2"] if args.router2 else [])
+    try:
+        if given:
+            raise ValueError(f"--out-of-context has no place and route: {', '.join(given)} "
+                             "does not apply")
+        r = synth_out_of_context(top=args.top, config=args.config, out_dir=args.out, say=_say)
+    except (SynthError, ValueError) as e:
+        _say(f"error: {e}")
+        return 2
+    _say(f"{args.top} alone: LUT4 {r['lut4']} ({r['lut4_logic']} logic, {r['carry_cells']} "
+         f"carry cells), FF {r['ff']}, EBR {r['ebr']}, LUTRAM cells {r['lutram_cells']}")
+    _say(f"report: {Path(r['build_dir']) / 'report.md'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.out_of_context:
+        return _run_out_of_context(args)
     try:
         router2 = dict(parse_router2_setting(text) for text in args.router2)
         result = build(top=args.top, config=args.config, target_mhz=args.target_mhz,

@@ -207,7 +207,7 @@ class VmxUnit(wiring.Component):
         # the current VMCS goes into the cache memory; in the next cycle the row port reads that
         # row back (`rb_*`: the row, the enables of the fields written in it) and in the cycle
         # after the working copy takes those lanes from it (`land_*`). A VMPTRLD copies whole
-        # rows (state SWAP). A read whose data the working copy takes never meets a write of
+        # rows (`copy_row`). A read whose data the working copy takes never meets a write of
         # the same row (the wide copy's collision behaviour is left to the block RAM,
         # `VmcsCache`): a write into the row being read back in that cycle adds its lanes to
         # the read-back, which reads the row again in the next cycle.
@@ -372,7 +372,7 @@ class VmxUnit(wiring.Component):
             m.d.comb += [cache.rd_slot.eq(sslot_nxt), cache.rd_field.eq(cnt_nxt - 1),
                          cache.rd_en.eq(1)]
 
-        fld = Signal(range(NF))          # field index of the current swap step
+        fld = Signal(range(NF))          # field index of the current step (a copy: its row's first)
         m.d.comb += fld.eq(cnt - 1)
         # A VMPTRLD's copy: row (cnt-1) / FIELD_LANES of slot sslot into the working copy, the
         # next row's address presented (`copying`: a copy runs; `switching`: the VMPTRLD copies
@@ -406,7 +406,7 @@ class VmxUnit(wiring.Component):
             m.next = "IDLE"
 
         # The row port: the read-back of a write (module doc above), else in the sequences row
-        # (cnt-1) / FIELD_LANES of slot sslot (a VMPTRLD's copy, state SWAP).
+        # (cnt-1) / FIELD_LANES of slot sslot (a VMPTRLD's copy).
         with m.If(rb_pending):
             m.d.comb += [cache.row_slot.eq(wc_slot), cache.row_index.eq(rb_row)]
         with m.Else():

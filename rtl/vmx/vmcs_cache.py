@@ -17,8 +17,9 @@ rows from here: a VMPTRLD copies a VMCS in `FIELD_ROW_COUNT` cycles, and every w
 working copy comes from this port (the unit reads the written row back), so the working copy's
 registers need no multiplexer in front of their data inputs. The two copies cost block RAM only:
 each port reads its own copy, a narrow one (no lane multiplexer on VMREAD's path) and a wide one.
-What a row read returns while the same row is written is undefined (the block RAM's behaviour:
-the memory is marked `no_rw_check`); its user must not rely on such a read.
+What either read port returns for an address written in the same cycle is undefined (the
+block RAM's behaviour: both memories are marked `no_rw_check`); the user must not rely on such
+a read (the VMX unit does not: its formal harness proves it).
 
 Metadata per slot (registers, so that all slots are looked up in one cycle):
 
@@ -111,7 +112,11 @@ class VmcsCache(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         k = self.slots
-        m.submodules.data = data = memory.Memory(shape=64, depth=k * FIELD_ROWS, init=[])
+        # `no_rw_check` on both memories: a read of an address being written in the same cycle
+        # returns what the block RAM gives (no emulation of the old data, which costs a
+        # register and a multiplexer a bit); the VMX unit never uses such a read (module doc).
+        m.submodules.data = data = memory.Memory(shape=64, depth=k * FIELD_ROWS, init=[],
+                                                 attrs={"no_rw_check": 1})
         rd = data.read_port()
         wr = data.write_port(granularity=32)
         m.d.comb += [
@@ -122,9 +127,6 @@ class VmcsCache(wiring.Component):
             wr.data.eq(self.wr_data),
             wr.en.eq(self.wr_en),
         ]
-        # `no_rw_check`: what a read of a row returns while the same row is written is left to
-        # the block RAM (Yosys would otherwise add a register and a multiplexer a bit to return
-        # the old data); the VMX unit never uses such a read (module doc).
         m.submodules.rows = rows = memory.Memory(shape=64 * FIELD_LANES, depth=k * ROWS_PER_SLOT,
                                                  init=[], attrs={"no_rw_check": 1})
         row_rd = rows.read_port()

@@ -72,6 +72,7 @@ from rtl.vmx import unit as unit_module
 from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, member_name
 from rtl.vmx.unit import VmxUnit
 from rtl.vmx.vmcs_cache import FIELD_LANES, LANE_BITS, VmcsCache
+from rtl.vmx.working_copy import PARALLEL_FIELDS
 
 from . import (AnyConst, AnySeq, Assert, Assume, Cover, FormalTop, internal_signal,
                 internal_signals, past)
@@ -231,6 +232,10 @@ class VmxHarness(FormalTop):
         working_copy._MustUse__silence = True
         um._named_submodules["working_copy"] = (wm, wloc)
         wsig = module_signals(wm, "sync")
+        write_back, bloc = um._named_submodules["exit_write_back"]
+        wbm = write_back.elaborate(platform)
+        write_back._MustUse__silence = True
+        um._named_submodules["exit_write_back"] = (wbm, bloc)
         usig = module_signals(um)
         ssig = module_signals(um, "sync")
 
@@ -512,7 +517,17 @@ class VmxHarness(FormalTop):
             m.d.sync += collided.eq(cache.wr_en.any()
                                     & (wide_wr == Cat(cache.row_index, cache.row_slot)))
             check(~(collided & (land_valid | wc_row_take)),
-                  "rows: no read the working copy takes meets a write of its row")
+                  "vmrw: wide copy: no read the working copy takes meets a write of its row")
+            # The same for the field memory (also `no_rw_check`): a VMREAD's read, and the
+            # reads of a region write-back (no write at all in those states).
+            narrow_collided = Signal(name="field_collided")
+            m.d.sync += narrow_collided.eq(cache.rd_en & cache.wr_en.any()
+                                           & (cache.rd_slot == cache.wr_slot)
+                                           & (cache.rd_field == cache.wr_field))
+            check(~(narrow_collided & read_ok),
+                  "vmrw: field memory: no VMREAD's read meets a write of its field")
+            check(~(narrow_collided & in_state("EVICT_WB", "CLEAR_WB")),
+                  "vmrw: field memory: no region write-back's read meets a write of its field")
             rv = res.payload.value
             check(~(read_ok & is_full & sh_lo & (sh_hi | ~rec_long | f_le32))
                   | (rv == Mux(rec_long, sh, sh[0:32])),
@@ -563,6 +578,13 @@ class VmxHarness(FormalTop):
             for i in range(self.slots):
                 check(~miss_st | ~valid[i] | (tags[i] != qp[12:mpa]),
                       f"aux: miss: slot {i} does not hold the VMCS")
+            # VMPTRLD and VMCLEAR wait for the exit's background copy into the cache memory,
+            # whose counter stays within the fields it copies.
+            wb_busy = write_back.busy
+            check(internal_signal(wbm, "cnt", "sync") < len(PARALLEL_FIELDS),
+                  "aux: exit write-back: counter in range")
+            check(~(ptr_st | in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE"))
+                  | ~wb_busy, "aux: VMPTRLD/VMCLEAR: no exit write-back running")
             clear_st = in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE")
             check(~clear_st | ((q.op == VmxOp.VMCLEAR) & (mode == VmxMode.ROOT)),
                   "aux: VMCLEAR sequence")

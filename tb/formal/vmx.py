@@ -381,6 +381,10 @@ class VmxHarness(FormalTop):
 
         def check(cond, msg):
             group = msg.split(":")[0]
+            # The prefix decides which jobs assert the check: a name outside the groups would
+            # build a check that no job asserts.
+            assert group in PROPERTIES or group == "aux", \
+                f"check {msg!r}: its message must start with one of {PROPERTIES} or 'aux'"
             if self.start == "state":
                 start_conds.append(cond)
             if group in self.props or (group == "aux" and self.lemmas):

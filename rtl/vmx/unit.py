@@ -119,9 +119,9 @@ from rtl.vmx.state_loads import GuestStateLoad, HostStateLoad
 from rtl.vmx.vmcs_cache import (
     FIELD_LANES,
     FIELD_ROW_COUNT,
-    LANE_BITS,
     ROWS_PER_SLOT,
     VmcsCache,
+    field_row,
     lane_enables,
 )
 from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
@@ -329,7 +329,7 @@ class VmxUnit(wiring.Component):
             m.d.comb += [wc_dirty.eq(1), *mem_write(wc_slot, field, value, halves)]
             if isinstance(field, int):
                 field = Const(field, range(NF))
-            row = field[LANE_BITS:LANE_BITS + len(rb_row)]
+            row = field_row(field)
             lanes = lane_enables(field, halves)
             m.d.sync += rb_pending.eq(1)
             with m.If(rb_pending & (rb_row == row)):
@@ -383,9 +383,9 @@ class VmxUnit(wiring.Component):
 
         def copy_row():
             """Statements (comb) of one step of the copy; returns "this is the last row"."""
-            last = fld[LANE_BITS:] == FIELD_ROW_COUNT - 1
-            m.d.comb += [working_copy.row_index.eq(fld[LANE_BITS:]), working_copy.row_en.eq(-1),
-                         wc_row_take.eq(1)]
+            last = field_row(fld) == FIELD_ROW_COUNT - 1
+            m.d.comb += [working_copy.row_index.eq(field_row(fld)),
+                         working_copy.row_en.eq(-1), wc_row_take.eq(1)]
             with m.If(~last):
                 m.d.comb += cnt_nxt.eq(cnt + FIELD_LANES)
             return last
@@ -411,7 +411,7 @@ class VmxUnit(wiring.Component):
             m.d.comb += [cache.row_slot.eq(wc_slot), cache.row_index.eq(rb_row)]
         with m.Else():
             m.d.comb += [cache.row_slot.eq(sslot_nxt),
-                         cache.row_index.eq((cnt_nxt - 1)[LANE_BITS:])]
+                         cache.row_index.eq(field_row((cnt_nxt - 1)[0:len(fld)]))]
         wb_data = Signal(64)
         m.d.comb += wb_data.eq(Mux(cnt == 0, wb_launch, cache.rd_data))
         # Width of field rcnt-1 of a region load: the cache memory gets it zero-extended.

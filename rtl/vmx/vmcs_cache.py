@@ -58,20 +58,26 @@ ROW_BITS = (ROWS_PER_SLOT - 1).bit_length()
 assert FIELD_LANES == 1 << LANE_BITS
 
 
-def field_row(slot: int) -> int:
-    """Row of the wide copy that holds field slot `slot`."""
-    return slot >> LANE_BITS
+def field_row(slot):
+    """Row of the wide copy that holds field slot `slot` (an int, or an Amaranth value of at
+    least `LANE_BITS` + `ROW_BITS` bits: then a `ROW_BITS`-bit value)."""
+    if isinstance(slot, int):
+        return slot >> LANE_BITS
+    return slot[LANE_BITS:LANE_BITS + ROW_BITS]
 
 
-def field_lane(slot: int) -> int:
-    """Lane (64-bit position in the row) of field slot `slot`."""
-    return slot & (FIELD_LANES - 1)
+def field_lane(slot):
+    """Lane (64-bit position in the row) of field slot `slot` (an int, or an Amaranth value:
+    then its low `LANE_BITS` bits)."""
+    if isinstance(slot, int):
+        return slot & (FIELD_LANES - 1)
+    return slot[0:LANE_BITS]
 
 
 def lane_enables(field, halves):
     """The 2 x `FIELD_LANES` write enables of a row that writes the 32-bit halves `halves` (2
     bits) of field slot `field` (an Amaranth value) and nothing else."""
-    lane = field[0:LANE_BITS]
+    lane = field_lane(field)
     return Cat(*(Mux(lane == i, halves, 0) for i in range(FIELD_LANES)))
 
 
@@ -135,7 +141,7 @@ class VmcsCache(wiring.Component):
             row_rd.addr.eq(Cat(self.row_index, self.row_slot)),
             row_rd.en.eq(self.row_en),
             self.row_data.eq(row_rd.data),
-            row_wr.addr.eq(Cat(self.wr_field[LANE_BITS:LANE_BITS + ROW_BITS], self.wr_slot)),
+            row_wr.addr.eq(Cat(field_row(self.wr_field), self.wr_slot)),
             row_wr.data.eq(self.wr_data.replicate(FIELD_LANES)),
             row_wr.en.eq(lane_enables(self.wr_field, self.wr_en)),
         ]

@@ -71,7 +71,7 @@ from rtl.arch.vmx import FIELDS, INVALID_VMCS_POINTER, VmxMode, VmxOp, VmxResult
 from rtl.vmx import unit as unit_module
 from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, member_name
 from rtl.vmx.unit import VmxUnit
-from rtl.vmx.vmcs_cache import FIELD_LANES, LANE_BITS, VmcsCache
+from rtl.vmx.vmcs_cache import FIELD_LANES, VmcsCache, field_lane, field_row
 from rtl.vmx.working_copy import PARALLEL_FIELDS
 
 from . import (AnyConst, AnySeq, Assert, Assume, Cover, FormalTop, internal_signal,
@@ -459,9 +459,9 @@ class VmxHarness(FormalTop):
             row_f = Signal(name="row_F")
             row_f_val = Signal(64, name="row_F_val")
             with cm.If(cache.row_en):
-                cm.d.sync += [row_f.eq(cache.row_index == fi_s[LANE_BITS:]),
+                cm.d.sync += [row_f.eq(cache.row_index == field_row(fi_s)),
                               row_f_val.eq(Array(mem_f)[cache.row_slot])]
-            lane_f = fi_s[0:LANE_BITS]
+            lane_f = field_lane(fi_s)
             cm.d.comb += cache.row_data.eq(Cat(*(
                 Mux(row_f & (lane_f == i), row_f_val, AnySeq(64)) for i in range(FIELD_LANES))))
         mfc = Signal(64, name="mem_F_cur")     # F in the current VMCS's row
@@ -474,8 +474,8 @@ class VmxHarness(FormalTop):
         # F in the working copy once a write on its way (if any) has landed: read back from
         # the current VMCS's row (`rb_*`, the row then still holds it) or landing now (`land_*`,
         # the row port's data).
-        f_row = fi_s[LANE_BITS:LANE_BITS + len(rb_row)]
-        f_lane2 = Cat(Const(0, 1), fi_s[0:LANE_BITS])     # F's first enable bit in a mask
+        f_row = field_row(fi_s)
+        f_lane2 = Cat(Const(0, 1), field_lane(fi_s))     # F's first enable bit in a mask
         rb_h = [rb_pending & (rb_row == f_row) & rb_mask.bit_select(f_lane2 + h, 1)
                 for h in range(2)]
         land_h = [land_valid & (land_row == f_row) & land_mask.bit_select(f_lane2 + h, 1)
@@ -515,8 +515,7 @@ class VmxHarness(FormalTop):
             # The wide copy is marked `no_rw_check` (`VmcsCache`): no read whose data the
             # working copy takes (a read-back landing, a row of a VMPTRLD's copy) may meet a
             # write of the same row.
-            wide_wr = Cat(cache.wr_field[LANE_BITS:LANE_BITS + len(cache.row_index)],
-                          cache.wr_slot)
+            wide_wr = Cat(field_row(cache.wr_field), cache.wr_slot)
             collided = Signal(name="row_collided")
             m.d.sync += collided.eq(cache.wr_en.any()
                                     & (wide_wr == Cat(cache.row_index, cache.row_slot)))

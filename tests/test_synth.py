@@ -191,16 +191,19 @@ def test_block_tops_take_no_unit_configuration(tmp_path, top):
 
 
 def test_out_of_context_tiny_unit(tmp_path):
-    """`vtx synth --top unit --config tiny --out-of-context`: one Yosys run (about 15 s) of the
-    block alone; its report's LUT4 figure is the cells' (a carry or LUTRAM cell as two LUT4)
+    """`vtx synth --top unit --config tiny --out-of-context` (ABC9 given the 50 MHz period as
+    its delay target): one Yosys run (about 15 s) of the block alone; its report's LUT4 figure is the cells' (a carry or LUTRAM cell as two LUT4)
     and the netlist's ports are the unit's own."""
     parser = argparse.ArgumentParser()
     synth.add_parser(parser.add_subparsers())
     args = parser.parse_args(["synth", "--top", "unit", "--config", "tiny", "--out-of-context",
-                              "--out", str(tmp_path)])
+                              "--out", str(tmp_path), "--abc9-delay", "period",
+                              "--target-mhz", "50"])
     assert synth.run(args) == 0
     build_dir = tmp_path / "unit-tiny-ooc"
     report = json.loads((build_dir / "report.json").read_text())
+    assert report["abc9_delay_ps"] == 20000
+    assert "scratchpad -set abc9.D 20000\n" in (build_dir / "top.ys").read_text()
     cells = report["cells"]
     assert report["lut4"] == cells["LUT4"] + 2 * cells.get("CCU2C", 0) + \
         2 * cells.get("TRELLIS_DPR16X4", 0)
@@ -357,11 +360,11 @@ def test_per_module_attribution_by_port_direction():
                                  "dsp": 0}
 
 
-def _yosys_with_checks(tmp_path, verilog):
+def _yosys_with_checks(tmp_path, verilog, abc9_delay_ps=None):
     """Run the flow's Yosys checks (the script overrides `vtx synth` adds) around
     `synth_ecp5` on a small Verilog design; returns (exit code, log)."""
     (tmp_path / "top.v").write_text(verilog)
-    checks = synth.yosys_overrides("top")
+    checks = synth.yosys_overrides("top", abc9_delay_ps)
     (tmp_path / "top.ys").write_text("\n".join([
         "read_verilog top.v", checks["script_after_read"], "synth_ecp5 -top top",
         checks["script_after_synth"], ""]))
@@ -369,6 +372,54 @@ def _yosys_with_checks(tmp_path, verilog):
     proc = subprocess.run([exe, "-q", "-l", "top.log", "top.ys"], cwd=tmp_path,
                           capture_output=True, text=True)
     return proc.returncode, (tmp_path / "top.log").read_text() + proc.stderr
+
+
+def test_abc9_delay_target_from_the_clock():
+    assert synth.abc9_delay_ps("depth", 50.0) is None
+    assert synth.abc9_delay_ps("period", 50.0) == 20000
+    assert synth.abc9_delay_ps("period", 15.0) == 66667
+    with pytest.raises(ValueError, match="'area' is not one of"):
+        synth.abc9_delay_ps("area", 50.0)
+    with pytest.raises(ValueError, match="not positive"):
+        synth.abc9_delay_ps("period", 0.0)
+    assert "abc9.D" not in synth.yosys_overrides("top")["script_after_read"]
+    assert synth.yosys_overrides("top", 20000)["script_after_read"].endswith(
+        "\nscratchpad -set abc9.D 20000")
+
+
+def test_abc9_delay_target_reaches_the_mapper(tmp_path):
+    """A barrel shifter ahead of an adder: with no delay target ABC9 maps it for the least
+    depth; with a loose one (the period of a slow clock) for area, in fewer LUT4s."""
+    verilog = """
+        module top(input clk, input [63:0] a, input [63:0] b, input [5:0] s,
+                   output reg [63:0] q);
+            wire [63:0] x = (a ^ (b >> s)) + (b & {64{s[0]}});
+            always @(posedge clk) q <= (x == a) ? b : x;
+        endmodule"""
+    lut4 = {}
+    for delay in (None, synth.abc9_delay_ps("period", 10.0)):
+        run_dir = tmp_path / str(delay)
+        run_dir.mkdir()
+        code, log = _yosys_with_checks(run_dir, verilog, delay)
+        assert code == 0, log
+        stat = json.loads((run_dir / "stat_flat.json").read_text())
+        lut4[delay] = next(iter(stat["modules"].values()))["num_cells_by_type"]["LUT4"]
+    assert lut4[100000] < 0.75 * lut4[None], lut4
+
+
+def test_bad_abc9_delay_mode_is_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="ABC9 delay mode 'area'"):
+        synth.build(out_dir=tmp_path, abc9_delay="area")
+    with pytest.raises(ValueError, match="ABC9 delay mode 'area'"):
+        synth.synth_out_of_context(top="unit", config="tiny", out_dir=tmp_path,
+                                   abc9_delay="area")
+    parser = argparse.ArgumentParser()
+    synth.add_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["synth", "--out", str(tmp_path), "--abc9-delay", "area"])
+    assert exc.value.code == 2
+    assert "--abc9-delay: invalid choice: 'area'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())          # refused before anything was written
 
 
 def test_yosys_checks_pass_a_clean_design(tmp_path):

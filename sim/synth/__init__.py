@@ -466,14 +466,15 @@ ECP5_CELLS = "+/lattice/cells_sim_ecp5.v +/lattice/cells_bb_ecp5.v"
 LATCH_CELLS = "t:$dlatch t:$adlatch t:$dlatchsr t:$_DLATCH_* t:$_DLATCHSR_*"
 
 
-def yosys_overrides(name: str) -> dict[str, str]:
+def yosys_overrides(name: str, abc9_delay_ps: int | None = None) -> dict[str, str]:
     """Lines added to the platform's Yosys script (``script_after_read``/``script_after_synth``).
 
     After reading the RTL: ``proc``, then ``check -assert`` (a combinational loop, an undriven
     or a multiply driven net fails the build; this is where they are visible, before
     synthesis optimises undriven bits to constants and hides loops inside LUTs) and a check
-    that no latch was inferred. After ``synth_ecp5``: ``check -assert`` again on the mapped
-    netlist, and ``stat``.
+    that no latch was inferred; with `abc9_delay_ps`, ABC9's delay target (``abc9.D``, read
+    by the ``abc9`` pass that ``synth_ecp5`` runs). After ``synth_ecp5``: ``check -assert``
+    again on the mapped netlist, and ``stat``.
     """
     after_read = "\n".join([
         f"read_verilog -lib -specify {ECP5_CELLS}",
@@ -481,12 +482,32 @@ def yosys_overrides(name: str) -> dict[str, str]:
         "proc",
         "check -assert",
         f"select -assert-none {LATCH_CELLS}",
+        *([f"scratchpad -set abc9.D {abc9_delay_ps}"] if abc9_delay_ps is not None else []),
     ])
     after_synth = "\n".join([
         "check -assert",
         "tee -q -o stat_flat.json stat -json",
     ])
     return {"script_after_read": after_read, "script_after_synth": after_synth}
+
+
+#: How ABC9 (the LUT mapper of ``synth_ecp5``) is told to map: ``depth``, Yosys's own
+#: behaviour (no delay target: every path mapped for the least depth ABC9 finds), or
+#: ``period``, the clock period as its delay target (paths with slack in ABC9's delay model
+#: are mapped for area).
+ABC9_DELAY_MODES = ("depth", "period")
+DEFAULT_ABC9_DELAY = "depth"
+
+
+def abc9_delay_ps(mode: str, target_mhz: float) -> int | None:
+    """ABC9's delay target (ps) for `mode` at `target_mhz`, or None for no target."""
+    if mode not in ABC9_DELAY_MODES:
+        raise ValueError(f"ABC9 delay mode {mode!r} is not one of {ABC9_DELAY_MODES}")
+    if mode == "depth":
+        return None
+    if not target_mhz > 0:
+        raise ValueError(f"target frequency {target_mhz!r} MHz is not positive")
+    return round(1e6 / target_mhz)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,10 +597,13 @@ def ooc_figures(by_type: Mapping[str, int]) -> dict[str, int]:
 
 
 def synth_out_of_context(*, top: str, config: str = "default",
-                         out_dir: str | os.PathLike | None = None, say=None) -> dict:
+                         out_dir: str | os.PathLike | None = None,
+                         abc9_delay: str = DEFAULT_ABC9_DELAY,
+                         target_mhz: float = DEFAULT_TARGET_MHZ, say=None) -> dict:
     """Synthesise the block of `top` alone (Yosys ``synth_ecp5``, its ports as the top's);
-    write and return the report."""
+    write and return the report. `target_mhz` matters only to ``abc9_delay="period"``."""
     say = say or (lambda msg: None)
+    delay_ps = abc9_delay_ps(abc9_delay, target_mhz)
     block = ooc_block(top, config)
     out = Path(out_dir) if out_dir is not None else flow.resolve_build_root() / "synth"
     if not out.is_absolute():
@@ -595,9 +619,9 @@ def synth_out_of_context(*, top: str, config: str = "default",
     elaborate = time.monotonic() - t0
     script = "\n".join([
         "read_rtlil top.il",
-        yosys_overrides("top")["script_after_read"],
+        yosys_overrides("top", delay_ps)["script_after_read"],
         "synth_ecp5 -top top",
-        yosys_overrides("top")["script_after_synth"],
+        yosys_overrides("top", delay_ps)["script_after_synth"],
     ]) + "\n"
     (build_dir / "top.ys").write_text(script)
     env = dict(os.environ)
@@ -611,12 +635,14 @@ def synth_out_of_context(*, top: str, config: str = "default",
     module = stat["modules"].get("\\top") or next(iter(stat["modules"].values()))
     cells = {k: v for k, v in module["num_cells_by_type"].items() if not k.startswith("$")}
     report = {"top": top, "config": config, "out_of_context": True,
-              "device_family": "ECP5 (Yosys synth_ecp5)", **ooc_figures(cells), "cells": cells,
+              "device_family": "ECP5 (Yosys synth_ecp5)", "abc9_delay_ps": delay_ps,
+              **ooc_figures(cells), "cells": cells,
               "times_s": {"elaborate": round(elaborate, 1), "yosys": round(seconds, 1)}}
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     md = [f"# `{top}` ({config}) out of context", "",
           "Yosys `synth_ecp5` of the block alone, its ports as the netlist's (no harness, no "
-          "place and route).", "",
+          "place and route)" + ("." if delay_ps is None else
+                                f"; ABC9's delay target {delay_ps} ps."), "",
           "| figure | count |", "|---|---:|",
           *(f"| {k} | {report[k]} |" for k in ("lut4", "lut4_logic", "carry_cells", "pfumx",
                                                "l6mux21", "ff", "ebr", "lutram_cells", "dsp")),
@@ -648,7 +674,8 @@ def build(*, top: str = "selftest", config: str = "default",
           bitstream: bool = True, seed: int | None = None, corrupt: int | None = None,
           router: str = DEFAULT_ROUTER, placer: str | None = None,
           timing_driven: bool | None = None,
-          router2: Mapping[str, int | float] | None = None, say=None) -> BuildResult:
+          router2: Mapping[str, int | float] | None = None,
+          abc9_delay: str = DEFAULT_ABC9_DELAY, say=None) -> BuildResult:
     """Synthesise, place and route `top` in `config` for `target_mhz`; write the report.
 
     The build happens in ``<out_dir>/<top>-<config>[-corrupt<N>]/`` (default out_dir:
@@ -669,6 +696,7 @@ def build(*, top: str = "selftest", config: str = "default",
         seed = default_seed(top)
     if router2 and router != "router2":
         raise ValueError(f"router2 settings given but the router is {router}")
+    delay_ps = abc9_delay_ps(abc9_delay, target_mhz)
     # The top's own router2 settings only apply to router2 (router1 has its own).
     router2_settings = default_router2_settings(top) if router == "router2" else {}
     router2_settings.update({k: router2_value(k, v) for k, v in (router2 or {}).items()})
@@ -685,7 +713,7 @@ def build(*, top: str = "selftest", config: str = "default",
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
     platform = platform_class()()
-    overrides = dict(yosys_overrides(name))
+    overrides = dict(yosys_overrides(name, delay_ps))
     overrides["add_preferences"] = lpf_preferences(target_mhz)
     overrides["nextpnr_opts"] = (f"--seed {seed} --placer {placer} --router {router} "
                                  + ("" if timing_driven else "--no-tmdriv ") +
@@ -726,7 +754,7 @@ def build(*, top: str = "selftest", config: str = "default",
                         for k, v in unit_params.items()},
         "target_mhz": target_mhz, "seed": seed, "router": router, "placer": placer,
         "timing_driven": timing_driven, "router2": router2_settings,
-        "bitstream": bitstream,
+        "abc9_delay_ps": delay_ps, "bitstream": bitstream,
         "device": f"{platform.device}-{platform.speed}{platform.package}",
         "times_s": {k: round(v, 1) for k, v in times.items()},
         "pll": {"fin_mhz": pll.fin_mhz, "fout_mhz": pll.fout_mhz, "fvco_mhz": pll.fvco_mhz,
@@ -1030,6 +1058,7 @@ def make_report(build_dir: Path, meta: Mapping) -> dict:
         "placer": meta.get("placer", DEFAULT_PLACER),
         "timing_driven": meta.get("timing_driven", True),
         "router2": meta.get("router2", {}),
+        "abc9_delay_ps": meta.get("abc9_delay_ps"),
         "bitstream": (name + ".bit") if meta["bitstream"] else None,
         "times_s": meta["times_s"],
         "tools": {tool: flow._version(dist) for tool, dist in
@@ -1105,7 +1134,9 @@ def render_markdown(r: Mapping) -> str:
               f"; nextpnr seed {r['seed']}, {r.get('placer', DEFAULT_PLACER)} placer"
               f"{'' if r.get('timing_driven', True) else ' (not timing-driven)'}, "
               f"{r.get('router')}"
-              + ("".join(f", {k}={v}" for k, v in r.get("router2", {}).items())) + ".", ""]
+              + ("".join(f", {k}={v}" for k, v in r.get("router2", {}).items())) + "; "
+              + ("ABC9 without a delay target" if r.get("abc9_delay_ps") is None
+                 else f"ABC9's delay target {r['abc9_delay_ps']} ps") + ".", ""]
     return "\n".join(lines)
 
 
@@ -1166,6 +1197,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="--top unit, core or vmx: synthesise the block alone, its ports "
                              "as the netlist's (Yosys only, no harness, no place and route): "
                              "its exact LUT4/FF/EBR figures")
+    parser.add_argument("--abc9-delay", choices=ABC9_DELAY_MODES, default=DEFAULT_ABC9_DELAY,
+                        help="how Yosys's LUT mapper (ABC9) maps: depth, every path for the "
+                             "least depth (Yosys's own behaviour, default); period, the clock "
+                             "period (--target-mhz) as its delay target, so that paths with "
+                             "slack in its delay model are mapped for area")
     parser.add_argument("--corrupt", type=int, metavar="N", default=None,
                         help="self-test: make vector N's expected answer wrong on purpose "
                              "(the board must then report FAIL)")
@@ -1186,7 +1222,9 @@ def _run_out_of_context(args: argparse.Namespace) -> int:
         if given:
             raise ValueError(f"--out-of-context has no place and route: {', '.join(given)} "
                              "does not apply")
-        r = synth_out_of_context(top=args.top, config=args.config, out_dir=args.out, say=_say)
+        r = synth_out_of_context(top=args.top, config=args.config, out_dir=args.out,
+                                 abc9_delay=args.abc9_delay, target_mhz=args.target_mhz,
+                                 say=_say)
     except (SynthError, ValueError) as e:
         _say(f"error: {e}")
         return 2
@@ -1205,7 +1243,7 @@ def run(args: argparse.Namespace) -> int:
                        out_dir=args.out, bitstream=not args.no_bitstream, seed=args.seed,
                        corrupt=args.corrupt, router=args.router,
                        placer=args.placer, timing_driven=args.timing_driven,
-                       router2=router2, say=_say)
+                       router2=router2, abc9_delay=args.abc9_delay, say=_say)
     except (SynthError, ValueError) as e:
         _say(f"error: {e}")
         return 2

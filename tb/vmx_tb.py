@@ -205,7 +205,7 @@ class VmxTB:
         if m.current is not None:
             # A write into the working copy (VMWRITE, the VMfail error number, VMFUNC's EPTP)
             # is read back from the cache memory in the cycle of the answer and lands at the
-            # next edge (the unit's `land_valid`, `land_row`, `land_mask`): compare every other
+            # next edge (its `ReadBack`'s `land`, `land_row`, `land_mask`): compare every other
             # field at the end of this cycle and those at the end of the next, without holding back
             # the next instruction (a VM exit taken in this cycle writes other fields at that
             # edge; nothing else changes the working copy that early).
@@ -214,8 +214,9 @@ class VmxTB:
     async def _check_working_copy(self, what: str, fields: dict):
         await ReadOnly()
         landing = []
-        if int(self.dut.land_valid.value):
-            row, mask = int(self.dut.land_row.value), int(self.dut.land_mask.value)
+        read_back = self.dut.read_back
+        if int(read_back.land.value):
+            row, mask = int(read_back.land_row.value), int(read_back.land_mask.value)
             landing = [f for f in FIELDS if field_row(f.slot) == row
                        and mask >> (2 * field_lane(f.slot)) & 0b11]
         wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))

@@ -86,8 +86,6 @@ from rtl.arch.vmx import (
     PROC2_ENABLE_VPID,
     PROC2_UNRESTRICTED_GUEST,
     PROC_ACTIVATE_SECONDARY,
-    RFLAGS_CF,
-    RFLAGS_ZF,
     VMCS_REVISION_ID,
     VMCS_REVISION_MASK,
     VMCS_SHADOW_INDICATOR,
@@ -115,11 +113,12 @@ from rtl.vmx.ports import (
     MEM_RESP_LAYOUT,
     RESULT_LAYOUT,
 )
+from rtl.vmx.read_back import ReadBack
+from rtl.vmx.result_register import ResultRegister
 from rtl.vmx.state_loads import GuestStateLoad, HostStateLoad
 from rtl.vmx.vmcs_cache import (
     FIELD_LANES,
     FIELD_ROW_COUNT,
-    ROWS_PER_SLOT,
     VmcsCache,
     field_row,
     lane_enables,
@@ -204,29 +203,17 @@ class VmxUnit(wiring.Component):
         # --- working copy: rows of the cache memory's wide copy --------------------------------
         # Nothing reads the working copy by index: VMREAD and region write-back read the cache
         # memory, which every write keeps up to date (module doc, "write-through"). A write of
-        # the current VMCS goes into the cache memory; in the next cycle the row port reads that
-        # row back (`rb_*`: the row, the enables of the fields written in it) and in the cycle
-        # after the working copy takes those lanes from it (`land_*`). A VMPTRLD copies whole
-        # rows (`copy_row`). A read whose data the working copy takes never meets a write of
-        # the same row (the wide copy's collision behaviour is left to the block RAM,
-        # `VmcsCache`): a write into the row being read back in that cycle adds its lanes to
-        # the read-back, which reads the row again in the next cycle.
+        # the current VMCS goes into the cache memory and reaches the working copy through the
+        # row port two cycles later (`ReadBack`); a VMPTRLD copies whole rows (`copy_row`).
         wc_dirty = Signal()     # the current VMCS changes this cycle: its slot becomes dirty
         m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
-        rb_pending = Signal()
-        rb_row = Signal(range(ROWS_PER_SLOT))
-        rb_mask = Signal(2 * FIELD_LANES)
-        land_valid = Signal()
-        land_row = Signal(range(ROWS_PER_SLOT))
-        land_mask = Signal(2 * FIELD_LANES)
-        wc_pending = Signal()   # a write is on its way into the working copy
-        m.d.comb += wc_pending.eq(rb_pending | land_valid)
-        m.d.sync += [rb_pending.eq(0), land_valid.eq(rb_pending), land_row.eq(rb_row),
-                     land_mask.eq(rb_mask)]
+        m.submodules.read_back = read_back = ReadBack()
+        wc_pending = read_back.pending  # a write is on its way into the working copy
         # (The data is the memory's output in every cycle: only the enables say which row.)
         m.d.comb += working_copy.row_data.eq(cache.row_data)
-        with m.If(land_valid):
-            m.d.comb += [working_copy.row_index.eq(land_row), working_copy.row_en.eq(land_mask)]
+        with m.If(read_back.land):
+            m.d.comb += [working_copy.row_index.eq(read_back.land_row),
+                         working_copy.row_en.eq(read_back.land_mask)]
 
         # --- the instruction being decided ------------------------------------------------------
         # The decision looks at the offered instruction itself (answer in the next cycle) and
@@ -287,34 +274,19 @@ class VmxUnit(wiring.Component):
                      decision.vm_function_control.eq(wc.vm_function_control)]
 
         # --- result register -----------------------------------------------------------------
-        res = Signal(RESULT_LAYOUT)
-        res_valid = Signal()
         # A VMREAD's value comes from the cache memory's read port, whose address the accepting
         # cycle presents (the current VMCS's row of the field) and whose data then holds until
-        # the next instruction is accepted: `res_mem` selects it, `res_high`/`res_long` shape it.
-        res_mem = Signal()
-        res_high = Signal()
-        res_long = Signal()
-        rdd = cache.rd_data
-        m.d.comb += [self.result.payload.eq(res), self.result.valid.eq(res_valid)]
-        with m.If(res_mem):
-            m.d.comb += self.result.payload.value.eq(
-                Mux(res_high, rdd[32:64], Mux(res_long, rdd, rdd[0:32])))
-        with m.If(self.result.ready):
-            m.d.sync += res_valid.eq(0)
+        # the next instruction is accepted.
+        m.submodules.result_register = result_reg = ResultRegister()
+        m.d.comb += result_reg.memory_data.eq(cache.rd_data)
+        wiring.connect(m, result_reg.result, wiring.flipped(self.result))
 
         def answer(kind, err=0, exit_reason=0, qual=0, value=0, eptp=0, proceed=0):
-            """Statements that put an answer in the result register (sync)."""
-            flags_valid = (kind == VmxResult.SUCCEED) | (kind == VmxResult.FAIL_INVALID) | \
-                (kind == VmxResult.FAIL_VALID)
-            flags = Mux(kind == VmxResult.FAIL_INVALID, RFLAGS_CF,
-                        Mux(kind == VmxResult.FAIL_VALID, RFLAGS_ZF, 0))
-            return [res.kind.eq(kind), res.error.eq(err), res.exit_reason.eq(exit_reason),
-                    res.qualification.eq(qual), res.value.eq(value), res.eptp.eq(eptp),
-                    res.proceed.eq(proceed),
-                    res.flags.eq(Mux(proceed, 0, flags)),
-                    res.flags_valid.eq(flags_valid & ~proceed),
-                    res_valid.eq(1), res_mem.eq(0)]
+            """Statements (comb) that load an answer into the result register."""
+            a = result_reg.answer
+            return [result_reg.load.eq(1), a.kind.eq(kind), a.error.eq(err),
+                    a.exit_reason.eq(exit_reason), a.qualification.eq(qual), a.value.eq(value),
+                    a.eptp.eq(eptp), a.proceed.eq(proceed)]
 
         port_taken = Signal()   # a state writes the cache memory this cycle (`mem_write`)
 
@@ -324,18 +296,13 @@ class VmxUnit(wiring.Component):
                     cache.wr_data.eq(value), port_taken.eq(1)]
 
         def write_through(field, value, halves=0b11):
-            """Statements (comb, and the sync read-back) that write `value` into field `field`
-            of the current VMCS: its memory row now, the working copy two cycles later."""
-            m.d.comb += [wc_dirty.eq(1), *mem_write(wc_slot, field, value, halves)]
+            """Statements (comb) that write `value` into field `field` of the current VMCS:
+            its memory row now, the working copy two cycles later (`ReadBack`)."""
             if isinstance(field, int):
                 field = Const(field, range(NF))
-            row = field_row(field)
-            lanes = lane_enables(field, halves)
-            m.d.sync += rb_pending.eq(1)
-            with m.If(rb_pending & (rb_row == row)):
-                m.d.sync += [rb_mask.eq(rb_mask | lanes), land_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [rb_row.eq(row), rb_mask.eq(lanes)]
+            m.d.comb += [wc_dirty.eq(1), *mem_write(wc_slot, field, value, halves),
+                         read_back.write.eq(1), read_back.write_row.eq(field_row(field)),
+                         read_back.write_lanes.eq(lane_enables(field, halves))]
 
         def commit_error(err):
             """VMfailValid: the error number goes to the current VMCS."""
@@ -394,21 +361,21 @@ class VmxUnit(wiring.Component):
             """VMfailValid(11) if there is a current VMCS (else VMfailInvalid)."""
             with m.If(cur_valid):
                 commit_error(VmInstructionError.VMPTRLD_INCORRECT_REVISION)
-                m.d.sync += answer(VmxResult.FAIL_VALID,
+                m.d.comb += answer(VmxResult.FAIL_VALID,
                                    VmInstructionError.VMPTRLD_INCORRECT_REVISION)
             with m.Else():
-                m.d.sync += answer(VmxResult.FAIL_INVALID)
+                m.d.comb += answer(VmxResult.FAIL_INVALID)
 
         def vmptrld_done(slot):
             """VMPTRLD succeeds: the working copy holds (from the next cycle) cache slot `slot`."""
-            m.d.sync += [wc_slot.eq(slot), wc_live.eq(1), cur_ptr.eq(q_ptr),
-                         *answer(VmxResult.SUCCEED)]
+            m.d.sync += [wc_slot.eq(slot), wc_live.eq(1), cur_ptr.eq(q_ptr)]
+            m.d.comb += answer(VmxResult.SUCCEED)
             m.next = "IDLE"
 
         # The row port: the read-back of a write (module doc above), else in the sequences row
         # (cnt-1) / FIELD_LANES of slot sslot (a VMPTRLD's copy).
-        with m.If(rb_pending):
-            m.d.comb += [cache.row_slot.eq(wc_slot), cache.row_index.eq(rb_row)]
+        with m.If(read_back.read):
+            m.d.comb += [cache.row_slot.eq(wc_slot), cache.row_index.eq(read_back.read_row)]
         with m.Else():
             m.d.comb += [cache.row_slot.eq(sslot_nxt),
                          cache.row_index.eq(field_row((cnt_nxt - 1)[0:len(fld)]))]
@@ -578,12 +545,12 @@ class VmxUnit(wiring.Component):
                 # VMLAUNCH/VMRESUME read the working copy as they are accepted: not while an
                 # indexed write is still on its way into it.
                 entry_in = (op_in == VmxOp.VMLAUNCH) | (op_in == VmxOp.VMRESUME)
-                m.d.comb += [self.instr.ready.eq((~res_valid | self.result.ready)
+                m.d.comb += [self.instr.ready.eq(result_reg.free
                                                  & ~(side_wb & needs_rows)
                                                  & ~(entry_in & wc_pending)),
                              accept.eq(self.instr.valid & self.instr.ready)]
                 # A VM exit is taken when no instruction is (the core sends one or the other).
-                m.d.comb += self.exit.ready.eq(~self.instr.valid & (~res_valid | self.result.ready))
+                m.d.comb += self.exit.ready.eq(~self.instr.valid & result_reg.free)
                 with m.If(self.exit.valid & self.exit.ready):
                     with m.If(nonroot):
                         m.d.comb += vm_exit_writes()
@@ -605,25 +572,26 @@ class VmxUnit(wiring.Component):
                         # Only the part the model's precheck covers; no state change.
                         with m.If(o_pre & ~((d.op == VmxOp.VMREAD)
                                             & (o_kind == VmxResult.SUCCEED))):
-                            m.d.sync += answer(o_kind, o_err, o_exit, o_qual)
+                            m.d.comb += answer(o_kind, o_err, o_exit, o_qual)
                         with m.Else():
-                            m.d.sync += answer(VmxResult.SUCCEED, proceed=1)
+                            m.d.comb += answer(VmxResult.SUCCEED, proceed=1)
                     with m.Elif(o_act == _Act.NONE):
-                        m.d.sync += answer(o_kind, o_err, o_exit, o_qual, o_val)
+                        m.d.comb += answer(o_kind, o_err, o_exit, o_qual, o_val)
                         with m.If(o_kind == VmxResult.FAIL_VALID):
                             commit_error(o_err)
                         with m.If((d.op == VmxOp.VMREAD) & (o_kind == VmxResult.SUCCEED)):
-                            m.d.sync += [res_mem.eq(1), res_high.eq(f_high),
-                                         res_long.eq(long_mode)]
+                            m.d.comb += [result_reg.from_memory.eq(1),
+                                         result_reg.value_high.eq(f_high),
+                                         result_reg.value_long.eq(long_mode)]
                     with m.Elif(o_act == _Act.VMWRITE):
                         write_through(f_idx, vmwrite_value, vmwrite_halves)
-                        m.d.sync += answer(VmxResult.SUCCEED)
+                        m.d.comb += answer(VmxResult.SUCCEED)
                     with m.Elif(o_act == _Act.VMXOFF):
                         m.d.sync += [mode.eq(VmxMode.OUTSIDE), vmxon_ptr.eq(0),
                                      cur_ptr.eq(INVALID_VMCS_POINTER)]
                         m.d.comb += cache.vmxoff.eq(1)
                         m.d.sync += vmxoff_epoch.eq(vmxoff_epoch + 1)
-                        m.d.sync += answer(VmxResult.SUCCEED)
+                        m.d.comb += answer(VmxResult.SUCCEED)
                     with m.Elif(o_act == _Act.VMXON):
                         m.d.sync += base.eq(ptr)
                         m.next = "VMXON_REQ"
@@ -664,7 +632,7 @@ class VmxUnit(wiring.Component):
                                  inv.gla.eq(Mux(q_type == 0, q.mem[64:128], 0))]
                 with m.If(self.inval.ready):
                     m.d.sync += inv_valid.eq(0)
-                    m.d.sync += answer(VmxResult.SUCCEED)
+                    m.d.comb += answer(VmxResult.SUCCEED)
                     m.next = "IDLE"
 
             # --- VMXON: revision dword of the VMXON region ----------------------------------
@@ -678,9 +646,9 @@ class VmxUnit(wiring.Component):
                     with m.If(revision_ok(mresp.payload.data[0:32])):
                         m.d.sync += [mode.eq(VmxMode.ROOT), vmxon_ptr.eq(ext(base, 64)),
                                      cur_ptr.eq(INVALID_VMCS_POINTER)]
-                        m.d.sync += answer(VmxResult.SUCCEED)
+                        m.d.comb += answer(VmxResult.SUCCEED)
                     with m.Else():
-                        m.d.sync += answer(VmxResult.FAIL_INVALID)
+                        m.d.comb += answer(VmxResult.FAIL_INVALID)
                     m.next = "IDLE"
 
             # --- VMFUNC leaf 0: EPTP-list entry -------------------------------------------------
@@ -695,9 +663,9 @@ class VmxUnit(wiring.Component):
                     with m.If(eptp_ok(entry, mpa)):
                         m.d.sync += [ctx.eptp.eq(entry), entry_reg.eptp.eq(entry)]
                         write_through(_SLOT["ept_pointer"], entry)
-                        m.d.sync += answer(VmxResult.COMPLETE, eptp=entry)
+                        m.d.comb += answer(VmxResult.COMPLETE, eptp=entry)
                     with m.Else():
-                        m.d.sync += answer(VmxResult.VM_EXIT,
+                        m.d.comb += answer(VmxResult.VM_EXIT,
                                            exit_reason=ExitReason.VMFUNC.value)
                     m.next = "IDLE"
 
@@ -730,7 +698,7 @@ class VmxUnit(wiring.Component):
             with m.State("CLEAR_DONE"):
                 with m.If(cur_ptr == ext(base, 64)):
                     m.d.sync += cur_ptr.eq(INVALID_VMCS_POINTER)
-                m.d.sync += answer(VmxResult.SUCCEED)
+                m.d.comb += answer(VmxResult.SUCCEED)
                 m.next = "IDLE"
 
             # --- VMPTRLD --------------------------------------------------------------------
@@ -852,12 +820,12 @@ class VmxUnit(wiring.Component):
                     kind = checks.result.kind
                     with m.If(kind == EntryCheckKind.CONTROLS):
                         commit_error(VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
-                        m.d.sync += answer(VmxResult.FAIL_VALID,
+                        m.d.comb += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
                         m.next = "IDLE"
                     with m.Elif(kind == EntryCheckKind.HOST):
                         commit_error(VmInstructionError.ENTRY_INVALID_HOST_STATE)
-                        m.d.sync += answer(VmxResult.FAIL_VALID,
+                        m.d.comb += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_HOST_STATE)
                         m.next = "IDLE"
                     with m.Elif(kind == EntryCheckKind.GUEST):
@@ -905,12 +873,12 @@ class VmxUnit(wiring.Component):
                         m.d.sync += inv_valid.eq(1)
                         m.next = "ENTRY_INVAL"
                     with m.Else():
-                        m.d.sync += answer(VmxResult.VM_ENTRY)
+                        m.d.comb += answer(VmxResult.VM_ENTRY)
                         m.next = "IDLE"
             with m.State("ENTRY_INVAL"):
                 with m.If(self.inval.ready):
                     m.d.sync += inv_valid.eq(0)
-                    m.d.sync += answer(VmxResult.VM_ENTRY)
+                    m.d.comb += answer(VmxResult.VM_ENTRY)
                     m.next = "IDLE"
             with m.State("ENTRY_FAIL"):
                 # VM-entry failure: exit reason and qualification written, host state loaded,
@@ -922,7 +890,7 @@ class VmxUnit(wiring.Component):
                     par.exit_qualification.eq(fail_qual),
                     wc_dirty.eq(1), *current_cr0_efer(q.cpu.cr0, q.cpu.efer)]
                 m.d.sync += host_reg.eq(host_calc)
-                m.d.sync += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
+                m.d.comb += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
                                    qual=fail_qual)
                 m.d.comb += write_back.start.eq(1)
                 m.next = "IDLE"

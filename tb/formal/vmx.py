@@ -248,9 +248,10 @@ class VmxHarness(FormalTop):
         q = data.View(unit.instr.payload.shape(), reg("q"))
         base = reg("base")
         wc_raw, = wsig["wc"]
-        rb_pending, rb_row, rb_mask = reg("rb_pending"), reg("rb_row"), reg("rb_mask")
+        read_back = um._named_submodules["read_back"][0]
+        rb_pending, rb_row, rb_mask = read_back.read, read_back.read_row, read_back.read_mask
         wc_row_take = module_signal(um, "wc_row_take")
-        land_valid, land_row, land_mask = reg("land_valid"), reg("land_row"), reg("land_mask")
+        land_valid, land_row, land_mask = read_back.land, read_back.land_row, read_back.land_mask
         wc_slot = reg("wc_slot")
         wc_live = reg("wc_live")
         victim = reg("victim")

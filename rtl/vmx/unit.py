@@ -14,12 +14,13 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   (each 32-bit half has its own write enable, so the high access of a 64-bit field needs no
   read), a VMfail the error field, VMFUNC the EPTP; the cache's row port reads the row of the
   wide copy back in the next cycle and the working copy takes the field's lane from it in the
-  cycle after (`WorkingCopy`'s row port, the only way into it besides the exit's parallel port):
-  VMLAUNCH/VMRESUME, which read the working copy as they are accepted, wait those two cycles.
-  A VM exit or VM-entry failure writes the working copy in one cycle (its parallel port) and
-  then copies the fields it wrote (`exit_written`, 27) into the row in the background, one per
-  cycle whenever no other write needs the port and no write is on its way into the working
-  copy, in the order of `exit_written` (the exit reason and qualification first); until that is
+  cycle after (`ReadBack`; `WorkingCopy`'s row port, the only way into it besides the exit's
+  parallel port): VMLAUNCH/VMRESUME, which read the working copy as they are accepted, wait
+  those two cycles. A VM exit or VM-entry failure writes the working copy in one cycle (its
+  parallel port, `ExitFieldWrites`) and then copies the fields it can write (`PARALLEL_FIELDS`,
+  27) into the row in the background (`ExitWriteBack`), one per cycle whenever no other write
+  needs the port and no write is on its way into the working copy, in that order (the exit
+  reason and qualification first); until that is
   done, VMPTRLD and VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a
   VMRESUME does not). So VMREAD reads the cache memory (the read port's address is the offered
   field, its data the answer), a VMCS leaving the working copy needs no write-back, and region
@@ -30,8 +31,9 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   lookup happens as that read goes out, and a hit of another slot copies its VMCS from the wide
   copy's rows into the working copy meanwhile (`FIELD_LANES` fields per cycle,
   `FIELD_ROW_COUNT` cycles); a wrong revision then copies the current VMCS back (state
-  PTR_RESTORE) before the VMfail. A miss reads the region into the victim slot's rows and then
-  copies them the same way, evicting the least recently used slot (written back to its region
+  PTR_RESTORE) before the VMfail. A miss reads the region into the victim slot's rows
+  (`RegionTransfer`, which also does VMCLEAR's write-back) and then copies them the same way,
+  evicting the least recently used slot (written back to its region
   first if dirty).
 * VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then the
   VMCS-link-pointer revision read (when `VmEntryChecks.link_read_needed`), `VmEntryChecks`
@@ -69,16 +71,9 @@ from rtl.arch.vmx import (
     CR0_HOST_LOADED,
     EFER_LMA,
     EFER_LME,
-    ENTRY_CTL_IA32E_MODE_GUEST,
     ENTRY_FAIL_PDPTE,
-    EXIT_CTL_SAVE_DEBUG_CONTROLS,
-    EXIT_CTL_SAVE_EFER,
-    EXIT_CTL_SAVE_PAT,
-    EXIT_CTL_SAVE_PREEMPTION_TIMER,
     EXIT_REASON_INVALID_GUEST_STATE,
-    EXIT_SAVED_GUEST_FIELDS,
     FIELDS,
-    INTR_INFO_VALID,
     INVALID_VMCS_POINTER,
     MAXPHYADDR,
     PROC2_ENABLE_EPT,
@@ -91,7 +86,6 @@ from rtl.arch.vmx import (
     VMCS_SHADOW_INDICATOR,
     VMX_MSRS,
     ExitReason,
-    FieldWidth,
     VmInstructionError,
     VmxMode,
     VmxOp,
@@ -102,6 +96,7 @@ from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.decision import InstructionDecision
 from rtl.vmx.decision import VmxAction as _Act
 from rtl.vmx.entry_checks import VmEntryChecks, eptp_ok, pdpte_ok
+from rtl.vmx.exit_fields import ExitFieldWrites
 from rtl.vmx.exit_write_back import ExitWriteBack
 from rtl.vmx.layouts import VMCS_LAYOUT, EntryCheckKind, member_name
 from rtl.vmx.ports import (
@@ -114,6 +109,7 @@ from rtl.vmx.ports import (
     RESULT_LAYOUT,
 )
 from rtl.vmx.read_back import ReadBack
+from rtl.vmx.region_transfer import RegionTransfer
 from rtl.vmx.result_register import ResultRegister
 from rtl.vmx.state_loads import GuestStateLoad, HostStateLoad
 from rtl.vmx.vmcs_cache import (
@@ -313,30 +309,46 @@ class VmxUnit(wiring.Component):
         mresp = self.mem_resp
 
         # --- sequencing registers ------------------------------------------------------------
-        base = Signal(mpa)              # region address being loaded / written back
-        cnt = Signal(range(NF + 2))     # issue counter (0: launch-state qword, 1+i: field i)
-        cnt_nxt = Signal(range(NF + 2))
-        rcnt = Signal(range(NF + 2))    # response counter of a load
-        sslot = Signal(range(self.slots))   # slot read from the cache memory
+        base = Signal(mpa)              # the memory operand's address (a VMCS region's, ...)
+        cnt = Signal(range(NF + 2))     # step counter: a VMPTRLD's copy (1 + its row's first
+        cnt_nxt = Signal(range(NF + 2))     # field), the PDPTE reads
+        rcnt = Signal(range(NF + 2))    # response counter of the PDPTE reads
+        sslot = Signal(range(self.slots))   # slot a VMPTRLD copies from
         sslot_nxt = Signal(range(self.slots))
-        wb_launch = Signal(64)          # launch-state qword a write-back stores
         victim = Signal(range(self.slots))
-        ld_launch = Signal(64)
         fail_qual = Signal(3)
         vmxoff_epoch = Signal(30)       # counts VMXOFFs (see the module docstring)
         tgt_hit = Signal()
         tgt_slot = Signal(range(self.slots))
         m.d.comb += [cnt_nxt.eq(cnt), sslot_nxt.eq(sslot)]
         m.d.sync += [cnt.eq(cnt_nxt), sslot.eq(sslot_nxt)]
+        # Region write-backs and loads (`RegionTransfer`): the memory port is theirs while
+        # they run (no state of the sequencer uses it then), and so is the cache memory's read
+        # port outside IDLE.
+        m.submodules.region_transfer = transfer = RegionTransfer(slots=self.slots,
+                                                                 maxphyaddr=mpa)
+        m.d.comb += [transfer.mem_req.ready.eq(mreq.ready),
+                     transfer.mem_resp.valid.eq(mresp.valid),
+                     transfer.mem_resp.payload.eq(mresp.payload),
+                     transfer.rd_data.eq(cache.rd_data)]
+        with m.If(transfer.busy):
+            m.d.comb += [mreq.valid.eq(transfer.mem_req.valid),
+                         mreq.payload.eq(transfer.mem_req.payload),
+                         mresp.ready.eq(transfer.mem_resp.ready)]
+
+        def start_transfer(load, slot, region, launch_qword=0):
+            """Statements (comb) that start a region write-back or load."""
+            return [transfer.start.eq(1), transfer.load.eq(load), transfer.slot.eq(slot),
+                    transfer.region.eq(region), transfer.launch_qword.eq(launch_qword)]
+
         # The cache memory's read port: in IDLE the field of the offered instruction in the
         # current VMCS's row (a VMREAD's value), taken only when an instruction is accepted so
-        # that it holds while the result waits; in the sequences field cnt-1 of slot sslot (the
-        # address of the next cycle is presented now).
+        # that it holds while the result waits; in the sequences the region write-back's.
         with m.If(idle):
             m.d.comb += [cache.rd_slot.eq(wc_slot), cache.rd_field.eq(f_idx),
                          cache.rd_en.eq(self.instr.valid & self.instr.ready)]
         with m.Else():
-            m.d.comb += [cache.rd_slot.eq(sslot_nxt), cache.rd_field.eq(cnt_nxt - 1),
+            m.d.comb += [cache.rd_slot.eq(transfer.rd_slot), cache.rd_field.eq(transfer.rd_field),
                          cache.rd_en.eq(1)]
 
         fld = Signal(range(NF))          # field index of the current step (a copy: its row's first)
@@ -379,27 +391,8 @@ class VmxUnit(wiring.Component):
         with m.Else():
             m.d.comb += [cache.row_slot.eq(sslot_nxt),
                          cache.row_index.eq(field_row((cnt_nxt - 1)[0:len(fld)]))]
-        wb_data = Signal(64)
-        m.d.comb += wb_data.eq(Mux(cnt == 0, wb_launch, cache.rd_data))
-        # Width of field rcnt-1 of a region load: the cache memory gets it zero-extended.
-        ld_width = Signal(FieldWidth)
-        with m.Switch(rcnt - 1):
-            for f in FIELDS:
-                with m.Case(f.slot):
-                    m.d.comb += ld_width.eq(f.width)
-        ld_data = self.mem_resp.payload.data
-        ld_value = Signal(64)
-        m.d.comb += ld_value.eq(Mux(ld_width == FieldWidth.BITS16, ld_data[0:16],
-                                    Mux(ld_width == FieldWidth.BITS32, ld_data[0:32], ld_data)))
-
         q_ptr = q.mem[0:64]
         m.d.comb += [cache.lookup_tag.eq(q_ptr[12:mpa]), cache.b_slot.eq(victim)]
-        # Byte offset of step `cnt` of a region load/write-back: 8 (launch state) + 8 * cnt.
-        # (Regions are 4 KiB aligned and a VMCS takes less than 4 KiB: the offset is
-        # concatenated below the region's page number.)
-        slot_off = Signal(12)
-        m.d.comb += slot_off.eq(Cat(Const(0, 3), cnt) + 8)
-        step_addr = Cat(slot_off, base[12:mpa])
 
         # Invalidation request register.
         # The request is INVEPT's or INVVPID's in state INVAL (from the operands in `q`), else
@@ -448,7 +441,6 @@ class VmxUnit(wiring.Component):
         entry_calc = guest_load.entry
         guest_efer = entry_calc.guest.guest_ia32_efer
         pae = guest_load.pae
-        intr = wc.vm_entry_intr_info_field
         entry_reg = Signal(ENTRY_LAYOUT)
         m.d.comb += self.entry.eq(entry_reg)
         # Translation context of the running guest (eptp follows VMFUNC).
@@ -463,57 +455,19 @@ class VmxUnit(wiring.Component):
         # VM exit (model `vm_exit`): the port's payload.
         ex = self.exit.payload
         g_vpid_on = Signal()        # the running guest has VPIDs enabled
-        save = {
-            "guest_dr7": EXIT_CTL_SAVE_DEBUG_CONTROLS,
-            "guest_ia32_debugctl": EXIT_CTL_SAVE_DEBUG_CONTROLS,
-            "guest_ia32_pat": EXIT_CTL_SAVE_PAT,
-            "guest_ia32_efer": EXIT_CTL_SAVE_EFER,
-        }
 
-        # What a VM exit writes into the working copy: the exit-information fields (always) and
-        # the guest state the core can change (`EXIT_SAVED_GUEST_FIELDS`, some under exit
-        # controls). A VM-entry failure (state ENTRY_FAIL) writes the first two.
-        exit_info = {
-            "vm_exit_reason": ex.reason,
-            "exit_qualification": ex.qualification,
-            "guest_linear_address": ex.gla,
-            "guest_physical_address": ex.gpa,
-            "vm_exit_instruction_len": ex.instr_len,
-            "vmx_instruction_info": ex.instr_info,
-            "vm_exit_intr_info": ex.intr_info,
-            "vm_exit_intr_error_code": ex.intr_error,
-            "idt_vectoring_info_field": ex.idt_vectoring_info,
-            "idt_vectoring_error_code": ex.idt_vectoring_error,
-            "vm_entry_intr_info_field": intr & (~INTR_INFO_VALID & _U32),
-            "vm_entry_controls": Mux(ex.guest.guest_ia32_efer[bit(EFER_LMA)],
-                                     entry_ctls | ENTRY_CTL_IA32E_MODE_GUEST,
-                                     entry_ctls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32)),
-        }
-        exit_written = (*exit_info, *(member_name(n) for n in EXIT_SAVED_GUEST_FIELDS))
-        assert {"vm_exit_reason", "exit_qualification"} <= set(exit_written)
-
-        assert exit_written == tuple(member_name(n) for n in PARALLEL_FIELDS)
-        par_index = {n: i for i, n in enumerate(exit_written)}
-        par = working_copy.par_data
-        # The values on the working copy's parallel port: the exit's (a VM-entry failure
-        # replaces the exit reason and qualification, state ENTRY_FAIL).
-        m.d.comb += [par[n].eq(v) for n, v in exit_info.items()]
-        m.d.comb += [par[member_name(n)].eq(ex.guest[member_name(n)])
-                     for n in EXIT_SAVED_GUEST_FIELDS]
-
-        def vm_exit_writes():
-            """The enables of the parallel port for a VM exit (comb statements)."""
-            en = [1] * len(exit_written)
-            # Only the fields the core can change come with the exit; every other guest field
-            # keeps the value the entry loaded, which is still its working-copy value.
-            for n in exit_written:
-                if n in save:
-                    en[par_index[n]] = exit_ctls[save[n].bit_length() - 1]
-                elif n.startswith("guest_pdptr"):
-                    en[par_index[n]] = ept_on
-                elif n == "vmx_preemption_timer_value":
-                    en[par_index[n]] = exit_ctls[bit(EXIT_CTL_SAVE_PREEMPTION_TIMER)]
-            return [working_copy.par_en.eq(Cat(*en))]
+        # What a VM exit or a VM-entry failure writes into the working copy in one cycle (its
+        # parallel port): `ExitFieldWrites`, enabled by the state that takes the exit or fails
+        # the entry.
+        m.submodules.exit_fields = exit_fields = ExitFieldWrites()
+        m.d.comb += [exit_fields.exit.eq(ex), exit_fields.exit_controls.eq(exit_ctls),
+                     exit_fields.entry_controls.eq(entry_ctls),
+                     exit_fields.entry_intr_info.eq(wc.vm_entry_intr_info_field),
+                     exit_fields.ept_enabled.eq(ept_on),
+                     exit_fields.failure_qualification.eq(fail_qual),
+                     working_copy.par_data.eq(exit_fields.data),
+                     working_copy.par_en.eq(exit_fields.enables)]
+        exit_written = [member_name(n) for n in PARALLEL_FIELDS]
 
         # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
         # into the current VMCS's row, in the background (`ExitWriteBack`), in every cycle no
@@ -553,7 +507,7 @@ class VmxUnit(wiring.Component):
                 m.d.comb += self.exit.ready.eq(~self.instr.valid & result_reg.free)
                 with m.If(self.exit.valid & self.exit.ready):
                     with m.If(nonroot):
-                        m.d.comb += vm_exit_writes()
+                        m.d.comb += exit_fields.vm_exit.eq(1)
                         m.d.comb += [wc_dirty.eq(1), *current_cr0_efer(ex.guest.guest_cr0,
                                                        ex.guest.guest_ia32_efer)]
                         m.d.sync += [host_reg.eq(host_calc), mode.eq(VmxMode.ROOT),
@@ -673,8 +627,7 @@ class VmxUnit(wiring.Component):
             with m.State("CLEAR_START"):
                 m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot)]
                 with m.If(cache.hit):
-                    m.d.sync += wb_launch.eq(0)
-                    m.d.comb += [cnt_nxt.eq(0), sslot_nxt.eq(cache.hit_slot)]
+                    m.d.comb += start_transfer(0, cache.hit_slot, base[12:mpa])
                     m.next = "CLEAR_WB"
                 with m.Else():
                     m.next = "CLEAR_LS"
@@ -685,16 +638,11 @@ class VmxUnit(wiring.Component):
                 with m.If(mreq.ready):
                     m.next = "CLEAR_DONE"
             with m.State("CLEAR_WB"):
-                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr),
-                             mreq.payload.write.eq(1), mreq.payload.data.eq(wb_data)]
-                with m.If(mreq.ready):
-                    with m.If(cnt == NF):
-                        m.d.comb += [cache.free.eq(1), cache.free_slot.eq(tgt_slot)]
-                        with m.If(wc_live & (wc_slot == tgt_slot)):
-                            m.d.sync += wc_live.eq(0)
-                        m.next = "CLEAR_DONE"
-                    with m.Else():
-                        m.d.comb += cnt_nxt.eq(cnt + 1)
+                with m.If(transfer.done):
+                    m.d.comb += [cache.free.eq(1), cache.free_slot.eq(tgt_slot)]
+                    with m.If(wc_live & (wc_slot == tgt_slot)):
+                        m.d.sync += wc_live.eq(0)
+                    m.next = "CLEAR_DONE"
             with m.State("CLEAR_DONE"):
                 with m.If(cur_ptr == ext(base, 64)):
                     m.d.sync += cur_ptr.eq(INVALID_VMCS_POINTER)
@@ -754,54 +702,35 @@ class VmxUnit(wiring.Component):
                     vmptrld_done(tgt_slot)
             with m.State("EVICT"):
                 # The victim, if it holds a VMCS that changed, goes back to its region first.
-                vtag = cache.b_tag
                 with m.If(cache.b_valid & cache.b_dirty):
-                    m.d.sync += [
-                        wb_launch.eq(Cat(cache.b_launched, Const(0, 31), cache.b_lbv,
-                                         Const(1, 1), vmxoff_epoch)),
-                        base.eq(Cat(Const(0, 12), vtag)),
-                    ]
-                    m.d.comb += [cnt_nxt.eq(0), sslot_nxt.eq(victim)]
+                    m.d.comb += start_transfer(
+                        0, victim, cache.b_tag,
+                        Cat(cache.b_launched, Const(0, 31), cache.b_lbv, Const(1, 1),
+                            vmxoff_epoch))
                     m.next = "EVICT_WB"
                 with m.Else():
-                    m.d.comb += cnt_nxt.eq(0)
-                    m.d.sync += rcnt.eq(0)
+                    m.d.comb += start_transfer(1, victim, base[12:mpa])
                     m.next = "LOAD"
             with m.State("EVICT_WB"):
-                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr),
-                             mreq.payload.write.eq(1), mreq.payload.data.eq(wb_data)]
-                with m.If(mreq.ready):
-                    with m.If(cnt == NF):
-                        m.d.comb += [cache.free.eq(1), cache.free_slot.eq(victim)]
-                        m.d.comb += cnt_nxt.eq(0)
-                        m.d.sync += [rcnt.eq(0), base.eq(q_ptr)]
-                        m.next = "LOAD"
-                    with m.Else():
-                        m.d.comb += cnt_nxt.eq(cnt + 1)
+                with m.If(transfer.done):
+                    m.d.comb += [cache.free.eq(1), cache.free_slot.eq(victim),
+                                 *start_transfer(1, victim, base[12:mpa])]
+                    m.next = "LOAD"
             with m.State("LOAD"):
-                # Reads of the launch-state qword and every field slot, pipelined; responses in
-                # order go into the victim's memory rows, which SWAP then copies.
-                with m.If(cnt <= NF):
-                    m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(step_addr)]
-                    with m.If(mreq.ready):
-                        m.d.comb += cnt_nxt.eq(cnt + 1)
-                m.d.comb += mresp.ready.eq(1)
-                with m.If(mresp.valid):
-                    m.d.sync += rcnt.eq(rcnt + 1)
-                    with m.If(rcnt == 0):
-                        m.d.sync += ld_launch.eq(mresp.payload.data)
-                    with m.Else():
-                        m.d.comb += mem_write(victim, rcnt - 1, ld_value)
-                    with m.If(rcnt == NF):
-                        m.d.comb += [cache.fill.eq(1), cache.fill_slot.eq(victim),
-                                     cache.fill_tag.eq(base[12:mpa]),
-                                     cache.fill_launched.eq(ld_launch[0]),
-                                     cache.fill_lbv.eq(
-                                         ld_launch[32] | (ld_launch[0] & ld_launch[33]
-                                                          & (ld_launch[34:64] != vmxoff_epoch)))]
-                        m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(victim)]
-                        m.d.sync += tgt_slot.eq(victim)
-                        m.next = "SWAP"
+                # The region into the victim's memory rows, which SWAP then copies.
+                with m.If(transfer.wr_valid):
+                    m.d.comb += mem_write(transfer.wr_slot, transfer.wr_field, transfer.wr_data)
+                with m.If(transfer.done):
+                    ld_launch = transfer.launch
+                    m.d.comb += [cache.fill.eq(1), cache.fill_slot.eq(victim),
+                                 cache.fill_tag.eq(base[12:mpa]),
+                                 cache.fill_launched.eq(ld_launch[0]),
+                                 cache.fill_lbv.eq(
+                                     ld_launch[32] | (ld_launch[0] & ld_launch[33]
+                                                      & (ld_launch[34:64] != vmxoff_epoch)))]
+                    m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(victim)]
+                    m.d.sync += tgt_slot.eq(victim)
+                    m.next = "SWAP"
             # --- VM entry: the link pointer's revision (if needed), the checks, the PDPTEs --------
             with m.State("LINK_REQ"):
                 m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(checks.link_addr[0:mpa])]
@@ -883,12 +812,8 @@ class VmxUnit(wiring.Component):
             with m.State("ENTRY_FAIL"):
                 # VM-entry failure: exit reason and qualification written, host state loaded,
                 # still in VMX root operation.
-                m.d.comb += [
-                    working_copy.par_en[par_index["vm_exit_reason"]].eq(1),
-                    working_copy.par_en[par_index["exit_qualification"]].eq(1),
-                    par.vm_exit_reason.eq(EXIT_REASON_INVALID_GUEST_STATE),
-                    par.exit_qualification.eq(fail_qual),
-                    wc_dirty.eq(1), *current_cr0_efer(q.cpu.cr0, q.cpu.efer)]
+                m.d.comb += [exit_fields.entry_failure.eq(1),
+                             wc_dirty.eq(1), *current_cr0_efer(q.cpu.cr0, q.cpu.efer)]
                 m.d.sync += host_reg.eq(host_calc)
                 m.d.comb += answer(VmxResult.VM_EXIT, exit_reason=EXIT_REASON_INVALID_GUEST_STATE,
                                    qual=fail_qual)

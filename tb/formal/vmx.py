@@ -232,10 +232,14 @@ class VmxHarness(FormalTop):
         working_copy._MustUse__silence = True
         um._named_submodules["working_copy"] = (wm, wloc)
         wsig = module_signals(wm, "sync")
-        write_back, bloc = um._named_submodules["exit_write_back"]
-        wbm = write_back.elaborate(platform)
-        write_back._MustUse__silence = True
-        um._named_submodules["exit_write_back"] = (wbm, bloc)
+        blocks = {}         # the unit's other register-holding blocks: component, module
+        for name in ("exit_write_back", "read_back", "result_register", "region_transfer"):
+            block, bloc = um._named_submodules[name]
+            blocks[name] = (block, block.elaborate(platform))
+            block._MustUse__silence = True
+            um._named_submodules[name] = (blocks[name][1], bloc)
+        write_back, wbm = blocks["exit_write_back"]
+        transfer, tm = blocks["region_transfer"]
         usig = module_signals(um)
         ssig = module_signals(um, "sync")
 
@@ -248,7 +252,7 @@ class VmxHarness(FormalTop):
         q = data.View(unit.instr.payload.shape(), reg("q"))
         base = reg("base")
         wc_raw, = wsig["wc"]
-        read_back = um._named_submodules["read_back"][0]
+        read_back = blocks["read_back"][0]
         rb_pending, rb_row, rb_mask = read_back.read, read_back.read_row, read_back.read_mask
         wc_row_take = module_signal(um, "wc_row_take")
         land_valid, land_row, land_mask = read_back.land, read_back.land_row, read_back.land_mask
@@ -570,8 +574,7 @@ class VmxHarness(FormalTop):
             qp = q.mem[0:64]
             check(~ptr_st | ((q.op == VmxOp.VMPTRLD) & (mode == VmxMode.ROOT) & ptr_ok(qp)
                              & (qp != von)), "aux: VMPTRLD sequence")
-            check(~in_state("PTR_REQ", "PTR_RESP", "PTR_COPY", "PTR_RESTORE", "SWAP", "EVICT",
-                            "LOAD") | (base == qp[0:mpa]), "aux: VMPTRLD base")
+            check(~ptr_st | (base == qp[0:mpa]), "aux: VMPTRLD base")
             miss_st = in_state("EVICT", "EVICT_WB", "LOAD")
             # The lookup registered as the revision read went out (`tgt_hit`) still holds when
             # its answer comes: nothing changes the cache's tags before.
@@ -589,6 +592,38 @@ class VmxHarness(FormalTop):
                   "aux: exit write-back: counter in range")
             check(~(ptr_st | in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE"))
                   | ~wb_busy, "aux: VMPTRLD/VMCLEAR: no exit write-back running")
+            # A region transfer runs exactly in the states that wait for it, on the slot and
+            # region they name; a load's responses due are its reads not answered yet.
+            t_loading = module_signal(tm, "loading", "sync")
+            t_slot = module_signal(tm, "slot", "sync")
+            t_region = module_signal(tm, "region", "sync")
+            t_cnt = module_signal(tm, "cnt", "sync")
+            t_rcnt = module_signal(tm, "rcnt", "sync")
+            check(transfer.busy == in_state("CLEAR_WB", "EVICT_WB", "LOAD"),
+                  "aux: region transfer: runs in CLEAR_WB, EVICT_WB, LOAD")
+            check(~in_state("CLEAR_WB") | (~t_loading & (t_slot == reg("tgt_slot"))
+                                           & (t_region == base[12:mpa])),
+                  "aux: region transfer: VMCLEAR writes its VMCS back")
+            check(~in_state("EVICT_WB") | (~t_loading & (t_slot == victim)),
+                  "aux: region transfer: eviction writes the victim back")
+            check(~in_state("LOAD") | (t_loading & (t_slot == victim)
+                                       & (t_region == base[12:mpa])),
+                  "aux: region transfer: VMPTRLD loads its region into the victim")
+            nf = len(FIELDS)
+            # The memory port's reads outstanding: one in the states that wait for one answer,
+            # the issued minus the answered PDPTEs, none where nothing takes an answer.
+            check(~in_state("VMXON_RESP", "FUNC_RESP", "PTR_RESP", "LINK_RESP")
+                  | (outstanding == 1), "aux: one read outstanding")
+            check(~in_state("PDPTE") | ((reg("rcnt") < 4) & (reg("rcnt") <= reg("cnt"))
+                                        & (reg("cnt") <= 4)
+                                        & (outstanding == reg("cnt") - reg("rcnt"))),
+                  "aux: PDPTE reads outstanding")
+            check(in_state("VMXON_RESP", "FUNC_RESP", "PTR_RESP", "LINK_RESP", "PDPTE", "LOAD")
+                  | (outstanding == 0), "aux: no read outstanding")
+            check(~transfer.busy | (t_loading & (t_rcnt <= t_cnt) & (t_cnt <= nf + 1)
+                                    & (outstanding == t_cnt - t_rcnt))
+                  | (~t_loading & (t_cnt <= nf) & (outstanding == 0)),
+                  "aux: region transfer: counters, reads outstanding")
             clear_st = in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE")
             check(~clear_st | ((q.op == VmxOp.VMCLEAR) & (mode == VmxMode.ROOT)),
                   "aux: VMCLEAR sequence")
@@ -631,6 +666,7 @@ class VmxHarness(FormalTop):
                     sh_hi, outstanding]
             for mod, regs in ((um, module_signals(um, "sync")), (cm, module_signals(cm, "sync")),
                               (wm, wsig),
+                              *((bm, module_signals(bm, "sync")) for _, bm in blocks.values()),
                               (m, {s.name: [s] for s in mine})):
                 for lst in regs.values():
                     for r in lst:

@@ -1,0 +1,116 @@
+"""What a VM exit or a VM-entry failure writes into the working copy, in one cycle.
+
+A VM exit (SDM 27.2-27.3) writes the exit-information fields (reason, qualification, guest
+linear and physical address, instruction length and information, the interruption and
+IDT-vectoring information and error codes), clears the valid bit of the VM-entry interruption
+information, sets "IA-32e mode guest" of the VM-entry controls to the guest's EFER.LMA (the
+design stores LMA there: `VMX_MISC` bit 5) and saves the guest state the core can change
+(`EXIT_SAVED_GUEST_FIELDS`): DR7 and IA32_DEBUGCTL only with "save debug controls", IA32_PAT
+with "save IA32_PAT", IA32_EFER with "save IA32_EFER", the PDPTEs only with EPT, the
+preemption-timer value with "save VMX-preemption-timer value"; every other guest field keeps the
+value the entry loaded. A VM-entry failure (SDM 26.8) writes only the exit reason (0x80000021,
+invalid guest state, with the entry-failure bit) and its qualification.
+
+The values go to `WorkingCopy`'s parallel port (`PARALLEL_LAYOUT`), with an enable per field.
+
+Ports
+-----
+``vm_exit`` (in): a VM exit is taken in this cycle, described by ``exit`` (in, `EXIT_LAYOUT`).
+``entry_failure`` (in): a VM entry fails in this cycle with ``failure_qualification``.
+``exit_controls``, ``entry_controls``, ``entry_intr_info``, ``ept_enabled`` (in): the current
+VMCS's VM-exit controls, VM-entry controls, VM-entry interruption information, and whether EPT
+is on ("activate secondary controls" and "enable EPT").
+``data`` (out, `PARALLEL_LAYOUT`), ``enables`` (out, a bit per member): the parallel write.
+
+Timing
+------
+Combinational.
+"""
+
+from amaranth.hdl import Cat, Module, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.arch.vmx import (
+    EFER_LMA,
+    ENTRY_CTL_IA32E_MODE_GUEST,
+    EXIT_CTL_SAVE_DEBUG_CONTROLS,
+    EXIT_CTL_SAVE_EFER,
+    EXIT_CTL_SAVE_PAT,
+    EXIT_CTL_SAVE_PREEMPTION_TIMER,
+    EXIT_REASON_INVALID_GUEST_STATE,
+    EXIT_SAVED_GUEST_FIELDS,
+    INTR_INFO_VALID,
+)
+from rtl.arch.vmx import bit_position as bit
+from rtl.vmx.layouts import member_name
+from rtl.vmx.ports import EXIT_LAYOUT
+from rtl.vmx.working_copy import PARALLEL_FIELDS, PARALLEL_LAYOUT
+
+__all__ = ["ExitFieldWrites"]
+
+_U32 = (1 << 32) - 1
+#: Saved guest fields and the VM-exit control that saves them.
+_SAVED_UNDER = {
+    "guest_dr7": EXIT_CTL_SAVE_DEBUG_CONTROLS,
+    "guest_ia32_debugctl": EXIT_CTL_SAVE_DEBUG_CONTROLS,
+    "guest_ia32_pat": EXIT_CTL_SAVE_PAT,
+    "guest_ia32_efer": EXIT_CTL_SAVE_EFER,
+    "vmx_preemption_timer_value": EXIT_CTL_SAVE_PREEMPTION_TIMER,
+}
+
+
+class ExitFieldWrites(wiring.Component):
+    vm_exit: In(1)
+    exit: In(EXIT_LAYOUT)
+    entry_failure: In(1)
+    failure_qualification: In(3)
+    exit_controls: In(32)
+    entry_controls: In(32)
+    entry_intr_info: In(32)
+    ept_enabled: In(1)
+    data: Out(PARALLEL_LAYOUT)
+    enables: Out(len(PARALLEL_FIELDS))
+
+    def elaborate(self, platform):
+        m = Module()
+        ex = self.exit
+        names = [member_name(n) for n in PARALLEL_FIELDS]
+        information = {
+            "vm_exit_reason": ex.reason,
+            "exit_qualification": ex.qualification,
+            "guest_linear_address": ex.gla,
+            "guest_physical_address": ex.gpa,
+            "vm_exit_instruction_len": ex.instr_len,
+            "vmx_instruction_info": ex.instr_info,
+            "vm_exit_intr_info": ex.intr_info,
+            "vm_exit_intr_error_code": ex.intr_error,
+            "idt_vectoring_info_field": ex.idt_vectoring_info,
+            "idt_vectoring_error_code": ex.idt_vectoring_error,
+            "vm_entry_intr_info_field": self.entry_intr_info & (~INTR_INFO_VALID & _U32),
+            "vm_entry_controls": Mux(
+                ex.guest.guest_ia32_efer[bit(EFER_LMA)],
+                self.entry_controls | ENTRY_CTL_IA32E_MODE_GUEST,
+                self.entry_controls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32)),
+        }
+        saved = [member_name(n) for n in EXIT_SAVED_GUEST_FIELDS]
+        assert names == [*information, *saved]
+        m.d.comb += [self.data[n].eq(v) for n, v in information.items()]
+        m.d.comb += [self.data[n].eq(ex.guest[n]) for n in saved]
+
+        exit_en = []
+        for n in names:
+            if n in _SAVED_UNDER:
+                exit_en.append(self.exit_controls[bit(_SAVED_UNDER[n])])
+            elif n.startswith("guest_pdptr"):
+                exit_en.append(self.ept_enabled)
+            else:
+                exit_en.append(1)
+        failure_en = [int(n in ("vm_exit_reason", "exit_qualification")) for n in names]
+        with m.If(self.entry_failure):
+            m.d.comb += [self.data.vm_exit_reason.eq(EXIT_REASON_INVALID_GUEST_STATE),
+                         self.data.exit_qualification.eq(self.failure_qualification),
+                         self.enables.eq(Cat(*failure_en))]
+        with m.Elif(self.vm_exit):
+            m.d.comb += self.enables.eq(Cat(*exit_en))
+        return m

@@ -71,7 +71,6 @@ from rtl.arch.vmx import (
     CR0_HOST_LOADED,
     EFER_LMA,
     EFER_LME,
-    ENTRY_FAIL_PDPTE,
     EXIT_REASON_INVALID_GUEST_STATE,
     FIELDS,
     INVALID_VMCS_POINTER,
@@ -95,10 +94,11 @@ from rtl.arch.vmx import bit_position as bit
 from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.decision import InstructionDecision
 from rtl.vmx.decision import VmxAction as _Act
-from rtl.vmx.entry_checks import VmEntryChecks, eptp_ok, pdpte_ok
+from rtl.vmx.entry_checks import eptp_ok
+from rtl.vmx.entry_sequence import EntryOutcome, EntrySequence
 from rtl.vmx.exit_fields import ExitFieldWrites
 from rtl.vmx.exit_write_back import ExitWriteBack
-from rtl.vmx.layouts import VMCS_LAYOUT, EntryCheckKind, member_name
+from rtl.vmx.layouts import VMCS_LAYOUT, member_name
 from rtl.vmx.ports import (
     ENTRY_LAYOUT,
     EXIT_LAYOUT,
@@ -310,9 +310,8 @@ class VmxUnit(wiring.Component):
 
         # --- sequencing registers ------------------------------------------------------------
         base = Signal(mpa)              # the memory operand's address (a VMCS region's, ...)
-        cnt = Signal(range(NF + 2))     # step counter: a VMPTRLD's copy (1 + its row's first
-        cnt_nxt = Signal(range(NF + 2))     # field), the PDPTE reads
-        rcnt = Signal(range(NF + 2))    # response counter of the PDPTE reads
+        cnt = Signal(range(NF + 2))     # a VMPTRLD's copy: 1 + the first field of its row
+        cnt_nxt = Signal(range(NF + 2))
         sslot = Signal(range(self.slots))   # slot a VMPTRLD copies from
         sslot_nxt = Signal(range(self.slots))
         victim = Signal(range(self.slots))
@@ -408,13 +407,21 @@ class VmxUnit(wiring.Component):
             return ((dword[0:31] == (self.revision_id & VMCS_REVISION_MASK))
                     & ~dword[bit(VMCS_SHADOW_INDICATOR)])
 
-        # --- VM entry: checks block, host state, guest state loaded ---------------------------
-        m.submodules.checks = checks = VmEntryChecks(maxphyaddr=mpa)
-        link_rev = Signal(32)
-        # (Started from IDLE as the instruction is accepted, or from LINK_START after the link
-        # pointer's read: the processor state is the offered instruction's, or `q`'s.)
-        m.d.comb += [checks.vmcs.eq(wc), checks.cpu.eq(Mux(idle, d.cpu, q.cpu)),
-                     checks.link_revision.eq(link_rev), checks.current_vmcs.eq(cur_ptr)]
+        # --- VM entry: its checks, host state, guest state loaded -----------------------------
+        # The checks (`EntrySequence`: the link pointer's revision, `VmEntryChecks`, the
+        # PDPTEs) start in IDLE as the instruction is accepted: the processor state is the
+        # offered instruction's there, `q`'s after. The memory port is theirs while they run.
+        m.submodules.entry_sequence = entry_seq = EntrySequence(maxphyaddr=mpa,
+                                                                revision_id=self.revision_id)
+        m.d.comb += [entry_seq.cpu.eq(Mux(idle, d.cpu, q.cpu)), entry_seq.vmcs.eq(wc),
+                     entry_seq.current_vmcs.eq(cur_ptr), entry_seq.ept_enabled.eq(ept_on),
+                     entry_seq.read_req.ready.eq(mreq.ready),
+                     entry_seq.read_resp.valid.eq(mresp.valid),
+                     entry_seq.read_resp.payload.eq(mresp.payload.data)]
+        with m.If(entry_seq.busy):
+            m.d.comb += [mreq.valid.eq(entry_seq.read_req.valid),
+                         mreq.payload.addr.eq(entry_seq.read_req.payload),
+                         mresp.ready.eq(entry_seq.read_resp.ready)]
         exit_ctls = wc.vm_exit_controls
         entry_ctls = wc.vm_entry_controls
 
@@ -431,16 +438,16 @@ class VmxUnit(wiring.Component):
         m.d.comb += [self.host.eq(host_reg), self.exit_resp.payload.eq(host_reg)]
 
         # Guest state a successful entry loads, from the working copy (the PDPTEs of a PAE
-        # guest without EPT from memory).
-        pdptes = [Signal(64, name=f"pdpte{i}") for i in range(4)]
+        # guest without EPT from memory: `EntrySequence` reads them).
         m.submodules.guest_load = guest_load = GuestStateLoad()
         m.d.comb += [guest_load.vmcs.eq(wc), guest_load.efer.eq(q.cpu.efer & (~EFER_LMA & _U64)),
-                     *(guest_load.pdptes[i].eq(pdptes[i]) for i in range(4)),
+                     *(guest_load.pdptes[i].eq(entry_seq.pdptes[64 * i:64 * (i + 1)])
+                       for i in range(4)),
                      guest_load.ept_enabled.eq(ept_on), guest_load.vpid_enabled.eq(vpid_on),
                      guest_load.unrestricted_guest.eq(ug_on)]
         entry_calc = guest_load.entry
         guest_efer = entry_calc.guest.guest_ia32_efer
-        pae = guest_load.pae
+        m.d.comb += entry_seq.pae.eq(guest_load.pae)
         entry_reg = Signal(ENTRY_LAYOUT)
         m.d.comb += self.entry.eq(entry_reg)
         # Translation context of the running guest (eptp follows VMFUNC).
@@ -448,9 +455,6 @@ class VmxUnit(wiring.Component):
         m.d.comb += self.ctx.eq(ctx)
 
         launch_op = q.op == VmxOp.VMLAUNCH
-        pd_ok = Signal()
-        m.d.comb += pd_ok.eq(Cat(*(pdpte_ok(Mux(ept_on, wc[f"guest_pdptr{i}"], pdptes[i]), mpa)
-                                   for i in range(4))).all())
 
         # VM exit (model `vm_exit`): the port's payload.
         ex = self.exit.payload
@@ -566,11 +570,8 @@ class VmxUnit(wiring.Component):
                                                 wc.eptp_list_address[12:mpa]))
                         m.next = "FUNC_REQ"
                     with m.Elif(o_act == _Act.ENTRY):
-                        with m.If(checks.link_read_needed):
-                            m.next = "LINK_REQ"
-                        with m.Else():
-                            m.d.comb += checks.start.eq(1)
-                            m.next = "CHECKS"
+                        m.d.comb += entry_seq.start.eq(1)
+                        m.next = "ENTRY"
 
             # --- INVEPT / INVVPID: hand the request to the translation unit -------------------
             with m.State("INVAL"):
@@ -732,78 +733,40 @@ class VmxUnit(wiring.Component):
                     m.d.sync += tgt_slot.eq(victim)
                     m.next = "SWAP"
             # --- VM entry: the link pointer's revision (if needed), the checks, the PDPTEs --------
-            with m.State("LINK_REQ"):
-                m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(checks.link_addr[0:mpa])]
-                with m.If(mreq.ready):
-                    m.next = "LINK_RESP"
-            with m.State("LINK_RESP"):
-                m.d.comb += mresp.ready.eq(1)
-                with m.If(mresp.valid):
-                    m.d.sync += link_rev.eq(mresp.payload.data[0:32])
-                    m.next = "LINK_START"
-            with m.State("LINK_START"):
-                m.d.comb += checks.start.eq(1)
-                m.next = "CHECKS"
-            with m.State("CHECKS"):
-                with m.If(checks.done):
-                    kind = checks.result.kind
-                    with m.If(kind == EntryCheckKind.CONTROLS):
+            with m.State("ENTRY"):
+                with m.If(entry_seq.done):
+                    outcome = entry_seq.outcome
+                    with m.If(outcome == EntryOutcome.CONTROLS):
                         commit_error(VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
                         m.d.comb += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_CONTROL_FIELD)
                         m.next = "IDLE"
-                    with m.Elif(kind == EntryCheckKind.HOST):
+                    with m.Elif(outcome == EntryOutcome.HOST):
                         commit_error(VmInstructionError.ENTRY_INVALID_HOST_STATE)
                         m.d.comb += answer(VmxResult.FAIL_VALID,
                                            VmInstructionError.ENTRY_INVALID_HOST_STATE)
                         m.next = "IDLE"
-                    with m.Elif(kind == EntryCheckKind.GUEST):
-                        m.d.sync += fail_qual.eq(checks.result.qualification)
+                    with m.Elif(outcome == EntryOutcome.GUEST):
+                        m.d.sync += fail_qual.eq(entry_seq.qualification)
                         m.next = "ENTRY_FAIL"
-                    with m.Elif(pae & ~ept_on):
-                        m.d.comb += cnt_nxt.eq(0)
-                        m.d.sync += rcnt.eq(0)
-                        m.next = "PDPTE"
                     with m.Else():
-                        m.next = "PDPTE_CHECK"
-            with m.State("PDPTE"):
-                # Four PDPTEs at CR3[31:5] (32-byte aligned: no carry into bit 5).
-                with m.If(cnt < 4):
-                    m.d.comb += [mreq.valid.eq(1),
-                                 mreq.payload.addr.eq(Cat(Const(0, 3), cnt[0:2],
-                                                          wc.guest_cr3[5:32]))]
-                    with m.If(mreq.ready):
-                        m.d.comb += cnt_nxt.eq(cnt + 1)
-                m.d.comb += mresp.ready.eq(1)
-                with m.If(mresp.valid):
-                    m.d.sync += rcnt.eq(rcnt + 1)
-                    for i in range(4):
-                        with m.If(rcnt == i):
-                            m.d.sync += pdptes[i].eq(mresp.payload.data)
-                    with m.If(rcnt == 3):
-                        m.next = "PDPTE_CHECK"
-            with m.State("PDPTE_CHECK"):
-                with m.If(pae & ~pd_ok):
-                    m.d.sync += fail_qual.eq(ENTRY_FAIL_PDPTE)
-                    m.next = "ENTRY_FAIL"
-                with m.Else():
-                    # The guest runs.
-                    m.d.sync += [mode.eq(VmxMode.NON_ROOT), entry_reg.eq(entry_calc),
-                                 g_vpid_on.eq(vpid_on),
-                                 ctx.cr0.eq(wc.guest_cr0[0:32]), ctx.cr3.eq(wc.guest_cr3),
-                                 ctx.cr4.eq(wc.guest_cr4[0:32]), ctx.efer.eq(guest_efer[0:32]),
-                                 ctx.eptp.eq(Mux(ept_on, wc.ept_pointer, 0)),
-                                 ctx.ept_enable.eq(ept_on),
-                                 ctx.vpid.eq(Mux(vpid_on, wc.virtual_processor_id, 0))]
-                    with m.If(launch_op):
-                        m.d.comb += [cache.set_launched.eq(1), cache.launch_slot.eq(wc_slot),
-                                     cache.launch_value.eq(1)]
-                    with m.If(~vpid_on):
-                        m.d.sync += inv_valid.eq(1)
-                        m.next = "ENTRY_INVAL"
-                    with m.Else():
-                        m.d.comb += answer(VmxResult.VM_ENTRY)
-                        m.next = "IDLE"
+                        # The guest runs.
+                        m.d.sync += [mode.eq(VmxMode.NON_ROOT), entry_reg.eq(entry_calc),
+                                     g_vpid_on.eq(vpid_on),
+                                     ctx.cr0.eq(wc.guest_cr0[0:32]), ctx.cr3.eq(wc.guest_cr3),
+                                     ctx.cr4.eq(wc.guest_cr4[0:32]), ctx.efer.eq(guest_efer[0:32]),
+                                     ctx.eptp.eq(Mux(ept_on, wc.ept_pointer, 0)),
+                                     ctx.ept_enable.eq(ept_on),
+                                     ctx.vpid.eq(Mux(vpid_on, wc.virtual_processor_id, 0))]
+                        with m.If(launch_op):
+                            m.d.comb += [cache.set_launched.eq(1), cache.launch_slot.eq(wc_slot),
+                                         cache.launch_value.eq(1)]
+                        with m.If(~vpid_on):
+                            m.d.sync += inv_valid.eq(1)
+                            m.next = "ENTRY_INVAL"
+                        with m.Else():
+                            m.d.comb += answer(VmxResult.VM_ENTRY)
+                            m.next = "IDLE"
             with m.State("ENTRY_INVAL"):
                 with m.If(self.inval.ready):
                     m.d.sync += inv_valid.eq(0)

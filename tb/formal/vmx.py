@@ -68,6 +68,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.arch.vmx import FIELDS, INVALID_VMCS_POINTER, VmxMode, VmxOp, VmxResult
+from rtl.vmx import entry_sequence as entry_sequence_module
 from rtl.vmx import unit as unit_module
 from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, member_name
 from rtl.vmx.unit import VmxUnit
@@ -165,12 +166,15 @@ class ObservedVmxUnit(VmxUnit):
     checks_cls = FreeEntryChecks
 
     def elaborate(self, platform):
-        patches = {"VmcsCache": self.cache_cls}
-        if self.checks_cls is not None:
-            patches["VmEntryChecks"] = self.checks_cls
-        with _patched(unit_module, **patches):
+        with _patched(unit_module, VmcsCache=self.cache_cls):
             m = super().elaborate(platform)
         return m
+
+    def checks_patched(self):
+        """A context in which `EntrySequence` builds `checks_cls` for its `VmEntryChecks`."""
+        if self.checks_cls is None:
+            return contextlib.nullcontext()
+        return _patched(entry_sequence_module, VmEntryChecks=self.checks_cls)
 
     def mutate(self, m):
         """Hook for mutations."""
@@ -233,13 +237,16 @@ class VmxHarness(FormalTop):
         um._named_submodules["working_copy"] = (wm, wloc)
         wsig = module_signals(wm, "sync")
         blocks = {}         # the unit's other register-holding blocks: component, module
-        for name in ("exit_write_back", "read_back", "result_register", "region_transfer"):
+        for name in ("exit_write_back", "read_back", "result_register", "region_transfer",
+                     "entry_sequence"):
             block, bloc = um._named_submodules[name]
-            blocks[name] = (block, block.elaborate(platform))
+            with unit.checks_patched():
+                blocks[name] = (block, block.elaborate(platform))
             block._MustUse__silence = True
             um._named_submodules[name] = (blocks[name][1], bloc)
         write_back, wbm = blocks["exit_write_back"]
         transfer, tm = blocks["region_transfer"]
+        entry_seq, esm = blocks["entry_sequence"]
         usig = module_signals(um)
         ssig = module_signals(um, "sync")
 
@@ -558,8 +565,7 @@ class VmxHarness(FormalTop):
             vmxon_st = in_state("VMXON_REQ", "VMXON_RESP")
             check(~vmxon_st | ((q.op == VmxOp.VMXON) & (mode == VmxMode.OUTSIDE)
                                & (base[0:12] == 0)), "aux: VMXON sequence")
-            entry_st = in_state("LINK_REQ", "LINK_RESP", "LINK_START", "CHECKS",
-                                "PDPTE", "PDPTE_CHECK", "ENTRY_FAIL")
+            entry_st = in_state("ENTRY", "ENTRY_FAIL")
             launchq = (q.op == VmxOp.VMLAUNCH) | (q.op == VmxOp.VMRESUME)
             check(~entry_st | (launchq & (mode == VmxMode.ROOT) & ~entered),
                   "aux: entry sequence in root")
@@ -612,14 +618,23 @@ class VmxHarness(FormalTop):
             nf = len(FIELDS)
             # The memory port's reads outstanding: one in the states that wait for one answer,
             # the issued minus the answered PDPTEs, none where nothing takes an answer.
-            check(~in_state("VMXON_RESP", "FUNC_RESP", "PTR_RESP", "LINK_RESP")
+            # The entry's checks (`EntrySequence`) run exactly in state ENTRY.
+            e_seq, e_enc = fsm_state(esm, "entry")
+
+            def in_entry(*names):
+                return Cat(*(e_seq == e_enc[n] for n in names)).any()
+            e_cnt = module_signal(esm, "cnt", "sync")
+            e_rcnt = module_signal(esm, "rcnt", "sync")
+            check(in_entry(*e_enc), "aux: entry checks' state is one of theirs")
+            check(entry_seq.busy == in_state("ENTRY"), "aux: entry checks run in ENTRY")
+            check(~in_state("VMXON_RESP", "FUNC_RESP", "PTR_RESP") & ~in_entry("LINK_RESP")
                   | (outstanding == 1), "aux: one read outstanding")
-            check(~in_state("PDPTE") | ((reg("rcnt") < 4) & (reg("rcnt") <= reg("cnt"))
-                                        & (reg("cnt") <= 4)
-                                        & (outstanding == reg("cnt") - reg("rcnt"))),
+            check(~in_entry("PDPTE") | ((e_rcnt <= e_cnt) & (e_cnt <= 4)
+                                        & (outstanding == e_cnt - e_rcnt)),
                   "aux: PDPTE reads outstanding")
-            check(in_state("VMXON_RESP", "FUNC_RESP", "PTR_RESP", "LINK_RESP", "PDPTE", "LOAD")
-                  | (outstanding == 0), "aux: no read outstanding")
+            check(in_state("VMXON_RESP", "FUNC_RESP", "PTR_RESP", "LOAD")
+                  | in_entry("LINK_RESP", "PDPTE") | (outstanding == 0),
+                  "aux: no read outstanding")
             check(~transfer.busy | (t_loading & (t_rcnt <= t_cnt) & (t_cnt <= nf + 1)
                                     & (outstanding == t_cnt - t_rcnt))
                   | (~t_loading & (t_cnt <= nf) & (outstanding == 0)),

@@ -100,9 +100,8 @@ def test_vm_exit_writes_what_the_model_writes():
     async def bench(ctx):
         for vmcs, event, guest in cases:
             ctx.set(dut.vm_exit, 1)
-            ctx.set(dut.exit_controls, vmcs["VM_EXIT_CONTROLS"])
-            ctx.set(dut.entry_controls, vmcs["VM_ENTRY_CONTROLS"])
-            ctx.set(dut.entry_intr_info, vmcs["VM_ENTRY_INTR_INFO_FIELD"])
+            for f in FIELDS:
+                ctx.set(dut.vmcs[member_name(f)], vmcs[f.name])
             ctx.set(dut.ept_enabled, int(bool(vmcs.proc2 & PROC2_ENABLE_EPT)))
             for k, v in event.items():
                 ctx.set(dut.exit[k], v.value if k == "reason" else v)

@@ -54,7 +54,7 @@ def test_write_backs_and_loads():
             ctx.set(dut.load, kind == "load")
             ctx.set(dut.slot, slot)
             ctx.set(dut.region, region)
-            ctx.set(dut.launch_qword, launch or 0)
+            ctx.set(dut.launch_qword.as_value(), launch or 0)
             done_count = 0
             for cycle in range(WATCHDOG):
                 # The read port: data of the address presented in the previous cycle.
@@ -108,7 +108,7 @@ def test_write_backs_and_loads():
                 for f in FIELDS:
                     want = before[base + f.offset] & ((1 << f.bits) - 1)
                     assert cache[(slot, f.slot)] == want, f"{f.name}: {cache[(slot, f.slot)]:#x}"
-                assert ctx.get(dut.launch) == before[base + VMCS_LAUNCH_STATE_OFFSET]
+                assert ctx.get(dut.launch.as_value()) == before[base + VMCS_LAUNCH_STATE_OFFSET]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

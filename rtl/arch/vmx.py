@@ -989,6 +989,15 @@ VmxInstrInfoLayout = _bits_layout([
     ("base_invalid", 1), ("reg2", 4),
 ], 32)
 
+#: The qword at `VMCS_LAUNCH_STATE_OFFSET` of a VMCS region: the launch state (bit 0), and in the
+#: reserved dword above it what the RTL's VMCS cache stores when it evicts a VMCS (written back
+#: without a VMCLEAR, which writes the whole qword 0): "launched before VMXOFF", an "evicted"
+#: flag, and the number of VMXOFFs so far (mod 2^30), docs/vmx.md "VMCS region layout".
+LaunchStateQwordLayout = _bits_layout([
+    ("launched", 1), ("_rsvd1", 31), ("launched_before_vmxoff", 1), ("evicted", 1),
+    ("vmxoff_count", 30),
+], 64)
+
 #: VM-entry / VM-exit interruption information and IDT-vectoring information.
 InterruptionInfoLayout = _bits_layout([
     ("vector", 8), ("type", InterruptionType), ("deliver_error_code", 1), ("nmi_unblocking", 1),

@@ -17,9 +17,9 @@ Ports
 -----
 ``vm_exit`` (in): a VM exit is taken in this cycle, described by ``exit`` (in, `EXIT_LAYOUT`).
 ``entry_failure`` (in): a VM entry fails in this cycle with ``failure_qualification``.
-``exit_controls``, ``entry_controls``, ``entry_intr_info``, ``ept_enabled`` (in): the current
-VMCS's VM-exit controls, VM-entry controls, VM-entry interruption information, and whether EPT
-is on ("activate secondary controls" and "enable EPT").
+``vmcs`` (in, `VMCS_LAYOUT`): the current VMCS (its VM-exit controls, VM-entry controls and
+VM-entry interruption information are read); ``ept_enabled`` (in): whether EPT is on ("activate
+secondary controls" and "enable EPT").
 ``data`` (out, `PARALLEL_LAYOUT`), ``enables`` (out, a bit per member): the parallel write.
 
 Timing
@@ -43,7 +43,7 @@ from rtl.arch.vmx import (
     INTR_INFO_VALID,
 )
 from rtl.arch.vmx import bit_position as bit
-from rtl.vmx.layouts import member_name
+from rtl.vmx.layouts import VMCS_LAYOUT, member_name
 from rtl.vmx.ports import EXIT_LAYOUT
 from rtl.vmx.working_copy import PARALLEL_FIELDS, PARALLEL_LAYOUT
 
@@ -65,9 +65,7 @@ class ExitFieldWrites(wiring.Component):
     exit: In(EXIT_LAYOUT)
     entry_failure: In(1)
     failure_qualification: In(3)
-    exit_controls: In(32)
-    entry_controls: In(32)
-    entry_intr_info: In(32)
+    vmcs: In(VMCS_LAYOUT)
     ept_enabled: In(1)
     data: Out(PARALLEL_LAYOUT)
     enables: Out(len(PARALLEL_FIELDS))
@@ -87,11 +85,12 @@ class ExitFieldWrites(wiring.Component):
             "vm_exit_intr_error_code": ex.intr_error,
             "idt_vectoring_info_field": ex.idt_vectoring_info,
             "idt_vectoring_error_code": ex.idt_vectoring_error,
-            "vm_entry_intr_info_field": self.entry_intr_info & (~INTR_INFO_VALID & _U32),
+            "vm_entry_intr_info_field": (self.vmcs.vm_entry_intr_info_field
+                                         & (~INTR_INFO_VALID & _U32)),
             "vm_entry_controls": Mux(
                 ex.guest.guest_ia32_efer[bit(EFER_LMA)],
-                self.entry_controls | ENTRY_CTL_IA32E_MODE_GUEST,
-                self.entry_controls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32)),
+                self.vmcs.vm_entry_controls | ENTRY_CTL_IA32E_MODE_GUEST,
+                self.vmcs.vm_entry_controls & (~ENTRY_CTL_IA32E_MODE_GUEST & _U32)),
         }
         saved = [member_name(n) for n in EXIT_SAVED_GUEST_FIELDS]
         assert names == [*information, *saved]
@@ -101,7 +100,7 @@ class ExitFieldWrites(wiring.Component):
         exit_en = []
         for n in names:
             if n in _SAVED_UNDER:
-                exit_en.append(self.exit_controls[bit(_SAVED_UNDER[n])])
+                exit_en.append(self.vmcs.vm_exit_controls[bit(_SAVED_UNDER[n])])
             elif n.startswith("guest_pdptr"):
                 exit_en.append(self.ept_enabled)
             else:

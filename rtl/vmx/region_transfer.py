@@ -15,12 +15,13 @@ one at a time:
 
 Ports
 -----
-``start`` (in), ``load``, ``slot``, ``region`` (the region's page number), ``launch_qword`` (in):
+``start`` (in), ``load``, ``slot``, ``region`` (the region's page number), ``launch_qword`` (in,
+`LaunchStateQwordLayout`):
 begin a transfer (from the next cycle; also in the cycle ``done`` is high).
 ``busy`` (out): a transfer runs. ``done`` (out): it ends in this cycle (the last write accepted,
 or the last response taken).
-``launch`` (out): the launch-state qword of the last load (valid from the cycle after its
-response, so in ``done``'s cycle).
+``launch`` (out, `LaunchStateQwordLayout`): the launch-state qword of the last load (valid from
+the cycle after its response, so in ``done``'s cycle).
 ``mem_req``, ``mem_resp``: the VMX unit's memory port (`MEM_REQ_LAYOUT`, `MEM_RESP_LAYOUT`), used
 only while ``busy``.
 ``rd_slot``, ``rd_field``, ``rd_data``: the narrow read port of `VmcsCache` (address of the next
@@ -45,6 +46,7 @@ from rtl.arch.vmx import (
     VMCS_LAUNCH_STATE_OFFSET,
     VMCS_SLOT_BYTES,
     FieldWidth,
+    LaunchStateQwordLayout,
 )
 from rtl.vmx.ports import MEM_REQ_LAYOUT, MEM_RESP_LAYOUT
 from rtl.vmx.vmcs_cache import FIELD_ROWS
@@ -66,10 +68,10 @@ class RegionTransfer(wiring.Component):
             "load": In(1),
             "slot": In(range(slots)),
             "region": In(maxphyaddr - 12),
-            "launch_qword": In(64),
+            "launch_qword": In(LaunchStateQwordLayout),
             "busy": Out(1),
             "done": Out(1),
-            "launch": Out(64),
+            "launch": Out(LaunchStateQwordLayout),
             "mem_req": Out(stream.Signature(MEM_REQ_LAYOUT)),
             "mem_resp": In(stream.Signature(MEM_RESP_LAYOUT)),
             "rd_slot": Out(range(slots)),
@@ -86,7 +88,7 @@ class RegionTransfer(wiring.Component):
         loading = Signal()
         slot = Signal(range(self.slots))
         region = Signal(self.maxphyaddr - 12)
-        launch_qword = Signal(64)
+        launch_qword = Signal(LaunchStateQwordLayout)
         cnt = Signal(range(NF + 2))     # requests: 0 the launch-state qword, 1+i field i
         cnt_nxt = Signal(range(NF + 2))
         rcnt = Signal(range(NF + 2))    # responses of a load, the same numbering

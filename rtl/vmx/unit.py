@@ -85,6 +85,7 @@ from rtl.arch.vmx import (
     VMCS_SHADOW_INDICATOR,
     VMX_MSRS,
     ExitReason,
+    LaunchStateQwordLayout,
     VmInstructionError,
     VmxMode,
     VmxOp,
@@ -422,8 +423,6 @@ class VmxUnit(wiring.Component):
             m.d.comb += [mreq.valid.eq(entry_seq.read_req.valid),
                          mreq.payload.addr.eq(entry_seq.read_req.payload),
                          mresp.ready.eq(entry_seq.read_resp.ready)]
-        exit_ctls = wc.vm_exit_controls
-        entry_ctls = wc.vm_entry_controls
 
         # Host state a VM exit or VM-entry failure loads, from the working copy and the CR0/EFER
         # the processor has when it happens (`current_cr0_efer`, set by the state that loads it).
@@ -464,9 +463,7 @@ class VmxUnit(wiring.Component):
         # parallel port): `ExitFieldWrites`, enabled by the state that takes the exit or fails
         # the entry.
         m.submodules.exit_fields = exit_fields = ExitFieldWrites()
-        m.d.comb += [exit_fields.exit.eq(ex), exit_fields.exit_controls.eq(exit_ctls),
-                     exit_fields.entry_controls.eq(entry_ctls),
-                     exit_fields.entry_intr_info.eq(wc.vm_entry_intr_info_field),
+        m.d.comb += [exit_fields.exit.eq(ex), exit_fields.vmcs.eq(wc),
                      exit_fields.ept_enabled.eq(ept_on),
                      exit_fields.failure_qualification.eq(fail_qual),
                      working_copy.par_data.eq(exit_fields.data),
@@ -704,10 +701,13 @@ class VmxUnit(wiring.Component):
             with m.State("EVICT"):
                 # The victim, if it holds a VMCS that changed, goes back to its region first.
                 with m.If(cache.b_valid & cache.b_dirty):
-                    m.d.comb += start_transfer(
-                        0, victim, cache.b_tag,
-                        Cat(cache.b_launched, Const(0, 31), cache.b_lbv, Const(1, 1),
-                            vmxoff_epoch))
+                    launch_qword = Signal(LaunchStateQwordLayout)
+                    m.d.comb += [launch_qword.eq(0),     # reserved bits 0
+                                 launch_qword.launched.eq(cache.b_launched),
+                                 launch_qword.launched_before_vmxoff.eq(cache.b_lbv),
+                                 launch_qword.evicted.eq(1),
+                                 launch_qword.vmxoff_count.eq(vmxoff_epoch),
+                                 *start_transfer(0, victim, cache.b_tag, launch_qword)]
                     m.next = "EVICT_WB"
                 with m.Else():
                     m.d.comb += start_transfer(1, victim, base[12:mpa])
@@ -722,13 +722,14 @@ class VmxUnit(wiring.Component):
                 with m.If(transfer.wr_valid):
                     m.d.comb += mem_write(transfer.wr_slot, transfer.wr_field, transfer.wr_data)
                 with m.If(transfer.done):
-                    ld_launch = transfer.launch
+                    ld = transfer.launch
                     m.d.comb += [cache.fill.eq(1), cache.fill_slot.eq(victim),
                                  cache.fill_tag.eq(base[12:mpa]),
-                                 cache.fill_launched.eq(ld_launch[0]),
+                                 cache.fill_launched.eq(ld.launched),
                                  cache.fill_lbv.eq(
-                                     ld_launch[32] | (ld_launch[0] & ld_launch[33]
-                                                      & (ld_launch[34:64] != vmxoff_epoch)))]
+                                     ld.launched_before_vmxoff
+                                     | (ld.launched & ld.evicted
+                                        & (ld.vmxoff_count != vmxoff_epoch)))]
                     m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(victim)]
                     m.d.sync += tgt_slot.eq(victim)
                     m.next = "SWAP"

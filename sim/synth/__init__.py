@@ -1134,7 +1134,7 @@ def render_markdown(r: Mapping) -> str:
               f"; nextpnr seed {r['seed']}, {r.get('placer', DEFAULT_PLACER)} placer"
               f"{'' if r.get('timing_driven', True) else ' (not timing-driven)'}, "
               f"{r.get('router')}"
-              + ("".join(f", {k}={v}" for k, v in r.get("router2", {}).items())) + "; "
+              + ("".join(f", {k}={v}" for k, v in r.get("router2", {}).items())) + ". "
               + ("ABC9 without a delay target" if r.get("abc9_delay_ps") is None
                  else f"ABC9's delay target {r['abc9_delay_ps']} ps") + ".", ""]
     return "\n".join(lines)

@@ -35,10 +35,10 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   (`RegionTransfer`, which also does VMCLEAR's write-back) and then copies them the same way,
   evicting the least recently used slot (written back to its region
   first if dirty).
-* VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then the
-  VMCS-link-pointer revision read (when `VmEntryChecks.link_read_needed`), `VmEntryChecks`
-  (error 7, error 8, or a VM-entry failure with its qualification), the PDPTEs of a PAE guest
-  (from the VMCS with EPT, else four memory reads at CR3[31:5]; qualification 2), then the
+* VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then
+  `EntrySequence`: the VMCS-link-pointer revision read (when needed), `VmEntryChecks` (error 7,
+  error 8, or a VM-entry failure with its qualification), the PDPTEs of a PAE guest (from the
+  VMCS with EPT, else four memory reads at CR3[31:5]; qualification 2), then the
   guest runs: ``entry`` (`ENTRY_LAYOUT`, the model's `EntryEffects`), ``ctx`` (the translation
   unit's context; VMFUNC updates its EPTP), an invalidation of VPID 0 on ``inval`` when VPIDs
   are off (before the result), launch state "launched" after VMLAUNCH. A VM-entry failure writes

@@ -36,17 +36,18 @@ from amaranth.lib.wiring import In, Out
 from ..arch.paging import Invalidation
 from ..arch.system import CONSOLE_PORT, EXIT_PORT, IO_OPEN_BUS, MSR_EFER
 from ..arch.vmx import (PROC_MONITOR_TRAP_FLAG, PROC_USE_TSC_OFFSETTING,
-                        RFLAGS_ARITH, ExitReason, InterruptionType, VmxInstrInfoLayout, VmxMode,
+                        RFLAGS_ARITH, ExitReason, VmxInstrInfoLayout, VmxMode,
                         VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
-                                 VECTOR_PF, VECTOR_UD, NeedsUnit, SysAction, SysKind)
+                                 VECTOR_UD, SysAction, SysKind)
 from ..core.layouts import VMX_OP_OF_CLASS, InsnClass, OpSize, is_one_of
 from ..translation.layouts import invalidation_layout
-from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT, CrAccessType, ExitQueryKind
+from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT
 from ..vmx.layouts import VMCS_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
 from .exit_info import vmx_instruction_information
+from .exit_query import ExitQuery
 from .system_rules import (mov_to_cr0_faults, mov_to_cr3_faults, mov_to_cr4_faults,
                            wrmsr_efer_faults, wrmsr_efer_value)
 from .system_values import SystemValues
@@ -273,60 +274,14 @@ class SystemUnit(wiring.Component):
         # state QUERY should the block not take it at once: it is a function of the request and
         # of state that stays as it is while the system works on the request (the core's
         # registers and exception, the data path's last fault), so no register holds it.
-        qc = Signal(QUERY_LAYOUT)
-        m.d.comb += self.query.payload.eq(qc)
-        exc = self.core_exception
-        with m.Switch(r.kind):
-            with m.Case(SysKind.FAULT):
-                with m.If(exc.unit == NeedsUnit.VMX):
-                    m.d.comb += [qc.kind.eq(ExitQueryKind.EPT),
-                                 qc.op.ept.outcome.eq(self.fault_outcome),
-                                 qc.op.ept.qualification.eq(self.fault_qualification),
-                                 qc.op.ept.gpa.eq(self.fault_gpa),
-                                 qc.op.ept.gla.eq(self.fault_gla)]
-                with m.Else():
-                    m.d.comb += [qc.kind.eq(ExitQueryKind.EXCEPTION),
-                                 qc.op.exception.vector.eq(exc.vector),
-                                 qc.op.exception.type.eq(InterruptionType.HARDWARE_EXCEPTION),
-                                 qc.op.exception.has_error_code.eq(exc.has_error_code),
-                                 qc.op.exception.error_code.eq(exc.error_code),
-                                 qc.op.exception.qualification.eq(
-                                     Mux(exc.vector == VECTOR_PF, exc.addr, 0))]
-            with m.Default():
-                qi = qc.op.instruction
-                with m.Switch(cls):
-                    with m.Case(InsnClass.CPUID):
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
-                                     qi.reason.eq(ExitReason.CPUID)]
-                    with m.Case(InsnClass.HLT):
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
-                                     qi.reason.eq(ExitReason.HLT)]
-                    with m.Case(InsnClass.RDTSC):
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
-                                     qi.reason.eq(ExitReason.RDTSC)]
-                    with m.Case(InsnClass.INVLPG):
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.INSTRUCTION),
-                                     qi.reason.eq(ExitReason.INVLPG),
-                                     qi.qualification.eq(r.ea)]
-                    with m.Case(InsnClass.RDMSR, InsnClass.WRMSR):
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.MSR), qc.op.msr.msr.eq(ecx),
-                                     qc.op.msr.write.eq(cls == InsnClass.WRMSR)]
-                    with m.Case(InsnClass.MOV_FROM_CR, InsnClass.MOV_TO_CR):
-                        to = cls == InsnClass.MOV_TO_CR
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.CR_ACCESS),
-                                     qc.op.cr.access.eq(Mux(to, CrAccessType.MOV_TO_CR,
-                                                            CrAccessType.MOV_FROM_CR)),
-                                     qc.op.cr.cr.eq(r.reg), qc.op.cr.gpr.eq(r.rm),
-                                     qc.op.cr.lmsw_memory.eq(0), qc.op.cr.value.eq(rm_val),
-                                     qc.op.cr.actual.eq(cr_val)]
-                    with m.Default():       # IN / OUT
-                        m.d.comb += [qc.kind.eq(ExitQueryKind.IO), qc.op.io.port.eq(port),
-                                     qc.op.io.size.eq(io_bytes),
-                                     qc.op.io.is_in.eq(is_one_of(cls, InsnClass.IN_IMM,
-                                                                InsnClass.IN_DX)),
-                                     qc.op.io.string.eq(0), qc.op.io.rep.eq(0),
-                                     qc.op.io.immediate.eq(is_one_of(cls, InsnClass.IN_IMM,
-                                                                     InsnClass.OUT_IMM))]
+        m.submodules.exit_query = query = ExitQuery()
+        m.d.comb += [query.request.eq(r), query.exception.eq(self.core_exception),
+                     query.fault_outcome.eq(self.fault_outcome),
+                     query.fault_qualification.eq(self.fault_qualification),
+                     query.fault_gpa.eq(self.fault_gpa), query.fault_gla.eq(self.fault_gla),
+                     query.msr.eq(ecx), query.rm_value.eq(rm_val), query.cr_value.eq(cr_val),
+                     query.port.eq(port), query.io_bytes.eq(io_bytes),
+                     self.query.payload.eq(query.query)]
 
         def ask():
             """DISPATCH: offer the query `qc` to the exit-decision block."""

@@ -54,7 +54,6 @@ from rtl.arch.vmx import (
     VMX_CR4_FIXED0,
     VMX_CR4_FIXED1,
     ExitReason,
-    FieldWidth,
     VmInstructionError,
     VmxMode,
     VmxOp,
@@ -62,6 +61,7 @@ from rtl.arch.vmx import (
 )
 from rtl.arch.vmx import bit_position as bit
 from rtl.vmx.entry_checks import canonical, eptp_ok
+from rtl.vmx.layouts import cut_to_width
 from rtl.vmx.ports import INSTR_LAYOUT
 
 __all__ = ["InstructionDecision", "VmxAction"]
@@ -169,8 +169,7 @@ class InstructionDecision(wiring.Component):
         f_width = enc[13:15]
         m.d.comb += [
             vmwrite_value.eq(Mux(f_high, Cat(src[0:32], src[0:32]),
-                                 Mux(f_width == FieldWidth.BITS16.value, src[0:16],
-                                     Mux(f_width == FieldWidth.BITS32.value, src[0:32], src)))),
+                                 cut_to_width(src, f_width))),
             vmwrite_halves.eq(Mux(f_high, 0b10, 0b11)),
         ]
 

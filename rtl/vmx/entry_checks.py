@@ -146,7 +146,7 @@ from .layouts import (
 __all__ = [
     "VmEntryChecks", "EntryCheckKind",
     "canonical", "vmx_address_ok", "eptp_ok", "pdpte_ok", "pat_ok", "controls_ok",
-    "limit_granularity_ok", "any_bit", "bits_above", "greater_than",
+    "limit_granularity_ok", "any_bit", "bits_above", "greater_than", "revision_ok",
 ]
 
 _U64 = mask(63, 0)
@@ -548,15 +548,21 @@ def link_pointer_needs_read(v, maxphyaddr: int) -> Value:
     return (link != _U64) & vmx_address_ok(link, maxphyaddr)
 
 
+def revision_ok(dword, revision_id: int = VMCS_REVISION_ID) -> Value:
+    """A VMXON or VMCS region's first dword accepts it (SDM 24.2, 31.5, 26.3.1.5): bits 30:0 the
+    revision identifier, bit 31 (shadow-VMCS indicator) clear."""
+    rev = Value.cast(dword)
+    return (((rev & VMCS_REVISION_MASK) == (revision_id & VMCS_REVISION_MASK))
+            & ~any_bit(rev, VMCS_SHADOW_INDICATOR))
+
+
 def link_pointer_rules(v, link_revision, current_vmcs, maxphyaddr: int,
                        revision_id: int = VMCS_REVISION_ID) -> dict[str, Value]:
     """The VMCS link pointer (SDM 26.3.1.5, last bullet; qualification 4): unless all ones, a
     valid address whose region carries the revision identifier with the shadow indicator clear
     (``link``), and, outside SMM, not the current-VMCS pointer (``link_current``)."""
     link = v.vmcs_link_pointer
-    rev = Value.cast(link_revision)
-    bad_revision = (((rev & VMCS_REVISION_MASK) != (revision_id & VMCS_REVISION_MASK))
-                    | any_bit(rev, VMCS_SHADOW_INDICATOR))
+    bad_revision = ~revision_ok(link_revision, revision_id)
     used = link != _U64
     return {"link": used & (~vmx_address_ok(link, maxphyaddr) | bad_revision),
             "link_current": used & (link == current_vmcs)}

@@ -15,10 +15,10 @@ it into Amaranth layouts:
 
 from __future__ import annotations
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Mux, Value, unsigned
 from amaranth.lib import data, enum
 
-from rtl.arch.vmx import FIELDS, FieldType
+from rtl.arch.vmx import FIELDS, FieldType, FieldWidth
 
 
 def member_name(field) -> str:
@@ -60,3 +60,11 @@ ENTRY_CHECK_RESULT_LAYOUT = data.StructLayout({
     # 3 NMI injection, 4 VMCS link pointer).
     "qualification": 3,
 })
+
+
+def cut_to_width(value, width) -> Value:
+    """64-bit `value` as a field of `width` holds it (a `FieldWidth` value or its 2-bit encoding,
+    encoding bits 14:13): 16- and 32-bit fields zero-extended, 64-bit and natural-width whole."""
+    w = Value.cast(width)
+    return Mux(w == FieldWidth.BITS16.value, value[0:16],
+               Mux(w == FieldWidth.BITS32.value, value[0:32], value))

@@ -48,6 +48,7 @@ from rtl.arch.vmx import (
     FieldWidth,
     LaunchStateQwordLayout,
 )
+from rtl.vmx.layouts import cut_to_width
 from rtl.vmx.ports import MEM_REQ_LAYOUT, MEM_RESP_LAYOUT
 from rtl.vmx.vmcs_cache import FIELD_ROWS
 
@@ -114,8 +115,7 @@ class RegionTransfer(wiring.Component):
                     m.d.comb += width.eq(f.width)
         data = self.mem_resp.payload.data
         m.d.comb += [self.wr_field.eq(rcnt - 1),
-                     self.wr_data.eq(Mux(width == FieldWidth.BITS16, data[0:16],
-                                         Mux(width == FieldWidth.BITS32, data[0:32], data)))]
+                     self.wr_data.eq(cut_to_width(data, width))]
 
         with m.If(self.busy & ~loading):
             m.d.comb += req.valid.eq(1)

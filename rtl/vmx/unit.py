@@ -81,8 +81,6 @@ from rtl.arch.vmx import (
     PROC2_UNRESTRICTED_GUEST,
     PROC_ACTIVATE_SECONDARY,
     VMCS_REVISION_ID,
-    VMCS_REVISION_MASK,
-    VMCS_SHADOW_INDICATOR,
     VMX_MSRS,
     ExitReason,
     LaunchStateQwordLayout,
@@ -95,7 +93,7 @@ from rtl.arch.vmx import bit_position as bit
 from rtl.translation.layouts import context_layout, invalidation_layout
 from rtl.vmx.decision import InstructionDecision
 from rtl.vmx.decision import VmxAction as _Act
-from rtl.vmx.entry_checks import eptp_ok
+from rtl.vmx.entry_checks import eptp_ok, revision_ok
 from rtl.vmx.entry_sequence import EntryOutcome, EntrySequence
 from rtl.vmx.exit_fields import ExitFieldWrites
 from rtl.vmx.exit_write_back import ExitWriteBack
@@ -403,10 +401,8 @@ class VmxUnit(wiring.Component):
         q_type = Signal(64)
         m.d.comb += q_type.eq(Mux(q.cpu.efer[bit(EFER_LMA)] & q.cpu.cs_l, q.reg, q.reg[0:32]))
 
-        # Revision check of a dword read from memory.
-        def revision_ok(dword):
-            return ((dword[0:31] == (self.revision_id & VMCS_REVISION_MASK))
-                    & ~dword[bit(VMCS_SHADOW_INDICATOR)])
+        def region_revision_ok(dword):
+            return revision_ok(dword, self.revision_id)
 
         # --- VM entry: its checks, host state, guest state loaded -----------------------------
         # The checks (`EntrySequence`: the link pointer's revision, `VmEntryChecks`, the
@@ -595,7 +591,7 @@ class VmxUnit(wiring.Component):
             with m.State("VMXON_RESP"):
                 m.d.comb += mresp.ready.eq(1)
                 with m.If(mresp.valid):
-                    with m.If(revision_ok(mresp.payload.data[0:32])):
+                    with m.If(region_revision_ok(mresp.payload.data[0:32])):
                         m.d.sync += [mode.eq(VmxMode.ROOT), vmxon_ptr.eq(ext(base, 64)),
                                      cur_ptr.eq(INVALID_VMCS_POINTER)]
                         m.d.comb += answer(VmxResult.SUCCEED)
@@ -666,7 +662,7 @@ class VmxUnit(wiring.Component):
                         m.d.sync += copying.eq(0)
                 m.d.comb += mresp.ready.eq(1)
                 with m.If(mresp.valid):
-                    with m.If(~revision_ok(mresp.payload.data[0:32])):
+                    with m.If(~region_revision_ok(mresp.payload.data[0:32])):
                         with m.If(switching & wc_live):
                             # The copy has overwritten (part of) the current VMCS's working
                             # copy: copy it back from its rows before answering.

@@ -209,10 +209,13 @@ class VmxTB:
             # field at the end of this cycle and those at the end of the next, without holding back
             # the next instruction (a VM exit taken in this cycle writes other fields at that
             # edge; nothing else changes the working copy that early).
-            cocotb.start_soon(self._check_working_copy(what, dict(m.current.fields)))
+            cocotb.start_soon(self._check_working_copy(what, dict(m.current.fields), m.current))
 
-    async def _check_working_copy(self, what: str, fields: dict):
+    async def _check_working_copy(self, what: str, fields: dict, vmcs):
         await ReadOnly()
+        if int(self.dut.row_copy.busy.value):
+            await self._check_working_copy_after_copy(what, fields, vmcs)
+            return
         landing = []
         read_back = self.dut.read_back
         if int(read_back.land.value):
@@ -233,6 +236,29 @@ class VmxTB:
             await ReadOnly()
             wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))
             todo = landing
+
+    async def _check_working_copy_after_copy(self, what: str, fields: dict, vmcs):
+        """A VMPTRLD's copy of the new VMCS's rows runs on after the answer (`RowCopy`), while
+        the next instructions run: once it and every write on its way into the working copy
+        have landed, compare the fields the model has not changed since `fields` was taken (a
+        field written meanwhile is compared by that write's own check; the model runs ahead
+        of the unit by the instruction being issued, so nothing is compared once the model's
+        current VMCS is another one)."""
+        dut = self.dut
+        while int(dut.row_copy.busy.value) or int(dut.read_back.pending.value):
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+        if self.model.current is not vmcs:
+            return
+        now = vmcs.fields
+        wc = unpack(VMCS_LAYOUT, int(dut.vmcs.value))
+        for f in FIELDS:
+            if f.name in now and now[f.name] == fields[f.name] \
+                    and wc[member_name(f)] != fields[f.name]:
+                self.deferred_failure = (f"{what}: working copy {f.name} = "
+                                         f"{wc[member_name(f)]:#x} after the copy, "
+                                         f"model {fields[f.name]:#x}")
+                self.fail(self.deferred_failure)
 
     def check_memory(self, what: str, addrs=None):
         """Regions the model does not hold active must be equal in both memories."""

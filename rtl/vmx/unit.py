@@ -28,13 +28,14 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
 * ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
   write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
 * VMPTRLD always reads the revision dword (error 11), hit or miss, as the model does. The cache
-  lookup happens as that read goes out, and a hit of another slot copies its VMCS from the wide
-  copy's rows into the working copy meanwhile (`FIELD_LANES` fields per cycle,
-  `FIELD_ROW_COUNT` cycles); a wrong revision then copies the current VMCS back (state
-  PTR_RESTORE) before the VMfail. A miss reads the region into the victim slot's rows
-  (`RegionTransfer`, which also does VMCLEAR's write-back) and then copies them the same way,
-  evicting the least recently used slot (written back to its region
-  first if dirty).
+  lookup happens as that read goes out; a hit of another slot starts the copy of its VMCS from
+  the wide copy's rows into the working copy (`RowCopy`, one row of `FIELD_LANES` fields per
+  cycle), which runs on in the background after the answer: only VMLAUNCH/VMRESUME, which read
+  the working copy, wait for it. A wrong revision starts the copy of the current VMCS back (the
+  other slot's rows may have begun to overwrite it) and answers the VMfail. A miss evicts the
+  least recently used slot (written back to its region first if dirty), reads the region into
+  its rows (`RegionTransfer`, which also does VMCLEAR's write-back) and answers, copying the
+  rows the same way.
 * VMLAUNCH/VMRESUME: the launch-state checks (errors 26, 4, 5, 6) in the decision, then
   `EntrySequence`: the VMCS-link-pointer revision read (when needed), `VmEntryChecks` (error 7,
   error 8, or a VM-entry failure with its qualification), the PDPTEs of a PAE guest (from the
@@ -110,14 +111,9 @@ from rtl.vmx.ports import (
 from rtl.vmx.read_back import ReadBack
 from rtl.vmx.region_transfer import RegionTransfer
 from rtl.vmx.result_register import ResultRegister
+from rtl.vmx.row_copy import RowCopy
 from rtl.vmx.state_loads import GuestStateLoad, HostStateLoad
-from rtl.vmx.vmcs_cache import (
-    FIELD_LANES,
-    FIELD_ROW_COUNT,
-    VmcsCache,
-    field_row,
-    lane_enables,
-)
+from rtl.vmx.vmcs_cache import VmcsCache, field_row, lane_enables
 from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
 
 __all__ = ["VmxUnit"]
@@ -199,16 +195,24 @@ class VmxUnit(wiring.Component):
         # Nothing reads the working copy by index: VMREAD and region write-back read the cache
         # memory, which every write keeps up to date (module doc, "write-through"). A write of
         # the current VMCS goes into the cache memory and reaches the working copy through the
-        # row port two cycles later (`ReadBack`); a VMPTRLD copies whole rows (`copy_row`).
+        # row port two cycles later (`ReadBack`); a VMPTRLD copies whole rows (`RowCopy`).
         wc_dirty = Signal()     # the current VMCS changes this cycle: its slot becomes dirty
         m.d.comb += [cache.mark_dirty.eq(wc_dirty), cache.dirty_slot.eq(wc_slot)]
         m.submodules.read_back = read_back = ReadBack()
         wc_pending = read_back.pending  # a write is on its way into the working copy
         # (The data is the memory's output in every cycle: only the enables say which row.)
         m.d.comb += working_copy.row_data.eq(cache.row_data)
+        m.submodules.row_copy = row_copy = RowCopy(slots=self.slots)
+        wc_row_take = Signal()      # the working copy takes a whole row of the copy this cycle
+        m.d.comb += [row_copy.port_free.eq(~read_back.read), wc_row_take.eq(row_copy.take),
+                     row_copy.wr_en.eq(cache.wr_en.any()), row_copy.wr_slot.eq(cache.wr_slot),
+                     row_copy.wr_row.eq(field_row(cache.wr_field))]
         with m.If(read_back.land):
             m.d.comb += [working_copy.row_index.eq(read_back.land_row),
                          working_copy.row_en.eq(read_back.land_mask)]
+        with m.Elif(row_copy.take):
+            m.d.comb += [working_copy.row_index.eq(row_copy.take_row),
+                         working_copy.row_en.eq(-1)]
 
         # --- the instruction being decided ------------------------------------------------------
         # The decision looks at the offered instruction itself (answer in the next cycle) and
@@ -309,17 +313,11 @@ class VmxUnit(wiring.Component):
 
         # --- sequencing registers ------------------------------------------------------------
         base = Signal(mpa)              # the memory operand's address (a VMCS region's, ...)
-        cnt = Signal(range(NF + 2))     # a VMPTRLD's copy: 1 + the first field of its row
-        cnt_nxt = Signal(range(NF + 2))
-        sslot = Signal(range(self.slots))   # slot a VMPTRLD copies from
-        sslot_nxt = Signal(range(self.slots))
         victim = Signal(range(self.slots))
         fail_qual = Signal(3)
         vmxoff_epoch = Signal(30)       # counts VMXOFFs (see the module docstring)
         tgt_hit = Signal()
         tgt_slot = Signal(range(self.slots))
-        m.d.comb += [cnt_nxt.eq(cnt), sslot_nxt.eq(sslot)]
-        m.d.sync += [cnt.eq(cnt_nxt), sslot.eq(sslot_nxt)]
         # Region write-backs and loads (`RegionTransfer`): the memory port is theirs while
         # they run (no state of the sequencer uses it then), and so is the cache memory's read
         # port outside IDLE.
@@ -349,23 +347,13 @@ class VmxUnit(wiring.Component):
             m.d.comb += [cache.rd_slot.eq(transfer.rd_slot), cache.rd_field.eq(transfer.rd_field),
                          cache.rd_en.eq(1)]
 
-        fld = Signal(range(NF))          # field index of the current step (a copy: its row's first)
-        m.d.comb += fld.eq(cnt - 1)
-        # A VMPTRLD's copy: row (cnt-1) / FIELD_LANES of slot sslot into the working copy, the
-        # next row's address presented (`copying`: a copy runs; `switching`: the VMPTRLD copies
-        # another slot's VMCS into the working copy).
-        copying = Signal()
+        # A VMPTRLD that switches slots: the copy of the slot's rows into the working copy
+        # (`RowCopy`) runs on after the answer (`switching`: this VMPTRLD started one).
         switching = Signal()
-        wc_row_take = Signal()      # the working copy takes a whole row this cycle
 
-        def copy_row():
-            """Statements (comb) of one step of the copy; returns "this is the last row"."""
-            last = field_row(fld) == FIELD_ROW_COUNT - 1
-            m.d.comb += [working_copy.row_index.eq(field_row(fld)),
-                         working_copy.row_en.eq(-1), wc_row_take.eq(1)]
-            with m.If(~last):
-                m.d.comb += cnt_nxt.eq(cnt + FIELD_LANES)
-            return last
+        def copy_slot(slot):
+            """Statements (comb) that start the copy of slot `slot` into the working copy."""
+            return [row_copy.start.eq(1), row_copy.slot.eq(slot)]
 
         def vmptrld_revision_error():
             """VMfailValid(11) if there is a current VMCS (else VMfailInvalid)."""
@@ -382,13 +370,12 @@ class VmxUnit(wiring.Component):
             m.d.comb += answer(VmxResult.SUCCEED)
             m.next = "IDLE"
 
-        # The row port: the read-back of a write (module doc above), else in the sequences row
-        # (cnt-1) / FIELD_LANES of slot sslot (a VMPTRLD's copy).
+        # The row port: the read-back of a write (module doc above), else the copy's.
         with m.If(read_back.read):
             m.d.comb += [cache.row_slot.eq(wc_slot), cache.row_index.eq(read_back.read_row)]
         with m.Else():
-            m.d.comb += [cache.row_slot.eq(sslot_nxt),
-                         cache.row_index.eq(field_row((cnt_nxt - 1)[0:len(fld)]))]
+            m.d.comb += [cache.row_slot.eq(row_copy.row_slot),
+                         cache.row_index.eq(row_copy.row_index)]
         q_ptr = q.mem[0:64]
         m.d.comb += [cache.lookup_tag.eq(q_ptr[12:mpa]), cache.b_slot.eq(victim)]
 
@@ -494,11 +481,11 @@ class VmxUnit(wiring.Component):
                                           | (op_in == VmxOp.VMPTRLD)
                                           | (op_in == VmxOp.VMCLEAR))
                 # VMLAUNCH/VMRESUME read the working copy as they are accepted: not while an
-                # indexed write is still on its way into it.
+                # indexed write is still on its way into it or a VMPTRLD's copy runs.
                 entry_in = (op_in == VmxOp.VMLAUNCH) | (op_in == VmxOp.VMRESUME)
                 m.d.comb += [self.instr.ready.eq(result_reg.free
                                                  & ~(side_wb & needs_rows)
-                                                 & ~(entry_in & wc_pending)),
+                                                 & ~(entry_in & (wc_pending | row_copy.busy))),
                              accept.eq(self.instr.valid & self.instr.ready)]
                 # A VM exit is taken when no instruction is (the core sends one or the other).
                 m.d.comb += self.exit.ready.eq(~self.instr.valid & result_reg.free)
@@ -646,54 +633,31 @@ class VmxUnit(wiring.Component):
             # --- VMPTRLD --------------------------------------------------------------------
             with m.State("PTR_REQ"):
                 # The revision read, and meanwhile the lookup and, on a hit of another slot,
-                # the copy of its rows into the working copy (from the next cycle on).
+                # the start of the copy of its rows into the working copy.
                 m.d.comb += [mreq.valid.eq(1), mreq.payload.addr.eq(base)]
                 switch = cache.hit & ~(wc_live & (wc_slot == cache.hit_slot))
-                m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot),
-                             victim.eq(cache.victim), switching.eq(switch), copying.eq(switch)]
-                m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(cache.hit_slot)]
                 with m.If(mreq.ready):
+                    m.d.sync += [tgt_hit.eq(cache.hit), tgt_slot.eq(cache.hit_slot),
+                                 victim.eq(cache.victim), switching.eq(switch)]
+                    with m.If(switch):
+                        m.d.comb += copy_slot(cache.hit_slot)
                     m.next = "PTR_RESP"
             with m.State("PTR_RESP"):
-                copy_last = Signal()
-                with m.If(copying):
-                    m.d.comb += copy_last.eq(copy_row())
-                    with m.If(copy_last):
-                        m.d.sync += copying.eq(0)
                 m.d.comb += mresp.ready.eq(1)
                 with m.If(mresp.valid):
                     with m.If(~region_revision_ok(mresp.payload.data[0:32])):
-                        with m.If(switching & wc_live):
-                            # The copy has overwritten (part of) the current VMCS's working
-                            # copy: copy it back from its rows before answering.
-                            m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(wc_slot)]
-                            m.d.sync += copying.eq(1)
-                            m.next = "PTR_RESTORE"
-                        with m.Else():
-                            vmptrld_revision_error()
-                            m.next = "IDLE"
+                        with m.If(switching):
+                            # The copy has begun to overwrite the current VMCS's working copy:
+                            # copy it back from its rows.
+                            m.d.comb += copy_slot(wc_slot)
+                        vmptrld_revision_error()
+                        m.next = "IDLE"
                     with m.Elif(tgt_hit):
                         m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(tgt_slot)]
-                        with m.If(~copying | copy_last):
-                            vmptrld_done(tgt_slot)
-                        with m.Else():
-                            m.next = "PTR_COPY"
+                        vmptrld_done(tgt_slot)
                     with m.Else():
                         m.d.comb += [cache.touch.eq(1), cache.touch_slot.eq(victim)]
                         m.next = "EVICT"
-            with m.State("PTR_COPY"):
-                with m.If(copy_row()):
-                    m.d.sync += copying.eq(0)
-                    vmptrld_done(tgt_slot)
-            with m.State("PTR_RESTORE"):
-                with m.If(copy_row()):
-                    m.d.sync += copying.eq(0)
-                    vmptrld_revision_error()
-                    m.next = "IDLE"
-            with m.State("SWAP"):
-                # After a miss's region load: the victim's rows into the working copy.
-                with m.If(copy_row()):
-                    vmptrld_done(tgt_slot)
             with m.State("EVICT"):
                 # The victim, if it holds a VMCS that changed, goes back to its region first.
                 with m.If(cache.b_valid & cache.b_dirty):
@@ -714,7 +678,8 @@ class VmxUnit(wiring.Component):
                                  *start_transfer(1, victim, base[12:mpa])]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                # The region into the victim's memory rows, which SWAP then copies.
+                # The region into the victim's memory rows, then copied into the working
+                # copy (`RowCopy`) after the answer.
                 with m.If(transfer.wr_valid):
                     m.d.comb += mem_write(transfer.wr_slot, transfer.wr_field, transfer.wr_data)
                 with m.If(transfer.done):
@@ -726,9 +691,8 @@ class VmxUnit(wiring.Component):
                                      ld.launched_before_vmxoff
                                      | (ld.launched & ld.evicted
                                         & (ld.vmxoff_count != vmxoff_epoch)))]
-                    m.d.comb += [cnt_nxt.eq(1), sslot_nxt.eq(victim)]
-                    m.d.sync += tgt_slot.eq(victim)
-                    m.next = "SWAP"
+                    m.d.comb += copy_slot(victim)
+                    vmptrld_done(victim)
             # --- VM entry: the link pointer's revision (if needed), the checks, the PDPTEs --------
             with m.State("ENTRY"):
                 with m.If(entry_seq.done):

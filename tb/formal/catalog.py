@@ -218,8 +218,8 @@ def mutations():
 
 from rtl.arch.vmx import FIELDS  # noqa: E402
 
-from .vmx import (VmxHarness, start_load_one_valid, start_root_fresh_vmcs,  # noqa: E402
-                  start_root_one_vmcs)
+from .vmx import (VmxHarness, start_load_one_valid, start_root_copying,  # noqa: E402
+                  start_root_fresh_vmcs, start_root_one_vmcs)
 
 #: The VMX unit configuration of the proofs: 2 VMCS-cache slots, MAXPHYADDR 32 (the smallest
 #: `VmEntryChecks` accepts).
@@ -303,4 +303,6 @@ def vmx_mutations():
         _vmx_mutation("fill-tag-of-current", "unique", mut.VmxFillTagOfCurrent, 5),
         _vmx_mutation("high-write-clears-low", "vmrw", mut.VmxHighWriteClearsLow, 6,
                       field="EPT_POINTER", fast=False),
+        _vmx_mutation("copy-ignores-writes", "vmrw", mut.VmxCopyIgnoresWrites, 4,
+                      field="EPT_POINTER", start_assume=start_root_copying),
     ]

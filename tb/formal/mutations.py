@@ -274,3 +274,12 @@ class VmxHighWriteClearsLow(ObservedVmxUnit):
         halves = module_signal(m, "vmwrite_halves")
         with m.If(f_high):
             m.d.comb += [value[0:32].eq(0), halves.eq(0b11)]
+
+
+class VmxCopyIgnoresWrites(ObservedVmxUnit):
+    """A VMPTRLD's copy into the working copy reads a row of the wide copy in the cycle a write
+    goes into that row (the copy no longer sees the cache's writes), so the working copy takes
+    what the block RAM leaves undefined (breaks `vmrw`)."""
+
+    def mutate(self, m):
+        m.d.comb += self.blocks["row_copy"].wr_en.eq(0)

@@ -238,7 +238,7 @@ class VmxHarness(FormalTop):
         wsig = module_signals(wm, "sync")
         blocks = {}         # the unit's other register-holding blocks: component, module
         for name in ("exit_write_back", "read_back", "result_register", "region_transfer",
-                     "entry_sequence"):
+                     "entry_sequence", "row_copy"):
             block, bloc = um._named_submodules[name]
             with unit.checks_patched():
                 blocks[name] = (block, block.elaborate(platform))
@@ -247,6 +247,7 @@ class VmxHarness(FormalTop):
         write_back, wbm = blocks["exit_write_back"]
         transfer, tm = blocks["region_transfer"]
         entry_seq, esm = blocks["entry_sequence"]
+        row_copy, rcm = blocks["row_copy"]
         usig = module_signals(um)
         ssig = module_signals(um, "sync")
 
@@ -281,6 +282,7 @@ class VmxHarness(FormalTop):
                 if f.name != self.field:
                     wm.d.sync += wc_view[member_name(f)].eq(AnySeq(f.bits))
         unit.cache = cache
+        unit.blocks = {name: block for name, (block, _) in blocks.items()}
         unit.mutate(um)
 
         started = Signal(name="started")
@@ -494,11 +496,18 @@ class VmxHarness(FormalTop):
                   for h in range(2)]
         rb_f = rb_h[0] | rb_h[1]
         land_f = land_h[0] | land_h[1]
+        take_f = Signal(name="copy_takes_F")    # a VMPTRLD's copy takes F's row now
+        m.d.comb += take_f.eq(wc_row_take & (row_copy.take_row == f_row))
+        # The copy's read in the previous cycle was of the current VMCS's rows.
+        copy_read_cur = Signal(name="copy_read_cur")
+        copy_src = module_signal(rcm, "source", "sync")
+        m.d.sync += copy_read_cur.eq(row_copy.row_read & (cache.row_slot == wc_slot))
         wcf = Signal(64, name="wc_F")
         if want("vmrw"):
             m.d.comb += wcf.eq(Cat(*(
                 Mux(rb_h[h], mfc[32 * h:32 * h + 32],
-                    Mux(land_h[h], row_f_val[32 * h:32 * h + 32], wcf_reg[32 * h:32 * h + 32]))
+                    Mux(land_h[h] | take_f, row_f_val[32 * h:32 * h + 32],
+                        wcf_reg[32 * h:32 * h + 32]))
                 for h in range(2))) & f_mask)
         sh = Signal(64, name="sh")          # what F holds after the recorded VMWRITEs
         sh_lo = Signal(name="sh_lo")        # sh[0:32] known (and, for a <= 32-bit field, all)
@@ -575,8 +584,7 @@ class VmxHarness(FormalTop):
                                 & (in_state("ENTRY_INVAL") | idle)),
                   "aux: entered only by VMLAUNCH/VMRESUME")
             check(~(pending & idle & entered) | (rk == VmxResult.VM_ENTRY), "aux: entered answer")
-            ptr_st = in_state("PTR_REQ", "PTR_RESP", "PTR_COPY", "PTR_RESTORE", "SWAP", "EVICT",
-                              "EVICT_WB", "LOAD")
+            ptr_st = in_state("PTR_REQ", "PTR_RESP", "EVICT", "EVICT_WB", "LOAD")
             qp = q.mem[0:64]
             check(~ptr_st | ((q.op == VmxOp.VMPTRLD) & (mode == VmxMode.ROOT) & ptr_ok(qp)
                              & (qp != von)), "aux: VMPTRLD sequence")
@@ -598,6 +606,20 @@ class VmxHarness(FormalTop):
                   "aux: exit write-back: counter in range")
             check(~(ptr_st | in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE"))
                   | ~wb_busy, "aux: VMPTRLD/VMCLEAR: no exit write-back running")
+            # A VMPTRLD's copy runs from the current VMCS's slot (between the revision read and
+            # its answer: from the slot the VMPTRLD switches to).
+            check(~(wb_busy & row_copy.busy), "aux: no exit write-back while a copy runs")
+            check(~row_copy.busy | ((mode != VmxMode.NON_ROOT)
+                                    & ~in_state("ENTRY", "ENTRY_FAIL", "ENTRY_INVAL")),
+                  "aux: no VM entry while a copy runs")
+            switching = reg("switching")
+            check(~(in_state("PTR_RESP") & switching) | tgt_hit, "aux: VMPTRLD switches on a hit")
+            check(~(in_state("PTR_RESP") & tgt_hit & ~switching)
+                  | (wc_live & (reg("tgt_slot") == wc_slot)),
+                  "aux: VMPTRLD hit of the current VMCS's slot: no switch")
+            check(~row_copy.busy | (copy_src == Mux(in_state("PTR_RESP") & switching,
+                                                    reg("tgt_slot"), wc_slot)),
+                  "aux: copy from the current VMCS's slot")
             # A region transfer runs exactly in the states that wait for it, on the slot and
             # region they name; a load's responses due are its reads not answered yet.
             t_loading = module_signal(tm, "loading", "sync")
@@ -661,6 +683,12 @@ class VmxHarness(FormalTop):
                       "aux: read-back and landing of one row")
                 check(~land_f | row_f, "aux: landing F: its row was read")
                 check(~(land_f & ~rb_f) | (row_f_val == mfc), "aux: landing F: the row's value")
+                check(~take_f | row_f, "aux: copy takes F: its row was read")
+                check(~(land_valid & wc_row_take), "aux: one taker of the row port's data")
+                check(~(take_f & copy_read_cur & ~rb_f) | (row_f_val == mfc),
+                      "aux: copy takes F: the row's value")
+                check(~(sh_lo | sh_hi) | ~wc_row_take | copy_read_cur,
+                      "aux: shadow: the copy takes rows of the current VMCS")
                 for v, where in ((mfc, "row"), (wcf, "working copy")):
                     check(~lo_n | ~f_wide | (v[0:32] == sh_n[0:32]), f"aux: shadow low ({where})")
                     check(~lo_n | f_wide | (v == sh_n), f"aux: shadow narrow ({where})")
@@ -672,7 +700,9 @@ class VmxHarness(FormalTop):
                           f"aux: VMWRITE wrote F (high, {where})")
         self.sigs = sigs = dict(seq=seq, enc_of=enc_of, mode=mode, cur=cur, von=von, valid=valid, tags=tags,
                     launched=launched, wc_slot=wc_slot, wc_live=wc_live, pending=pending,
-                    wc_pending=rb_pending | land_valid,
+                    wc_pending=rb_pending | land_valid, copy_busy=row_copy.busy,
+                    not_copying=~row_copy.busy,
+                    copy_src=copy_src,
                     res_valid=res.valid, q=q, wc=wc_view, in_state=in_state, victim=victim)
 
         # --- start="state": any state that satisfies the invariants ----------------------------
@@ -725,12 +755,20 @@ def start_root_one_vmcs(s):
     """In VMX root operation, idle, nothing in flight, a current VMCS in the working copy and in
     its cache slot, no other slot valid: the state after VMXON and one VMPTRLD."""
     wcs = s["wc_slot"]
-    conds = [s["in_state"]("IDLE"), ~s["pending"], ~s["wc_pending"], ~s["res_valid"],
+    conds = [s["in_state"]("IDLE"), ~s["pending"], ~s["wc_pending"], s["not_copying"],
+             ~s["res_valid"],
              s["mode"] == VmxMode.ROOT,
              s["cur"] != INVALID_VMCS_POINTER, s["wc_live"]]
     for i, v in enumerate(s["valid"]):
         conds.append(v == (wcs == i))
     return conds
+
+
+def start_root_copying(s):
+    """`start_root_one_vmcs`, but right after the VMPTRLD's answer: its copy of the VMCS's rows
+    into the working copy runs (any row next)."""
+    conds = [c for c in start_root_one_vmcs(s) if c is not s["not_copying"]]
+    return conds + [s["copy_busy"], s["copy_src"] == s["wc_slot"]]
 
 
 def start_root_fresh_vmcs(s):
@@ -743,4 +781,4 @@ def start_load_one_valid(s):
     `start_root_one_vmcs` by a VMPTRLD of another region after ~140 cycles; the start lets the
     load be at any point, so the cover shows the fill, not the load)."""
     return [s["in_state"]("LOAD"), s["victim"] != s["wc_slot"], ~Cat(*s["valid"]).all(),
-            Cat(*s["valid"]).any()]
+            Cat(*s["valid"]).any(), ~s["copy_busy"] | (s["copy_src"] == s["wc_slot"])]

@@ -27,11 +27,12 @@ Timing
 the request is neither held nor taken; ``busy`` falls after the last.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.arch.vmx import FIELD_BY_NAME, FIELDS
+from rtl.mux import binary_mux
 from rtl.vmx.layouts import member_name
 from rtl.vmx.working_copy import PARALLEL_FIELDS, PARALLEL_LAYOUT
 
@@ -54,13 +55,14 @@ class ExitWriteBack(wiring.Component):
         m = Module()
         last = len(PARALLEL_FIELDS) - 1
         cnt = Signal(range(len(PARALLEL_FIELDS)))
-        with m.Switch(cnt):
-            for i, name in enumerate(PARALLEL_FIELDS):
-                # (The last also for the counter values no walk reaches: every value of the
-                # counter copies a field, so none can write a wrong value into a row.)
-                with (m.Case(i) if i < last else m.Default()):
-                    m.d.comb += [self.wr_field.eq(FIELD_BY_NAME[name].slot),
-                                 self.wr_data.eq(self.fields[member_name(name)])]
+        # (`binary_mux` gives the last field also for the counter values no walk reaches:
+        # every value of the counter copies a field, so none can write a wrong value into a row.)
+        m.d.comb += [
+            self.wr_field.eq(binary_mux(cnt, [Const(FIELD_BY_NAME[name].slot, range(len(FIELDS)))
+                                              for name in PARALLEL_FIELDS])),
+            self.wr_data.eq(binary_mux(cnt, [self.fields[member_name(name)]
+                                             for name in PARALLEL_FIELDS])),
+        ]
         m.d.comb += self.wr_valid.eq(self.busy & ~self.hold)
         with m.If(self.wr_valid & ~self.taken):
             with m.If(cnt == last):

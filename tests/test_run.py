@@ -12,9 +12,10 @@ sim/run/model.cpp and sim/run/top.py) and its loader (sim/run/program.py).
 * the example programs of examples/programs/ on the Verilated SoC (`sim.run.top.SocRunTop`,
   default parameters: ONE model for every test here, built once and cached): console, exit
   kinds and codes, registers the programs compute, counters, --dump against the assembled
-  image, --trace, --max-cycles, the console streaming while the simulation runs, the status
-  line on a terminal;
-* the smallest program on Amaranth's simulator (``--sim amaranth``, with ``--waves``).
+  image, --trace, --max-cycles, --max-instructions, the console's bytes recovered exactly from
+  the JSON, the console streaming while the simulation runs, the status line on a terminal;
+* the smallest program on Amaranth's simulator (``--sim amaranth``, with ``--waves``), and
+  --max-instructions there too.
 
 The Verilator ``--waves`` test needs a second (tracing) model: it runs with ``WAVES=1`` or
 ``VTX_TEST_VERILATOR_WAVES=1`` in the environment.
@@ -22,6 +23,7 @@ The Verilator ``--waves`` test needs a second (tracing) model: it runs with ``WA
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -59,12 +61,14 @@ HELLO, HALT, FAULT, EXIT_CODE = (PROGRAMS / f"{n}.S" for n in ("hello", "halt", 
                                                                 "exit_code"))
 
 
-def vtx(*args: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
-    """`vtx` as a user runs it (the console script's code, in a fresh interpreter)."""
+def vtx(*args: str, env: dict | None = None, timeout: float = 3600,
+        text: bool = True) -> subprocess.CompletedProcess:
+    """`vtx` as a user runs it (the console script's code, in a fresh interpreter); its output
+    as bytes unless `text`."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTEST_CURRENT_TEST", None)
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
+                          env=full_env, capture_output=True, text=text, timeout=timeout)
 
 
 def run_json(*args: str) -> dict:
@@ -238,6 +242,8 @@ def test_result_json_exit_kinds():
     assert vtx_run.result_json(raw_results(stop=3, fault=fault))["exit"]["error_code"] is None
     assert vtx_run.result_json(raw_results(cycle_limit=True, running=1))["exit"] == {
         "kind": "cycle_limit"}
+    assert vtx_run.result_json(raw_results(instruction_limit=True, running=1))["exit"] == {
+        "kind": "instruction_limit"}
 
 
 def test_result_json_fields():
@@ -253,7 +259,8 @@ def test_result_json_fields():
     assert out["vmx"] == {"mode": "non_root", "current_vmcs": 0x5000}
     assert out["vm_exits"] == {"CPUID": 2, "VMCALL": 1, "UNKNOWN_1000": 1}
     assert out["vm_entries"] == 3
-    assert out["console"] == "ok\\xff"
+    assert out["console"] == "ok\ufffd"
+    assert base64.b64decode(out["console_base64"]) == b"ok\xff"
     assert out["memory"] == [{"addr": 0x100000, "length": 2, "hex": "b803"}]
     assert (out["cycles"], out["instructions"]) == (1000, 50)
     off = vtx_run.result_json(raw_results())
@@ -368,6 +375,52 @@ def test_printer_status_line():
     assert status.data == b""
 
 
+def console_bytes(out: dict) -> bytes:
+    """The console's bytes from a ``--json`` object, by the rule docs/system.md gives."""
+    if out["console_base64"] is not None:
+        return base64.b64decode(out["console_base64"], validate=True)
+    return out["console"].encode("utf-8")
+
+
+#: Consoles of every kind: empty, ASCII, other UTF-8, a NUL, invalid UTF-8 (a lone continuation
+#: byte, 0xFF, a truncated sequence), and the text of an escape next to the byte it escapes.
+CONSOLES = [b"", b"hi\n", "h\u00e9llo \u2713\n".encode(), b"a\0b", b"\x84", b"ok\xff\n",
+            b"\xe2\x9c", b"\\x84", b"\\x84\x84", "\ufffd".encode()]
+
+
+@pytest.mark.parametrize("data", CONSOLES)
+def test_json_console_gives_the_exact_bytes(data):
+    out = json.loads(json.dumps(vtx_run.result_json(raw_results(console=data.hex()))))
+    assert console_bytes(out) == data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        assert out["console_base64"] is not None
+        assert out["console"] == data.decode("utf-8", errors="replace")
+    else:
+        assert (out["console"], out["console_base64"]) == (text, None)
+
+
+def test_json_console_escape_text_is_not_the_byte():
+    """A program that prints backslash, x, 8, 4 and one that prints the byte 0x84 give JSON
+    objects that tell them apart (the console used to render 0x84 as the text ``\\x84``)."""
+    printed_text = vtx_run.result_json(raw_results(console=b"\\x84".hex()))
+    printed_byte = vtx_run.result_json(raw_results(console=b"\x84".hex()))
+    assert printed_text["console"] == "\\x84" and printed_text["console_base64"] is None
+    assert printed_byte["console"] != printed_text["console"]
+    assert printed_byte["console_base64"] == base64.b64encode(b"\x84").decode()
+
+
+def test_summary_of_the_limits():
+    cycles = vtx_run.result_json(raw_results(cycle_limit=True, running=1))
+    instructions = vtx_run.result_json(raw_results(instruction_limit=True, running=1,
+                                                   instructions=7))
+    assert "stopped: cycle limit reached (--max-cycles); 50 instructions" in \
+        vtx_run.summary(cycles, 1.0)
+    assert "stopped: instruction limit reached (--max-instructions); 7 instructions" in \
+        vtx_run.summary(instructions, 1.0)
+
+
 def test_summary_gives_build_and_run_times():
     result = vtx_run.result_json(raw_results(stop=1))
     assert vtx_run.summary(result, 2.34).endswith("(run 2.3 s)")
@@ -381,7 +434,7 @@ def test_model_job_text():
     program = load_program(HALT)
     lines = job_text(program, RAM_BYTES, 1234, [(0x100000, 8), (BOOT_PML4, 16)], trace=True,
                      waves=None, progress_ms=2000).splitlines()
-    assert lines[:3] == ["max_cycles 1234", "trace 1", "progress_ms 2000"]
+    assert lines[:4] == ["max_cycles 1234", "trace 1", "progress_ms 2000", "max_instructions 0"]
     assert [line.split()[1] for line in lines if line.startswith("boot ")] == \
         list(boot_state(program))
     words = {int(w[1]): int(w[2], 16) for w in (line.split() for line in lines)
@@ -392,6 +445,8 @@ def test_model_job_text():
     assert not any(line.startswith("waves") for line in lines)
     with_waves = job_text(program, RAM_BYTES, 10, [], trace=False, waves=Path("w.vcd"))
     assert f"waves {Path('w.vcd').resolve()}" in with_waves.splitlines()
+    limited = job_text(program, RAM_BYTES, 10, [], trace=False, waves=None, max_instructions=7)
+    assert "max_instructions 7" in limited.splitlines()
 
 
 def test_model_rejects_a_bad_job():
@@ -403,7 +458,9 @@ def test_model_rejects_a_bad_job():
     for job, words in [(b"max_cycles 10\nfrobnicate 3\n", "bad job line: frobnicate 3"),
                        (b"trace 1\n", "no max_cycles"),
                        (b"max_cycles 10\nboot init_rax 0x1\n", "unknown boot input init_rax"),
-                       (b"max_cycles 1x\n", "bad job line: max_cycles 1x")]:
+                       (b"max_cycles 1x\n", "bad job line: max_cycles 1x"),
+                       (b"max_cycles 10\nmax_instructions -\n",
+                        "bad job line: max_instructions -")]:
         proc = subprocess.run([str(model.binary)], input=job, capture_output=True, timeout=60)
         assert proc.returncode == 2, (job, proc.stderr)
         assert words in proc.stderr.decode(), proc.stderr
@@ -462,6 +519,13 @@ def test_cli_bad_options(tmp_path):
     _assert_usage_error(vtx("run", "--waves-ports", str(HELLO)), "--waves-ports")
     _assert_usage_error(vtx("run", "--sim", "amaranth", "--waves", str(tmp_path / "w.vcd"),
                             "--waves-ports", str(HELLO)), "--waves-ports", "Verilator")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5", ""])
+def test_cli_bad_max_instructions(value):
+    proc = vtx("run", "--json", "--max-instructions", value, str(HELLO))
+    _assert_usage_error(proc, "--max-instructions", repr(value))
+    assert "building" not in proc.stderr
 
 
 def test_cli_ram_too_big_for_elaboration(tmp_path):
@@ -620,6 +684,13 @@ def test_cycle_limit():
                               "hex": load_program(spin).image[:8].hex()}]
 
 
+def backend_args(backend: str) -> list[str]:
+    """The options of `backend`: Amaranth's simulator gets a small RAM (its elaboration holds
+    every RAM row)."""
+    return ["--sim", backend, "--ram-bytes", f"{PROGRAM_BASE + 0x10000:#x}"] \
+        if backend == "amaranth" else []
+
+
 #: Stores a value, then spins: a run that only a cycle limit ends, with a store to dump.
 SPIN_AFTER_STORE = """\
         .text
@@ -637,15 +708,178 @@ result: .quad   0
 def test_dump_at_the_cycle_limit(tmp_path, backend):
     program = write(tmp_path, "spin.S", SPIN_AFTER_STORE)
     result = load_program(program).symbols["result"]
-    args = ["--sim", backend, "--ram-bytes", f"{PROGRAM_BASE + 0x10000:#x}"] \
-        if backend == "amaranth" else []
-    out = run_json(*args, "--max-cycles", "600", "--dump", f"{result:#x}:8",
+    out = run_json(*backend_args(backend), "--max-cycles", "600", "--dump", f"{result:#x}:8",
                    "--dump", f"{BOOT_PML4:#x}:8", str(program))
     assert out["exit"] == {"kind": "cycle_limit"}
     assert out["instructions"] > 3                       # it got to the loop
     assert out["memory"][0]["hex"] == (0x5EED).to_bytes(8, "little").hex()
     pml4e = int.from_bytes(bytes.fromhex(out["memory"][1]["hex"]), "little")
     assert pml4e == page_tables()[BOOT_PML4 // 8] | PTE_A     # the walker's A flag landed
+
+
+#: Prints the bytes of `text` (`.byte` values filled in by `print_bytes`) one at a time, then
+#: ends at the exit port.
+PRINT_BYTES = """\
+        .text
+        .globl  _start
+_start: lea     text(%rip), %rsi
+        mov     $(text_end - text), %ecx
+1:      movzbl  (%rsi), %eax
+        out     %al, $0xe9
+        inc     %rsi
+        dec     %ecx
+        jnz     1b
+        xor     %eax, %eax
+        out     %eax, $0xf4
+        .data
+text:   .byte   {bytes}
+text_end:
+"""
+
+
+def print_bytes(tmp_path: Path, name: str, data: bytes) -> Path:
+    return write(tmp_path, name, PRINT_BYTES.format(bytes=", ".join(map(str, data))))
+
+
+@pytest.mark.parametrize(("data", "text"), [
+    (b"caf\xc3\xa9 \xe2\x9c\x93\n", "caf\u00e9 \u2713\n"),       # UTF-8: the text itself
+    (b"\\x84", "\\x84"),                                        # an escape's four characters
+    (b"A\x84\xff\\x84\n", None),                                # bytes that are not UTF-8
+])
+def test_json_console_is_exact(tmp_path, data, text):
+    """The console's bytes come back exactly from the JSON (docs/system.md's rule), whether or
+    not they are UTF-8; the four characters ``\\x84`` stay text, the byte 0x84 does not. The
+    console streams to stderr as raw bytes."""
+    proc = vtx("run", "--json", str(print_bytes(tmp_path, "print.S", data)), text=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith(data + b"vtx run: stopped: exit port, code 0")
+    out = json.loads(proc.stdout)
+    assert console_bytes(out) == data
+    if text is None:
+        assert out["console_base64"] is not None
+        assert out["console"] == "A\ufffd\ufffd\\x84\n"
+    else:
+        assert (out["console"], out["console_base64"]) == (text, None)
+
+
+#: Straight-line INCs of RAX: RAX = k after k instructions. They retire as fast as the core
+#: retires anything, often on consecutive clock edges, so a stop an edge late shows.
+STRAIGHT_INC = """\
+        .text
+        .globl  _start
+_start:
+        .rept   20
+        inc     %rax
+        .endr
+        hlt
+"""
+
+
+def instruction_addresses(path: Path, *mnemonics: str) -> list[int]:
+    """The addresses of the program's instructions of those mnemonics, in order."""
+    program = load_program(path)
+    return sorted(a for a, text in program.disassembly.items() if text.startswith(mnemonics))
+
+
+@pytest.mark.parametrize(("backend", "k"), [("verilator", 1), ("verilator", 3),
+                                            ("verilator", 4), ("verilator", 19),
+                                            ("amaranth", 4)])
+def test_max_instructions_stops_at_the_boundary(tmp_path, backend, k):
+    program = write(tmp_path, "inc.S", STRAIGHT_INC)
+    steps = instruction_addresses(program, "inc")
+    assert len(steps) == 20
+    proc = vtx("run", "--json", "--trace", *backend_args(backend), "--max-instructions", str(k),
+               str(program))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["exit"] == {"kind": "instruction_limit"}
+    assert (out["instructions"], out["regs"]["rax"]) == (k, k)
+    assert out["regs"]["rip"] == steps[k]               # the next INC's address
+    assert traced_rips(proc.stderr) == steps[:k]
+    assert "stopped: instruction limit reached (--max-instructions); " \
+        f"{k} instruction{'' if k == 1 else 's'}" in proc.stderr
+
+
+#: Straight-line code whose state after k instructions is known: the k-th instruction is an INC
+#: of RAX (k odd) or its store to `result` (k even), so RAX = (k + 1) // 2, result = k // 2.
+INC_AND_STORE = """\
+        .text
+        .globl  _start
+_start:
+        .rept   10
+        inc     %rax
+        mov     %rax, result(%rip)
+        .endr
+        hlt
+        .data
+        .balign 8
+result: .quad   0
+"""
+INC_AND_STORE_STEPS = 20
+
+
+def inc_and_store(tmp_path: Path) -> tuple[Path, list[int], int]:
+    """The program, the addresses of its instructions before the HLT (in order), `result`'s."""
+    path = write(tmp_path, "inc_store.S", INC_AND_STORE)
+    steps = instruction_addresses(path, "inc", "mov")
+    assert len(steps) == INC_AND_STORE_STEPS
+    return path, steps, load_program(path).symbols["result"]
+
+
+def assert_state_after(out: dict, k: int, steps: list[int], result: int) -> None:
+    assert out["exit"] == {"kind": "instruction_limit"}
+    assert out["instructions"] == k
+    assert out["regs"]["rax"] == (k + 1) // 2
+    assert out["regs"]["rip"] == steps[k]                # the next instruction's address
+    assert out["memory"] == [{"addr": result, "length": 8,
+                              "hex": (k // 2).to_bytes(8, "little").hex()}]
+
+
+def traced_rips(stderr: str) -> list[int]:
+    """The RIPs of the retired-instruction lines of ``--trace``, in order."""
+    return [int(line.split()[2], 16) for line in stderr.splitlines()
+            if line.startswith("trace ") and line.split()[2].startswith("0x")]
+
+
+@pytest.mark.parametrize(("backend", "k"), [("verilator", 1), ("verilator", 2),
+                                            ("verilator", 12), ("amaranth", 5)])
+def test_max_instructions_and_dump(tmp_path, backend, k):
+    """The dump after the limit holds the stores of the first k instructions, none after."""
+    program, steps, result = inc_and_store(tmp_path)
+    out = run_json(*backend_args(backend), "--max-instructions", str(k),
+                   "--dump", f"{result:#x}:8", str(program))
+    assert_state_after(out, k, steps, result)
+
+
+def test_max_instructions_with_trace_and_the_text_summary(tmp_path):
+    program, steps, result = inc_and_store(tmp_path)
+    proc = vtx("run", "--trace", "--max-instructions", "7", "--dump", f"{result:#x}:8",
+               str(program))
+    assert proc.returncode == 0, proc.stderr
+    assert traced_rips(proc.stderr) == steps[:7]
+    assert "stopped: instruction limit reached (--max-instructions); 7 instructions" in \
+        proc.stderr
+    assert f"rax={(7 + 1) // 2:016x}" in proc.stderr
+    assert proc.stdout.split()[-8:] == [f"{b:02x}" for b in (7 // 2).to_bytes(8, "little")]
+
+
+def test_max_instructions_and_the_other_ends(tmp_path):
+    """A limit the program does not reach leaves its own end; a cycle limit that comes first
+    still ends the run."""
+    program, steps, result = inc_and_store(tmp_path)
+    out = run_json("--max-instructions", "1000", str(program))
+    assert out["exit"] == {"kind": "hlt"}
+    assert out["regs"]["rax"] == INC_AND_STORE_STEPS // 2
+    assert INC_AND_STORE_STEPS < out["instructions"] < 1000
+    # 19 instructions take far more than 30 cycles (the first retires at about cycle 23: the
+    # trace example of docs/system.md).
+    out = run_json("--max-cycles", "30", "--max-instructions", "19", str(program))
+    assert out["exit"] == {"kind": "cycle_limit"} and out["instructions"] < 19
+    # The HLT is the 21st instruction: the limit, checked as it retires, ends the run first
+    # (docs/system.md).
+    out = run_json("--max-instructions", str(INC_AND_STORE_STEPS + 1), str(program))
+    assert out["exit"] == {"kind": "instruction_limit"}
+    assert out["instructions"] == INC_AND_STORE_STEPS + 1
 
 
 def test_console_streams_while_running_and_the_status_line(tmp_path):

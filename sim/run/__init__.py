@@ -2,9 +2,10 @@
 
 The program (a ``.S`` file assembled and linked with GNU binutils, or a flat binary) is loaded by
 `sim.run.program` at `PROGRAM_BASE` with the boot identity map, written into the SoC's RAM
-through its
-debug port, started with the boot state, and run until it stops: at the exit port, HLT in root
-operation, a fault, or ``--max-cycles``. docs/system.md, "vtx run", is the user's reference.
+through its debug port, started with the boot state, and run until it stops: at the exit port,
+HLT in root operation, a fault, ``--max-cycles`` or ``--max-instructions`` (both back ends stop
+at the clock edge that retires the N-th instruction, so the state is the one after it).
+docs/system.md, "vtx run", is the user's reference.
 
 Back ends:
 
@@ -24,16 +25,19 @@ one JSON object only). ``--trace`` lines, the build notice and the final summary
 (and, when stderr is a terminal and there is no ``--trace``, a status line every
 `STATUS_SECONDS`); with ``--trace`` the console is printed a line at a time, so the two do not
 cut into each other on a terminal (and with ``--json --trace`` it is only in the trace lines
-and the JSON). Exit
-status: 0 the simulation ran (how the program ended is in the summary / the JSON: exit port code,
-HLT, fault, cycle limit); 1 the build or the simulation failed; 2 bad input (a file that does not
-assemble, does not exist or does not fit in RAM, a --dump range outside RAM, bad options), with
-one error message on stderr and nothing on stdout.
+and the JSON). Exit status: 0 the simulation ran (how the program ended is in the summary / the
+JSON: exit port code, HLT, fault, cycle or instruction limit); 1 the build or the simulation
+failed; 2 bad input (a file that does not assemble, does not exist or does not fit in RAM, a
+--dump range outside RAM, bad options), with one error message on stderr and nothing on stdout.
+
+The JSON's console is exact: ``console`` is the text when the bytes are valid UTF-8, else
+``console_base64`` holds the bytes (`console_fields`).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import sys
@@ -93,7 +97,7 @@ GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
 #: The raw results both back ends return (integers, from the SoC's ports after the run).
 RAW_KEYS = ("stop", "exit_code", "fault", "gpr", "rip", "rflags", "cr0", "cr3", "cr4", "efer",
             "vmx_mode", "current_vmcs", "cycles", "instructions", "running", "cycle_limit",
-            "vm_exits", "vm_entries", "vm_entry_failures", "console", "memory")
+            "instruction_limit", "vm_exits", "vm_entries", "vm_entry_failures", "console", "memory")
 
 
 #: Exception mnemonics of the vectors a fault can report.
@@ -132,7 +136,7 @@ _start, else the start of the image) or a flat binary (loaded at 0x100000 and en
 The boot state: 64-bit mode, CPL 0, paging on over an identity map of the first 4 GiB, the stack
 below the program (docs/system.md). OUT to port 0xE9 prints a byte; OUT to port 0xF4 ends the run
 with the value written as exit code. The run also ends at HLT in root operation, at a fault
-(root operation has no IDT) and after --max-cycles.
+(root operation has no IDT), after --max-cycles and after --max-instructions.
 
 The console is printed as the program writes it (on stdout; on stderr with --json). A summary
 goes to stderr at the end."""
@@ -140,16 +144,19 @@ goes to stderr at the end."""
 EPILOG = """\
 --json prints one object on stdout at the end:
   {"exit": {"kind": "exit_port", "code": 0} | {"kind": "hlt"} | {"kind": "cycle_limit"}
+           | {"kind": "instruction_limit"}
            | {"kind": "fault", "vector": 14, "name": "#PF", "error_code": 2 (or null),
               "rip": ..., "addr": ...},
    "regs": {"rax": ..., ..., "r15": ..., "rip": ..., "rflags": ...},
    "cr0": ..., "cr3": ..., "cr4": ..., "efer": ...,
    "vmx": {"mode": "off"|"root"|"non_root", "current_vmcs": <address> or null},
    "cycles": ..., "instructions": ..., "vm_entries": ...,
-   "vm_exits": {"CPUID": 2, ...}, "console": "...",
+   "vm_exits": {"CPUID": 2, ...}, "console": "...", "console_base64": null | "...",
    "memory": [{"addr": ..., "length": ..., "hex": "..."}, ...]
               (with --dump)}
-All numbers are JSON integers.
+All numbers are JSON integers. The console's bytes are "console" encoded as UTF-8 when
+"console_base64" is null; when they are not valid UTF-8, "console_base64" holds them exactly
+(base64) and "console" is only a rendering for reading, with U+FFFD for each invalid sequence.
 
 exit status:
   0  the simulation ran (the program's end is in the summary / the JSON, exit code included)
@@ -161,6 +168,7 @@ examples:
   vtx run examples/programs/hello.S
   vtx run --json --dump 0x100000:32 examples/programs/hello.S
   vtx run --trace --max-cycles 20000 examples/programs/fault.S
+  vtx run --json --max-instructions 5 examples/programs/hello.S
   vtx run --sim amaranth --waves build/hello.vcd examples/programs/hello.S   # + build/hello.gtkw"""
 
 
@@ -196,6 +204,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-cycles", metavar="N", type=_positive, default=DEFAULT_MAX_CYCLES,
                         help=f"stop after N clock cycles (default {DEFAULT_MAX_CYCLES}); the "
                              "run then ends with exit kind cycle_limit")
+    parser.add_argument("--max-instructions", metavar="N", type=_positive, default=None,
+                        help="stop as the N-th instruction retires, with the registers as that "
+                             "instruction left them (default: no limit); the run then ends "
+                             "with exit kind instruction_limit, even if that instruction was "
+                             "the program's last (its HLT or OUT to the exit port). "
+                             "--max-cycles still applies")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the run's end, registers, counters, "
                              "console and dumps on stdout (the console streams to stderr)")
@@ -411,12 +425,14 @@ def exit_reason_name(reason: int) -> str:
 
 def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
                   waves: Path | None, printer: Printer, waves_ports: bool = False,
-                  progress_ms: int = 0) -> tuple[dict, Path, float]:
+                  progress_ms: int = 0, max_instructions: int | None = None,
+                  ) -> tuple[dict, Path, float]:
     """The run on the Verilated SoC, clocked by its C++ harness (`sim.run.model`): (raw results,
     the Verilog the model was built from, seconds spent building it).
 
     `waves_ports`: trace only the top's ports (`run_model.ports_only_tracing`; another model).
-    `progress_ms`: a progress event this often (0: none)."""
+    `progress_ms`: a progress event this often (0: none). `max_instructions`: the harness stops
+    at the edge that retires that many instructions (None: no limit)."""
     def heartbeat(message: str) -> None:
         if message.lstrip().startswith("..."):
             _say(message.strip())
@@ -430,7 +446,8 @@ def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trac
                                     progress=heartbeat)
         built = time.monotonic() - started
         raw = run_model.run(model, program, ram_bytes, max_cycles, dumps, trace=trace,
-                            waves=waves, on_event=printer.event_line, progress_ms=progress_ms)
+                            waves=waves, on_event=printer.event_line, progress_ms=progress_ms,
+                            max_instructions=max_instructions or 0)
     except run_model.ModelError as e:
         raise RunError(str(e)) from e
     packed = raw["gpr"]
@@ -444,8 +461,11 @@ def run_verilator(program: Program, ram_bytes: int, max_cycles: int, dumps, trac
 
 
 def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace: bool,
-                 waves: Path | None, printer: Printer) -> dict:
-    """The same run in Amaranth's simulator (per-cycle Python: for short programs)."""
+                 waves: Path | None, printer: Printer,
+                 max_instructions: int | None = None) -> dict:
+    """The same run in Amaranth's simulator (per-cycle Python: for short programs), stopped
+    like the Verilator harness's: after `max_cycles`, or at the edge that retires the
+    `max_instructions`-th instruction (None: no limit)."""
     from amaranth.sim import Simulator
 
     factory = soc_factory()
@@ -472,6 +492,7 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
         await ctx.tick()
         ctx.set(dut.start, 0)
         cycle_limit = True
+        instruction_limit = False
         for _ in range(max_cycles):
             await ctx.tick()
             if ctx.get(dut.console_valid):
@@ -490,6 +511,11 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
             if not ctx.get(dut.running):
                 cycle_limit = False
                 break
+            # At the edge that retires the N-th instruction the state ports hold the state
+            # after it; the next instruction retires one edge later at the earliest.
+            if max_instructions and ctx.get(dut.instructions) >= max_instructions:
+                cycle_limit, instruction_limit = False, True
+                break
         for name in ("rip", "rflags", "cr0", "cr3", "cr4", "efer", "current_vmcs", "exit_code",
                      "cycles", "instructions", "running"):
             raw[name] = ctx.get(getattr(dut, name))
@@ -500,7 +526,8 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
         fault = ctx.get(dut.fault)
         raw["fault"] = {name: as_int(getattr(fault, name)) for name, _ in FAULT_LAYOUT}
         memory = []
-        if cycle_limit and dumps:       # still running: pause, so RAM is the debug port's
+        # Still running (a limit ended the run): pause, so RAM is the debug port's.
+        if (cycle_limit or instruction_limit) and dumps:
             ctx.set(dut.pause, 1)
             for _ in range(16):
                 await ctx.tick()
@@ -517,7 +544,8 @@ def run_amaranth(program: Program, ram_bytes: int, max_cycles: int, dumps, trace
                 blob += ctx.get(dut.dbg_rdata).to_bytes(8, "little")
             start = addr - first * 8
             memory.append([addr, length, blob[start:start + length].hex()])
-        raw.update(cycle_limit=cycle_limit, vm_exits=dict(printer.vm_exits),
+        raw.update(cycle_limit=cycle_limit, instruction_limit=instruction_limit,
+                   vm_exits=dict(printer.vm_exits),
                    vm_entry_failures=dict(printer.vm_entry_failures),
                    vm_entries=printer.vm_entries, memory=memory)
 
@@ -542,7 +570,8 @@ def exit_info(raw: dict) -> dict:
     stop = raw["stop"]
     kind = run_stop_names().get(stop)
     if kind is None:
-        kind = "cycle_limit" if raw.get("cycle_limit") else "unknown"
+        kind = ("instruction_limit" if raw.get("instruction_limit")
+                else "cycle_limit" if raw.get("cycle_limit") else "unknown")
     info: dict = {"kind": kind}
     if kind == "exit_port":
         info["code"] = raw["exit_code"]
@@ -554,8 +583,17 @@ def exit_info(raw: dict) -> dict:
     return info
 
 
-def decode_console(data: bytes) -> str:
-    return data.decode("utf-8", errors="backslashreplace")
+def console_fields(data: bytes) -> dict:
+    """The JSON's ``console`` and ``console_base64`` for the console's bytes `data`.
+
+    Valid UTF-8 is the text itself, and ``console_base64`` is null. Anything else has its exact
+    bytes in ``console_base64``; ``console`` is then only for reading, U+FFFD in place of each
+    invalid sequence (an escape such as ``\\x84`` would read like a program that printed it)."""
+    try:
+        return {"console": data.decode("utf-8"), "console_base64": None}
+    except UnicodeDecodeError:
+        return {"console": data.decode("utf-8", errors="replace"),
+                "console_base64": base64.b64encode(data).decode("ascii")}
 
 
 def result_json(raw: dict) -> dict:
@@ -578,7 +616,7 @@ def result_json(raw: dict) -> dict:
         "vm_exits": {exit_reason_name(r): n for r, n in sorted(raw["vm_exits"].items())},
         "vm_entry_failures": {exit_reason_name(r): n
                               for r, n in sorted(raw["vm_entry_failures"].items())},
-        "console": decode_console(bytes.fromhex(raw["console"])),
+        **console_fields(bytes.fromhex(raw["console"])),
     }
     if raw.get("memory"):
         out["memory"] = [{"addr": a, "length": n, "hex": h} for a, n, h in raw["memory"]]
@@ -599,6 +637,8 @@ def summary(result: dict, elapsed: float, built: float = 0.0) -> str:
             (f", address {e['addr']:#x}" if e["vector"] == 14 else "")
     elif e["kind"] == "cycle_limit":
         how = "cycle limit reached (--max-cycles)"
+    elif e["kind"] == "instruction_limit":
+        how = "instruction limit reached (--max-instructions)"
     else:
         how = e["kind"]
     exits = sum(result["vm_exits"].values())
@@ -700,11 +740,12 @@ def _run(args: argparse.Namespace) -> int:
     built = 0.0
     if args.sim == "amaranth":
         raw = run_amaranth(program, ram_bytes, args.max_cycles, dumps, args.trace, waves,
-                           printer)
+                           printer, max_instructions=args.max_instructions)
     else:
         raw, verilog, built = run_verilator(
             program, ram_bytes, args.max_cycles, dumps, args.trace, waves, printer,
-            waves_ports=args.waves_ports, progress_ms=STATUS_SECONDS * 1000 if status else 0)
+            waves_ports=args.waves_ports, progress_ms=STATUS_SECONDS * 1000 if status else 0,
+            max_instructions=args.max_instructions)
     elapsed = time.monotonic() - started - built
     printer.finish()
     result = result_json(raw)

@@ -6,6 +6,7 @@
 //
 // The job, one item a line (the Python side writes it, so errors here are its bugs: exit 2):
 //   max_cycles N          cycles from the `start` edge before the run is stopped (the watchdog)
+//   max_instructions N    stop at the edge where the N-th instruction retires (0: no limit)
 //   trace 0|1             report every retired instruction
 //   progress_ms N         a progress line every N ms of wall time (0: none)
 //   waves PATH            write a VCD (the model must be built with --trace)
@@ -24,7 +25,8 @@
 // then the results:
 //   M <addr> <len> <hex>                      each dump
 //   S <name> <hex>                            each state port (gpr and fault packed, as wide)
-//   S cycle_limit 0|1, S vm_entries N, S run_cycles N (from `start`), S run_seconds F (the loop)
+//   S cycle_limit 0|1, S instruction_limit 0|1 (which limit stopped the run, if one did),
+//   S vm_entries N, S run_cycles N (from `start`), S run_seconds F (the loop)
 //   END
 // Exit status 0 with END; 2 for a malformed job; 3 when the SoC does not start or pause.
 //
@@ -68,6 +70,7 @@ constexpr double FLUSH_SECONDS = 0.1;
 
 struct Job {
     uint64_t max_cycles = 0;
+    uint64_t max_instructions = 0;
     bool trace = false;
     uint64_t progress_ms = 0;
     std::string waves;
@@ -112,6 +115,8 @@ Job read_job(std::FILE* in) {
         } else if (key == "max_cycles" && w.size() == 2) {
             job.max_cycles = number(w[1].c_str(), line);
             have_cycles = true;
+        } else if (key == "max_instructions" && w.size() == 2) {
+            job.max_instructions = number(w[1].c_str(), line);
         } else if (key == "trace" && w.size() == 2) {
             job.trace = number(w[1].c_str(), line) != 0;
         } else if (key == "progress_ms" && w.size() == 2) {
@@ -215,7 +220,8 @@ class Run {
         }
     }
 
-    // Start the program and run until it stops or max_cycles pass; events go to stdout.
+    // Start the program and run until it stops, max_cycles pass or max_instructions retire;
+    // events go to stdout.
     void run() {
         top_->start = 1;
         tick();                             // the SoC takes `start` at this edge
@@ -230,6 +236,7 @@ class Run {
             ++n;
         }
         const bool trace = job_.trace;
+        const uint64_t max_instructions = job_.max_instructions;
         const auto t0 = std::chrono::steady_clock::now();
         while (n < job_.max_cycles) {
             tick();
@@ -241,6 +248,13 @@ class Run {
                 stopped_ = true;
                 break;
             }
+            // Checked at the edge that retires the N-th instruction: the state ports then hold
+            // the state after it, before the next one can retire (one edge later at the
+            // earliest) or store (several).
+            if (max_instructions && top_->instructions >= max_instructions) {
+                instruction_limit_ = true;
+                break;
+            }
             if ((n & (CLOCK_CHECK_CYCLES - 1)) == 0) clock_check(n);
         }
         run_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
@@ -249,7 +263,7 @@ class Run {
     }
 
     void results() {
-        const bool cycle_limit = !stopped_;
+        const bool cycle_limit = !stopped_ && !instruction_limit_;
         // Read the state now: the pause and the dump reads below take more cycles.
         std::vector<std::pair<const char*, std::string>> state = {
             {"rip", hex(top_->rip)},
@@ -268,12 +282,13 @@ class Run {
             {"gpr", hex(top_->gpr)},
             {"fault", hex(top_->fault)},
         };
-        if (cycle_limit && !job_.dumps.empty()) pause();
+        if (!stopped_ && !job_.dumps.empty()) pause();
         for (const auto& [addr, length] : job_.dumps) dump_memory(addr, length);
         for (const auto& [name, value] : state) std::printf("S %s %s\n", name, value.c_str());
-        std::printf("S cycle_limit %d\nS vm_entries %" PRIu64 "\nS run_cycles %" PRIu64
-                    "\nS run_seconds %.6f\nEND\n",
-                    (int)cycle_limit, vm_entries_, cycles_run_, run_seconds_);
+        std::printf("S cycle_limit %d\nS instruction_limit %d\nS vm_entries %" PRIu64
+                    "\nS run_cycles %" PRIu64 "\nS run_seconds %.6f\nEND\n",
+                    (int)cycle_limit, (int)instruction_limit_, vm_entries_, cycles_run_,
+                    run_seconds_);
         std::fflush(stdout);
     }
 
@@ -335,7 +350,7 @@ class Run {
         }
     }
 
-    // Freeze the run (a cycle limit) so that the debug port owns the RAM.
+    // Freeze the run (a cycle or instruction limit) so that the debug port owns the RAM.
     void pause() {
         top_->pause = 1;
         for (int i = 0; i < PAUSE_CYCLES; ++i) {
@@ -373,7 +388,7 @@ class Run {
 #endif
     uint64_t time_ = 0;
     uint64_t vm_entries_ = 0, vm_exits_ = 0, cycles_run_ = 0;
-    bool stopped_ = false;
+    bool stopped_ = false, instruction_limit_ = false;
     double run_seconds_ = 0;
     std::chrono::steady_clock::time_point start_, last_flush_, last_progress_;
 };

@@ -50,6 +50,8 @@ TRAINING_CYCLES = 2_000_000
 #: The state ports the harness prints at the end (``S <name> <hex>``), as integers.
 STATE_PORTS = ("rip", "rflags", "cr0", "cr3", "cr4", "efer", "vmx_mode", "current_vmcs", "stop",
                "exit_code", "cycles", "instructions", "running", "gpr", "fault")
+#: The results the harness prints in decimal (the state ports are hex).
+DECIMAL_RESULTS = ("cycle_limit", "instruction_limit", "vm_entries", "run_cycles")
 
 
 class ModelError(RuntimeError):
@@ -153,9 +155,10 @@ def _train(binary: Path, ram_bytes: int, progress: Callable[[str], None]) -> Non
 
 
 def job_text(program: Program, ram_bytes: int, max_cycles: int, dumps, *, trace: bool,
-             waves: Path | None, progress_ms: int = 0) -> str:
-    """The job the harness reads on its standard input."""
-    lines = [f"max_cycles {max_cycles}", f"trace {int(trace)}", f"progress_ms {progress_ms}"]
+             waves: Path | None, progress_ms: int = 0, max_instructions: int = 0) -> str:
+    """The job the harness reads on its standard input (`max_instructions` 0: no limit)."""
+    lines = [f"max_cycles {max_cycles}", f"trace {int(trace)}", f"progress_ms {progress_ms}",
+             f"max_instructions {max_instructions}"]
     if waves is not None:
         lines.append(f"waves {Path(waves).resolve()}")
     lines += [f"boot {name} {value:#x}" for name, value in boot_state(program).items()]
@@ -167,7 +170,7 @@ def job_text(program: Program, ram_bytes: int, max_cycles: int, dumps, *, trace:
 
 def run(model: Model, program: Program, ram_bytes: int, max_cycles: int, dumps, *,
         trace: bool, waves: Path | None, on_event: Callable[[str], None],
-        progress_ms: int = 0) -> dict:
+        progress_ms: int = 0, max_instructions: int = 0) -> dict:
     """Run `program` on `model`: each event line goes to `on_event` as it comes (console bytes
     within a few milliseconds of the cycle that wrote them); returns the raw results
     (`sim.run.RAW_KEYS` but ``console``, ``vm_exits`` and ``vm_entry_failures``, which the
@@ -175,7 +178,7 @@ def run(model: Model, program: Program, ram_bytes: int, max_cycles: int, dumps, 
     if waves is not None and not model.trace:
         raise ModelError("a VCD was asked of a model built without tracing")
     job = job_text(program, ram_bytes, max_cycles, dumps, trace=trace, waves=waves,
-                   progress_ms=progress_ms)
+                   progress_ms=progress_ms, max_instructions=max_instructions)
     raw: dict = {"memory": []}
     ended = False
     try:
@@ -196,8 +199,7 @@ def run(model: Model, program: Program, ram_bytes: int, max_cycles: int, dumps, 
             if tag == "S":
                 _, name, value = line.split()
                 raw[name] = float(value) if name == "run_seconds" else \
-                    int(value, 10 if name in ("cycle_limit", "vm_entries", "run_cycles")
-                        else 16)
+                    int(value, 10 if name in DECIMAL_RESULTS else 16)
             elif tag == "M":
                 _, addr, length, text = line.split()
                 raw["memory"].append([int(addr), int(length), text])
@@ -220,4 +222,5 @@ def run(model: Model, program: Program, ram_bytes: int, max_cycles: int, dumps, 
     if missing:
         raise ModelError(f"the SoC model reported no {', '.join(missing)}")
     raw["cycle_limit"] = bool(raw["cycle_limit"])
+    raw["instruction_limit"] = bool(raw["instruction_limit"])
     return raw

@@ -28,6 +28,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.mux import binary_mux
+
 from .layouts import OpSize
 
 __all__ = ["READ_PORTS", "RSP", "RegisterFile", "merge_write"]
@@ -69,10 +71,7 @@ class RegisterFile(wiring.Component):
 
         def read(n):
             v = Signal(64)
-            with m.Switch(n):
-                for i in range(16):
-                    with m.Case(i):
-                        m.d.comb += v.eq(regs[i])
+            m.d.comb += v.eq(binary_mux(n, regs))
             return v
 
         for p in range(READ_PORTS):

@@ -21,6 +21,8 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.mux import binary_mux
+
 from .layouts import MAX_INSN_BYTES
 
 __all__ = ["WindowSelect"]
@@ -44,25 +46,21 @@ class WindowSelect(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         buf = self.buf
-        with m.Switch(self.woff):
-            for o in range(8):
-                with m.Case(o):
-                    m.d.comb += self.window.eq(buf[8 * o:8 * o + WINDOW_BITS])
+        m.d.comb += self.window.eq(binary_mux(self.woff, [buf[8 * o:8 * o + WINDOW_BITS]
+                                                          for o in range(8)]))
         with m.Switch(Cat(self.woff, self.length)):
             for o in range(8):
                 for k in range(16):
                     with m.Case(o + 8 * k):
                         m.d.comb += self.next_sum.eq(o + k)
         next_buf = Signal(8 * (7 + MAX_INSN_BYTES))     # what a window can start in
-        with m.Switch(self.next_sum[3:5]):
-            for k in range(3):
-                with m.Case(k):
-                    m.d.comb += next_buf.eq(Cat(buf[64 * k:], C(0, 64 * k))[:len(next_buf)])
+        m.d.comb += next_buf.eq(binary_mux(
+            self.next_sum[3:5],
+            [*(Cat(buf[64 * k:], C(0, 64 * k))[:len(next_buf)] for k in range(3)), C(0)]))
         next_window = Signal(WINDOW_BITS)
-        with m.Switch(self.next_sum[:3]):
-            for o in range(8):
-                with m.Case(o):
-                    m.d.comb += next_window.eq(next_buf[8 * o:8 * o + WINDOW_BITS])
+        m.d.comb += next_window.eq(binary_mux(self.next_sum[:3],
+                                              [next_buf[8 * o:8 * o + WINDOW_BITS]
+                                               for o in range(8)]))
         m.d.comb += self.dec_window.eq(Mux(self.ahead, next_window, self.window))
         with m.Switch(Cat(self.woff, self.nq)):
             for k in range(4):

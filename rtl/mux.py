@@ -5,8 +5,8 @@ parallel-case multiplexer (`$pmux`) in Yosys, a one-hot decode of the select and
 inputs, which ABC maps on ECP5 to up to twice the LUT4s of a tree of 2:1 multiplexers, each
 level selected by one bit of the select. Measured: the VMX unit's exit write-back alone (27
 inputs of up to 64 bits) 2,904 LUT4, 1,213 PFUMX and 679 L6MUX21 as a `Switch`, 1,398 LUT4 and
-230 PFUMX as a tree; the core out of context 1,545 LUT4 less with its register-file read ports
-and window shifts as trees. An `Array` index did not show the problem (the walker's context
+230 PFUMX as a tree; the core out of context 2,113 LUT4 less (28,004 -> 25,891) with its
+register-file read ports, window shifts and ALU size lanes as trees. An `Array` index did not show the problem (the walker's context
 multiplexers as trees: the translation unit within 6 LUT4 of before). `binary_mux` builds the
 tree.
 """

@@ -41,6 +41,7 @@ from ..arch.vmx import (
     RFLAGS_SF,
     RFLAGS_ZF,
 )
+from ..mux import binary_mux
 from .layouts import AluOp, OpSize
 
 __all__ = ["Alu", "condition_true"]
@@ -113,12 +114,12 @@ class Alu(wiring.Component):
         res = Signal(64)
         cf, of, af, sf = Signal(), Signal(), Signal(), Signal()
         written = Signal()      # CF/OF/AF/SF/ZF/PF are replaced (except CF for INC/DEC)
-        with m.Switch(self.size):
-            for size, lane in lanes.items():
-                with m.Case(size):
-                    m.d.comb += [res.eq(lane["res"]), cf.eq(lane["cf"]), of.eq(lane["of"]),
-                                 af.eq(lane["af"]), sf.eq(lane["sf"]),
-                                 written.eq(lane["written"])]
+        # The size's value is the lane's index (`OpSize`: log2 of the bytes).
+        by_size = [lanes[size] for size in sorted(lanes, key=lambda size: size.value)]
+        size = self.size.as_value()
+        m.d.comb += [out.eq(binary_mux(size, [lane[key] for lane in by_size]))
+                     for out, key in ((res, "res"), (cf, "cf"), (of, "of"), (af, "af"),
+                                      (sf, "sf"), (written, "written"))]
 
         keep_cf = (self.op == AluOp.INC) | (self.op == AluOp.DEC)
         new = Signal(64)

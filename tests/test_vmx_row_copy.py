@@ -7,9 +7,10 @@ busy in t+1 and lands the written row in the working copy in t+2, as `ReadBack` 
 busy cycles of the row port at random. Random starts (some while a copy runs), random writes (few
 rows, so that writes often meet the row the copy wants). The contract (the module's docstring):
 a read only when the port is free and no write meets its row; ``take`` of that row in the next
-cycle; after the last start, rows 0 .. `FIELD_ROW_COUNT` - 1 taken in order, once each; ``busy``
-from the cycle after the start until the last take; and once the copy and the read-backs are done, the
-working copy equals the slot's rows. `VTX_ROW_COPY_CYCLES` (default 4000) random cycles.
+cycle; after the last start, rows 0 .. `FIELD_ROW_COUNT` - 1 taken in order, once each;
+``busy`` from the cycle after the start until the last take; and once the copy and the read-backs
+are done, the working copy equals the slot's rows. `VTX_ROW_COPY_CYCLES` (default 4000) random
+cycles.
 """
 
 from __future__ import annotations

@@ -28,8 +28,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.mux import binary_mux
-
+from ..mux import binary_mux
 from .layouts import OpSize
 
 __all__ = ["READ_PORTS", "RSP", "RegisterFile", "merge_write"]

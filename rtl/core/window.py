@@ -21,8 +21,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.mux import binary_mux
-
+from ..mux import binary_mux
 from .layouts import MAX_INSN_BYTES
 
 __all__ = ["WindowSelect"]

@@ -203,8 +203,7 @@ class VmxUnit(wiring.Component):
         # (The data is the memory's output in every cycle: only the enables say which row.)
         m.d.comb += working_copy.row_data.eq(cache.row_data)
         m.submodules.row_copy = row_copy = RowCopy(slots=self.slots)
-        wc_row_take = Signal()      # the working copy takes a whole row of the copy this cycle
-        m.d.comb += [row_copy.port_free.eq(~read_back.read), wc_row_take.eq(row_copy.take),
+        m.d.comb += [row_copy.port_free.eq(~read_back.read),
                      row_copy.wr_en.eq(cache.wr_en.any()), row_copy.wr_slot.eq(cache.wr_slot),
                      row_copy.wr_row.eq(field_row(cache.wr_field))]
         with m.If(read_back.land):

@@ -262,7 +262,7 @@ class VmxHarness(FormalTop):
         wc_raw, = wsig["wc"]
         read_back = blocks["read_back"][0]
         rb_pending, rb_row, rb_mask = read_back.read, read_back.read_row, read_back.read_mask
-        wc_row_take = module_signal(um, "wc_row_take")
+        wc_row_take = row_copy.take     # the working copy takes a whole row of the copy
         land_valid, land_row, land_mask = read_back.land, read_back.land_row, read_back.land_mask
         wc_slot = reg("wc_slot")
         wc_live = reg("wc_live")

@@ -208,6 +208,8 @@ def test_out_of_context_tiny_unit(tmp_path):
     assert report["lut4"] == cells["LUT4"] + 2 * cells.get("CCU2C", 0) + \
         2 * cells.get("TRELLIS_DPR16X4", 0)
     assert report["ff"] == cells["TRELLIS_FF"] > 0 and report["ebr"] == cells.get("DP16KD", 0)
+    # The share of the LFE5U-85F's 83 640 LUT4 (nextpnr's "Total LUT4s" of the device).
+    assert report["lut4_share_pct"] == round(report["lut4"] * 100 / 83640, 1)
     assert "| lut4 |" in (build_dir / "report.md").read_text()
     # No harness: the netlist's top has the unit's own ports.
     text = (build_dir / "top.il").read_text()
@@ -223,8 +225,8 @@ def test_out_of_context_tiny_unit(tmp_path):
 def test_out_of_context_refuses_boards_and_place_and_route_options(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     synth.add_parser(parser.add_subparsers())
-    for argv, message in ((["--top", "system"], "--top system is a board"),
-                          (["--top", "selftest"], "--top selftest is a board"),
+    for argv, message in ((["--top", "selftest"], "--top selftest is a board"),
+                          (["--top", "system", "--config", "tiny"], "the SoC has its own"),
                           (["--top", "vmx", "--seed", "3"], "--seed does not apply"),
                           (["--top", "core", "--config", "small"], "the core alone has no"),
                           (["--top", "unit", "--router2", "bbMargin/x=4"],

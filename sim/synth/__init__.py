@@ -25,10 +25,11 @@ The flow (`build`):
    output directory (default ``build/synth/``): utilisation, per-block use, nextpnr's maximum
    frequency per clock, the critical path, the build times.
 
-Out of context (``--out-of-context``, `synth_out_of_context`, tops ``unit``, ``core`` and
-``vmx``): the block alone, its ports as the netlist's ports (no harness, no board, no place and
-route), through Yosys's ``synth_ecp5`` with the same checks: the exact LUT4/FF/EBR figure of a
-block, which the harness's flat netlist can only attribute by cell names (docs/fpga.md). Report:
+Out of context (``--out-of-context``, `synth_out_of_context`, tops ``unit``, ``core``, ``vmx``
+and ``system``): the block alone, its ports as the netlist's ports (no harness, no board, no place
+and route), through Yosys's ``synth_ecp5`` with the same checks: the exact LUT4/FF/EBR figure of a
+block, which the harness's flat netlist can only attribute by cell names (docs/fpga.md); for
+``system``, `SystemTop` without the board's PLL and pins. Report:
 ``<out>/<top>-<config>-ooc/report.{md,json}``.
 
 Exit status: 0 when every clock meets the target (out of context: when Yosys succeeds), 1 when
@@ -561,15 +562,32 @@ def _design(top: str, config: str, target_mhz: float, corrupt: int | None):
     return SelfTestBoard(target_mhz, **params), params["unit_params"], scenario
 
 
-#: The blocks ``--out-of-context`` synthesises (the harness tops without their harness).
-OOC_TOPS = ("unit", "core", "vmx")
+#: The blocks ``--out-of-context`` synthesises: the harness tops without their harness, and the
+#: system without its board (`SystemTop`: the SoC with the demo's RAM image, the console's FIFO
+#: and UART; no PLL, no pins): the system's LUT4 share in minutes, without place and route.
+OOC_TOPS = ("unit", "core", "vmx", "system")
+#: LUT4 of the LFE5U-85F (nextpnr's "Total LUT4s"), for the out-of-context share.
+DEVICE_LUT4 = 83640
+#: The clock the out-of-context system's UART divisor and heartbeat are computed for (the
+#: system board's default target; they change a few counter bits, not the figures).
+OOC_SYSTEM_MHZ = 15.0
 
 
 def ooc_block(top: str, config: str):
-    """The block of ``--top top`` (``unit``, ``core``, ``vmx``) to synthesise on its own."""
+    """The block of ``--top top`` (`OOC_TOPS`) to synthesise on its own."""
     if top not in OOC_TOPS:
         raise ValueError(f"--out-of-context: --top {top} is a board; out of context only "
                          f"{', '.join(OOC_TOPS)}")
+    if top == "system":
+        from rtl.fpga.board import board_uart_divisor
+        from rtl.fpga.system_top import SystemTop
+        if config != "default":
+            raise ValueError("--top system: the SoC has its own translation unit "
+                             "configuration (rtl.soc.soc.SOC_TRANSLATION); no --config")
+        clock_hz = OOC_SYSTEM_MHZ * 1e6
+        return SystemTop(**system_scenario().top_params(),
+                         uart_divisor=board_uart_divisor(clock_hz),
+                         heartbeat_cycles=max(1, round(clock_hz / 2)))
     if top == "unit":
         from rtl.translation import TranslationUnit
         return TranslationUnit(**CONFIGS[config])
@@ -637,6 +655,7 @@ def synth_out_of_context(*, top: str, config: str = "default",
     report = {"top": top, "config": config, "out_of_context": True,
               "device_family": "ECP5 (Yosys synth_ecp5)", "abc9_delay_ps": delay_ps,
               **ooc_figures(cells), "cells": cells,
+              "lut4_share_pct": round(100 * ooc_figures(cells)["lut4"] / DEVICE_LUT4, 1),
               "times_s": {"elaborate": round(elaborate, 1), "yosys": round(seconds, 1)}}
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     md = [f"# `{top}` ({config}) out of context", "",
@@ -644,7 +663,8 @@ def synth_out_of_context(*, top: str, config: str = "default",
           "place and route)" + ("." if delay_ps is None else
                                 f"; ABC9's delay target {delay_ps} ps."), "",
           "| figure | count |", "|---|---:|",
-          *(f"| {k} | {report[k]} |" for k in ("lut4", "lut4_logic", "carry_cells", "pfumx",
+          *(f"| {k} | {report[k]} |" for k in ("lut4", "lut4_share_pct", "lut4_logic",
+                                               "carry_cells", "pfumx",
                                                "l6mux21", "ff", "ebr", "lutram_cells", "dsp")),
           ""]
     (build_dir / "report.md").write_text("\n".join(md))
@@ -1194,9 +1214,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-bitstream", action="store_true",
                         help="stop after place and route (no ecppack)")
     parser.add_argument("--out-of-context", action="store_true",
-                        help="--top unit, core or vmx: synthesise the block alone, its ports "
-                             "as the netlist's (Yosys only, no harness, no place and route): "
-                             "its exact LUT4/FF/EBR figures")
+                        help="--top unit, core, vmx or system: synthesise the block alone, "
+                             "its ports as the netlist's (Yosys only, no harness, no board, no "
+                             "place and route): its exact LUT4/FF/EBR figures")
     parser.add_argument("--abc9-delay", choices=ABC9_DELAY_MODES, default=DEFAULT_ABC9_DELAY,
                         help="how Yosys's LUT mapper (ABC9) maps: depth, every path for the "
                              "least depth (Yosys's own behaviour, default); period, the clock "
@@ -1228,8 +1248,9 @@ def _run_out_of_context(args: argparse.Namespace) -> int:
     except (SynthError, ValueError) as e:
         _say(f"error: {e}")
         return 2
-    _say(f"{args.top} alone: LUT4 {r['lut4']} ({r['lut4_logic']} logic, {r['carry_cells']} "
-         f"carry cells), FF {r['ff']}, EBR {r['ebr']}, LUTRAM cells {r['lutram_cells']}")
+    _say(f"{args.top} alone: LUT4 {r['lut4']} ({r['lut4_share_pct']} % of the LFE5U-85F; "
+         f"{r['lut4_logic']} logic, {r['carry_cells']} carry cells), FF {r['ff']}, "
+         f"EBR {r['ebr']}, LUTRAM cells {r['lutram_cells']}")
     _say(f"report: {Path(r['build_dir']) / 'report.md'}")
     return 0
 

@@ -1,5 +1,5 @@
-"""Test helpers of `rtl.vmx.entry_checks.VmEntryChecks`: packing a VMCS into `VMCS_LAYOUT`, the
-model's verdict, valid starting VMCSs of several kinds, a random VMCS mutator, and an Amaranth
+"""Test helpers of `rtl.vmx.entry_checks.VmEntryChecks`: packing a VMCS into `WORKING_LAYOUT`,
+the model's verdict, valid starting VMCSs of several kinds, a random VMCS mutator, and an Amaranth
 simulation that runs many vectors back to back through one elaboration.
 
 A vector is a full VMCS (every field by name), the processor state and the dword that memory
@@ -70,7 +70,8 @@ from rtl.arch import (
 from rtl.vmx.layouts import (
     CPU_STATE_LAYOUT,
     ENTRY_CHECK_RESULT_LAYOUT,
-    VMCS_LAYOUT,
+    NOT_IN_WORKING_COPY,
+    WORKING_LAYOUT,
     EntryCheckKind,
     member_name,
 )
@@ -167,7 +168,10 @@ def pack(layout, values: Mapping[str, int]) -> int:
 
 
 def vmcs_bits(fields: Mapping[str, int]) -> int:
-    return pack(VMCS_LAYOUT, {member_name(n): v for n, v in fields.items()})
+    """The working copy's bits (`WORKING_LAYOUT`) of a VMCS given as field values (the fields
+    the working copy does not hold are left out)."""
+    return pack(WORKING_LAYOUT, {member_name(n): v for n, v in fields.items()
+                                 if n not in NOT_IN_WORKING_COPY})
 
 
 def cpu_bits(cpu: CpuState) -> int:
@@ -504,7 +508,7 @@ def simulate(vectors: Sequence[EntryVector], *, maxphyaddr: int = MAXPHYADDR, se
         for cycle, item in enumerate(schedule):
             if item is None:
                 ctx.set(dut.start, 0)
-                ctx.set(dut.vmcs.as_value(), rng.getrandbits(VMCS_LAYOUT.size))
+                ctx.set(dut.vmcs.as_value(), rng.getrandbits(WORKING_LAYOUT.size))
                 ctx.set(dut.cpu.as_value(), rng.getrandbits(CPU_STATE_LAYOUT.size))
                 ctx.set(dut.link_revision, rng.getrandbits(32))
                 ctx.set(dut.current_vmcs, rng.choice([rng.getrandbits(64), LINK_REGION]))

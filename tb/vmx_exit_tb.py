@@ -29,7 +29,7 @@ from rtl.arch.vmx import (
     VmxMode,
 )
 from rtl.vmx.exit_decisions import QUERY_LAYOUT, ExitDecisions, ExitQueryKind
-from rtl.vmx.layouts import member_name
+from rtl.vmx.layouts import WORKING_FIELDS, member_name
 from tb.model.translation import Memory
 from tb.model.vmx import CpuState, Operands, Vmcs, VmxModel
 
@@ -230,7 +230,7 @@ def run_queries(cases, memory: Memory, *, seed: int = 0, max_latency: int = 6,
         for fields, query in cases:
             if fields is not current:
                 ctx.set(dut.vmcs, {member_name(f): fields.get(f.name, 0) & f.mask
-                                   for f in FIELDS})
+                                   for f in WORKING_FIELDS})
                 current = fields
             while rng.random() < gap:
                 await ctx.tick()

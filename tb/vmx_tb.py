@@ -22,7 +22,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from rtl.arch.vmx import FIELDS, VmxMode, VmxOp, VmxResult
 from rtl.arch.vmx import EXIT_SAVED_GUEST_FIELDS, FieldType
 from rtl.translation.layouts import context_layout, invalidation_layout
-from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.vmx.layouts import WORKING_FIELDS, WORKING_LAYOUT, member_name
 from rtl.vmx.vmcs_cache import field_lane, field_row
 from rtl.vmx.ports import (ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS,
                            INSTR_LAYOUT, RESULT_LAYOUT)
@@ -220,10 +220,10 @@ class VmxTB:
         read_back = self.dut.read_back
         if int(read_back.land.value):
             row, mask = int(read_back.land_row.value), int(read_back.land_mask.value)
-            landing = [f for f in FIELDS if field_row(f.slot) == row
+            landing = [f for f in WORKING_FIELDS if field_row(f.slot) == row
                        and mask >> (2 * field_lane(f.slot)) & 0b11]
-        wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))
-        todo = [f for f in FIELDS if f not in landing]
+        wc = unpack(WORKING_LAYOUT, int(self.dut.vmcs.value))
+        todo = [f for f in WORKING_FIELDS if f not in landing]
         for step in range(2):
             for f in todo:
                 if wc[member_name(f)] != fields[f.name]:
@@ -234,7 +234,7 @@ class VmxTB:
                 return
             await RisingEdge(self.dut.clk)
             await ReadOnly()
-            wc = unpack(VMCS_LAYOUT, int(self.dut.vmcs.value))
+            wc = unpack(WORKING_LAYOUT, int(self.dut.vmcs.value))
             todo = landing
 
     async def _check_working_copy_after_copy(self, what: str, fields: dict, vmcs):
@@ -251,8 +251,8 @@ class VmxTB:
         if self.model.current is not vmcs:
             return
         now = vmcs.fields
-        wc = unpack(VMCS_LAYOUT, int(dut.vmcs.value))
-        for f in FIELDS:
+        wc = unpack(WORKING_LAYOUT, int(dut.vmcs.value))
+        for f in WORKING_FIELDS:
             if f.name in now and now[f.name] == fields[f.name] \
                     and wc[member_name(f)] != fields[f.name]:
                 self.deferred_failure = (f"{what}: working copy {f.name} = "

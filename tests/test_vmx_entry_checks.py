@@ -853,12 +853,12 @@ def test_verilator_lint(maxphyaddr, build_root):
 def test_latency_and_ports():
     """The documented interface the VMX unit instantiates."""
     from rtl.vmx.entry_checks import VmEntryChecks
-    from rtl.vmx.layouts import CPU_STATE_LAYOUT, ENTRY_CHECK_RESULT_LAYOUT, VMCS_LAYOUT
+    from rtl.vmx.layouts import CPU_STATE_LAYOUT, ENTRY_CHECK_RESULT_LAYOUT, WORKING_LAYOUT
 
     dut = VmEntryChecks(maxphyaddr=40)
     assert VmEntryChecks.LATENCY == 2
     members = dut.signature.members
-    assert members["vmcs"].shape == VMCS_LAYOUT and members["cpu"].shape == CPU_STATE_LAYOUT
+    assert members["vmcs"].shape == WORKING_LAYOUT and members["cpu"].shape == CPU_STATE_LAYOUT
     assert members["result"].shape == ENTRY_CHECK_RESULT_LAYOUT
     for name, width in (("link_revision", 32), ("start", 1), ("done", 1),
                         ("link_read_needed", 1), ("link_addr", 64)):

@@ -3,8 +3,8 @@
 Random cases (`VTX_EXIT_FIELDS_CASES`, default 300): a current VMCS with every field random, the
 save controls of the VM-exit controls and "enable EPT" (with "activate secondary controls") each
 on half the time, a random exit (reason, qualification, addresses, instruction and event
-information) with a random value for every guest field the core reports. The block's parallel
-write, applied to the VMCS, must give exactly the VMCS `tb.model.vmx.VmxModel.vm_exit` leaves
+information) with a random value for every guest field the core reports. The block's write,
+applied to the VMCS, must give exactly the VMCS `tb.model.vmx.VmxModel.vm_exit` leaves
 (SDM 27.2-27.3). A VM-entry failure writes the exit reason 0x80000021 and the qualification and
 nothing else (SDM 26.8).
 """
@@ -30,9 +30,8 @@ from rtl.arch.vmx import (
     ExitReason,
     VmxMode,
 )
-from rtl.vmx.exit_fields import ExitFieldWrites
-from rtl.vmx.layouts import member_name
-from rtl.vmx.working_copy import PARALLEL_FIELDS
+from rtl.vmx.exit_fields import EXIT_WRITTEN_FIELDS, ExitFieldWrites
+from rtl.vmx.layouts import WORKING_FIELDS, member_name
 from tb.model.vmx import EntryEffects, Vmcs, VmxModel
 
 SEED = int(os.environ.get("VTX_SEED", "1"))
@@ -86,7 +85,7 @@ def _model_exit(vmcs, event, guest):
 
 def _apply(fields, data, enables):
     out = dict(fields)
-    for i, n in enumerate(PARALLEL_FIELDS):
+    for i, n in enumerate(EXIT_WRITTEN_FIELDS):
         if enables >> i & 1:
             out[n] = int(data[member_name(n)]) & FIELD_BY_NAME[n].mask
     return out
@@ -100,7 +99,7 @@ def test_vm_exit_writes_what_the_model_writes():
     async def bench(ctx):
         for vmcs, event, guest in cases:
             ctx.set(dut.vm_exit, 1)
-            for f in FIELDS:
+            for f in WORKING_FIELDS:
                 ctx.set(dut.vmcs[member_name(f)], vmcs[f.name])
             ctx.set(dut.ept_enabled, int(bool(vmcs.proc2 & PROC2_ENABLE_EPT)))
             for k, v in event.items():

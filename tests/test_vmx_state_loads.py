@@ -26,7 +26,7 @@ from rtl.arch.vmx import (
     MAXPHYADDR,
     FieldType,
 )
-from rtl.vmx.layouts import member_name
+from rtl.vmx.layouts import WORKING_FIELDS, member_name
 from rtl.vmx.ports import HOST_SEGMENTS
 from rtl.vmx.state_loads import HostStateLoad
 from tb.model.vmx import Vmcs, VmxModel
@@ -73,7 +73,7 @@ def test_host_state_matches_the_model():
 
     async def bench(ctx):
         for vmcs, cr0, efer in cases:
-            for f in FIELDS:
+            for f in WORKING_FIELDS:
                 ctx.set(dut.vmcs[member_name(f)], vmcs[f.name])
             ctx.set(dut.kept_cr0, cr0 & ~CR0_HOST_LOADED & _U32)
             ctx.set(dut.kept_efer, efer & ~(EFER_LMA | EFER_LME) & _U64)

@@ -1,8 +1,9 @@
 """`rtl.vmx.working_copy.WorkingCopy` in Amaranth's simulator against its contract.
 
 The contract (the module's docstring): a row write (row, a write enable per 32-bit half of each
-lane, `FIELD_LANES` x 64 bits of data) puts each enabled half of each field of that row, cut to
-the field's width, on ``vmcs`` one cycle after it is presented; a parallel write (the VM exit's
+lane, `FIELD_LANES` x 64 bits of data) puts each enabled half of each field of that row that
+the working copy holds (`WORKING_FIELDS`), cut to the field's width, on ``vmcs`` one cycle after
+it is presented; a parallel write (the VM exit's
 fields, each with its own enable) too; when both reach a field at the same edge, the parallel
 value wins. Random cycles (`VTX_WC_CYCLES`, default 1500) of both kinds of writes, together and
 on the same fields, compared every cycle with a dictionary of field values that applies the
@@ -16,8 +17,8 @@ import random
 
 from amaranth.sim import Simulator
 
-from rtl.arch.vmx import FIELD_BY_NAME, FIELDS
-from rtl.vmx.layouts import member_name
+from rtl.arch.vmx import FIELD_BY_NAME
+from rtl.vmx.layouts import WORKING_FIELDS, member_name
 from rtl.vmx.vmcs_cache import FIELD_LANES, FIELD_ROW_COUNT, field_lane, field_row
 from rtl.vmx.working_copy import PARALLEL_FIELDS, WorkingCopy
 
@@ -29,7 +30,7 @@ _U64 = (1 << 64) - 1
 
 def _row_write(fields, row, enables, data):
     """`fields` after a row write: `enables` (2 bits a lane), `data` (64 bits a lane)."""
-    for f in FIELDS:
+    for f in WORKING_FIELDS:
         if field_row(f.slot) != row:
             continue
         lane = field_lane(f.slot)
@@ -63,7 +64,7 @@ def _run(cycles):
     """The RTL's fields after each cycle, and the expected ones."""
     dut = WorkingCopy()
     seen, want = [], []
-    fields = {member_name(f): 0 for f in FIELDS}
+    fields = {member_name(f): 0 for f in WORKING_FIELDS}
 
     async def bench(ctx):
         for row, par in cycles:
@@ -82,7 +83,7 @@ def _run(cycles):
                 fields[n] = v & ((1 << FIELD_BY_NAME[n.upper()].bits) - 1)
             want.append(dict(fields))
             got = ctx.get(dut.vmcs)
-            seen.append({member_name(f): int(got[member_name(f)]) for f in FIELDS})
+            seen.append({member_name(f): int(got[member_name(f)]) for f in WORKING_FIELDS})
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -43,7 +43,7 @@ from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYO
 from ..core.layouts import VMX_OP_OF_CLASS, InsnClass, OpSize, is_one_of
 from ..translation.layouts import invalidation_layout
 from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT
-from ..vmx.layouts import VMCS_LAYOUT
+from ..vmx.layouts import WORKING_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
 from .exit_info import vmx_instruction_information
@@ -107,7 +107,7 @@ class SystemUnit(wiring.Component):
     vmx_host: In(HOST_LOAD_LAYOUT)
     vmx_entry: In(ENTRY_LAYOUT)
     vmx_mode: In(VmxMode)
-    vmx_vmcs: In(VMCS_LAYOUT)
+    vmx_vmcs: In(WORKING_LAYOUT)
     msr_addr: Out(32)
     msr_value: In(64)
     msr_valid: In(1)

@@ -1,7 +1,7 @@
 """The VM-entry checks of SDM 26.2-26.3, as one pipelined block of combinational checks.
 
-`VmEntryChecks` decides, from the current VMCS (the VMX unit's working copy, `VMCS_LAYOUT`) and
-the processor state (`CPU_STATE_LAYOUT`), what `tb.model.vmx.VmxModel` decides with
+`VmEntryChecks` decides, from the current VMCS (the VMX unit's working copy, `WORKING_LAYOUT`)
+and the processor state (`CPU_STATE_LAYOUT`), what `tb.model.vmx.VmxModel` decides with
 `check_controls`, `check_host_state` and `check_guest_state`, in the model's priority order:
 
 1. CONTROLS (VMfailValid 7): control fields against the TRUE capability MSRs (secondary controls
@@ -139,7 +139,7 @@ from rtl.arch import (
 from .layouts import (
     CPU_STATE_LAYOUT,
     ENTRY_CHECK_RESULT_LAYOUT,
-    VMCS_LAYOUT,
+    WORKING_LAYOUT,
     EntryCheckKind,
 )
 
@@ -578,7 +578,7 @@ class VmEntryChecks(wiring.Component):
     docstring for the rules, the timing and the link-pointer interface).
 
     Ports:
-        vmcs: In(VMCS_LAYOUT) -- the current VMCS, sampled with `start`
+        vmcs: In(WORKING_LAYOUT) -- the current VMCS, sampled with `start`
         cpu: In(CPU_STATE_LAYOUT) -- processor state (only EFER.LMA is used), sampled with `start`
         link_revision: In(32) -- the dword at `link_addr`, sampled with `start` (ignored unless
             `link_read_needed`)
@@ -595,7 +595,7 @@ class VmEntryChecks(wiring.Component):
     #: Cycles from `start` to `done`.
     LATENCY = 2
 
-    vmcs: In(VMCS_LAYOUT)
+    vmcs: In(WORKING_LAYOUT)
     cpu: In(CPU_STATE_LAYOUT)
     link_revision: In(32)
     current_vmcs: In(64)

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.arch.vmx import ENTRY_FAIL_PDPTE, MAXPHYADDR, VMCS_REVISION_ID
 from rtl.vmx.entry_checks import VmEntryChecks, pdpte_ok
-from rtl.vmx.layouts import CPU_STATE_LAYOUT, VMCS_LAYOUT, EntryCheckKind
+from rtl.vmx.layouts import CPU_STATE_LAYOUT, WORKING_LAYOUT, EntryCheckKind
 
 __all__ = ["EntryOutcome", "EntrySequence"]
 
@@ -57,7 +57,7 @@ class EntrySequence(wiring.Component):
         super().__init__({
             "start": In(1),
             "cpu": In(CPU_STATE_LAYOUT),
-            "vmcs": In(VMCS_LAYOUT),
+            "vmcs": In(WORKING_LAYOUT),
             "current_vmcs": In(64),
             "pae": In(1),
             "ept_enabled": In(1),

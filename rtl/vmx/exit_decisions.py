@@ -4,13 +4,13 @@
 VM exit, with which basic exit reason, exit qualification, guest-linear / guest-physical address
 and exit interruption information. It is the RTL of the reference model's decision methods
 (`tb.model.vmx.VmxModel.exception_exit`, ..., `ept_exit`; docs/vmx.md, "Exit decisions") and
-decides from the current VMCS working copy that the VMX unit holds (`vmcs`, `VMCS_LAYOUT`). The
-I/O and MSR bitmaps live in memory: the block reads the qword(s) that hold the bits it needs
+decides from the current VMCS working copy that the VMX unit holds (`vmcs`, `WORKING_LAYOUT`).
+The I/O and MSR bitmaps live in memory: the block reads the qword(s) that hold the bits it needs
 through its own read port. The VMX-preemption timer (exit 52) is `rtl.vmx.preemption_timer`.
 
 Ports
 -----
-``vmcs: In(VMCS_LAYOUT)``
+``vmcs: In(WORKING_LAYOUT)``
     The current VMCS. It must not change from the acceptance of a query until its decision has
     been taken (the VMX unit does not write the VMCS while the guest runs).
 ``query: In(stream.Signature(QUERY_LAYOUT))``
@@ -191,7 +191,7 @@ from rtl.arch.vmx import (
     IoQualLayout,
     VmxOp,
 )
-from rtl.vmx.layouts import VMCS_LAYOUT
+from rtl.vmx.layouts import WORKING_LAYOUT
 
 __all__ = [
     "ExitQueryKind",
@@ -360,7 +360,7 @@ class ExitDecisions(wiring.Component):
     def __init__(self, maxphyaddr: int = MAXPHYADDR):
         self.maxphyaddr = maxphyaddr
         super().__init__({
-            "vmcs": In(VMCS_LAYOUT),
+            "vmcs": In(WORKING_LAYOUT),
             "query": In(stream.Signature(QUERY_LAYOUT)),
             "decision": Out(stream.Signature(DECISION_LAYOUT)),
             "mem_req": Out(stream.Signature(MEM_REQUEST_LAYOUT(maxphyaddr))),

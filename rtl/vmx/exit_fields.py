@@ -1,4 +1,4 @@
-"""What a VM exit or a VM-entry failure writes into the working copy, in one cycle.
+"""What a VM exit or a VM-entry failure writes into the current VMCS, in one cycle.
 
 A VM exit (SDM 27.2-27.3) writes the exit-information fields (reason, qualification, guest
 linear and physical address, instruction length and information, the interruption and
@@ -11,24 +11,27 @@ preemption-timer value with "save VMX-preemption-timer value"; every other guest
 value the entry loaded. A VM-entry failure (SDM 26.8) writes only the exit reason (0x80000021,
 invalid guest state, with the entry-failure bit) and its qualification.
 
-The values go to `WorkingCopy`'s parallel port (`PARALLEL_LAYOUT`), with an enable per field.
+The values (`EXIT_WRITTEN_LAYOUT`, with an enable per field) go to the working copy's parallel
+port (`PARALLEL_FIELDS`, the fields the working copy holds) and to the exit write-back, which
+holds the exit-information fields (`EXIT_INFO_WRITTEN`) until it has copied them into the cache
+memory (`rtl.vmx.exit_write_back`).
 
 Ports
 -----
 ``vm_exit`` (in): a VM exit is taken in this cycle, described by ``exit`` (in, `EXIT_LAYOUT`).
 ``entry_failure`` (in): a VM entry fails in this cycle with ``failure_qualification``.
-``vmcs`` (in, `VMCS_LAYOUT`): the current VMCS (its VM-exit controls, VM-entry controls and
+``vmcs`` (in, `WORKING_LAYOUT`): the current VMCS (its VM-exit controls, VM-entry controls and
 VM-entry interruption information are read); ``ept_enabled`` (in): whether EPT is on ("activate
 secondary controls" and "enable EPT").
-``data`` (out, `PARALLEL_LAYOUT`), ``enables`` (out, a bit per member): the parallel write.
+``data`` (out, `EXIT_WRITTEN_LAYOUT`), ``enables`` (out, a bit per member): the write.
 
 Timing
 ------
 Combinational.
 """
 
-from amaranth.hdl import Cat, Module, Mux
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl.arch.vmx import (
@@ -40,14 +43,31 @@ from rtl.arch.vmx import (
     EXIT_CTL_SAVE_PREEMPTION_TIMER,
     EXIT_REASON_INVALID_GUEST_STATE,
     EXIT_SAVED_GUEST_FIELDS,
+    FIELD_BY_NAME,
     INTR_INFO_VALID,
 )
 from rtl.arch.vmx import bit_position as bit
-from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.vmx.layouts import NOT_IN_WORKING_COPY, WORKING_LAYOUT, member_name
 from rtl.vmx.ports import EXIT_LAYOUT
-from rtl.vmx.working_copy import PARALLEL_FIELDS, PARALLEL_LAYOUT
+from rtl.vmx.working_copy import PARALLEL_FIELDS
 
-__all__ = ["ExitFieldWrites"]
+__all__ = ["ExitFieldWrites", "EXIT_INFO_WRITTEN", "EXIT_WRITTEN_FIELDS", "EXIT_WRITTEN_LAYOUT"]
+
+#: The exit-information fields a VM exit writes (the working copy does not hold them), in the
+#: order the exit write-back copies them into the cache memory: the reason and qualification
+#: first.
+EXIT_INFO_WRITTEN = (
+    "VM_EXIT_REASON", "EXIT_QUALIFICATION", "GUEST_LINEAR_ADDRESS", "GUEST_PHYSICAL_ADDRESS",
+    "VM_EXIT_INSTRUCTION_LEN", "VMX_INSTRUCTION_INFO", "VM_EXIT_INTR_INFO",
+    "VM_EXIT_INTR_ERROR_CODE", "IDT_VECTORING_INFO_FIELD", "IDT_VECTORING_ERROR_CODE",
+)
+assert set(EXIT_INFO_WRITTEN) <= NOT_IN_WORKING_COPY
+
+#: Every field a VM exit writes, in the order the exit write-back copies them.
+EXIT_WRITTEN_FIELDS = EXIT_INFO_WRITTEN + PARALLEL_FIELDS
+
+EXIT_WRITTEN_LAYOUT = data.StructLayout(
+    {member_name(n): unsigned(FIELD_BY_NAME[n].bits) for n in EXIT_WRITTEN_FIELDS})
 
 _U32 = (1 << 32) - 1
 #: Saved guest fields and the VM-exit control that saves them.
@@ -65,15 +85,15 @@ class ExitFieldWrites(wiring.Component):
     exit: In(EXIT_LAYOUT)
     entry_failure: In(1)
     failure_qualification: In(3)
-    vmcs: In(VMCS_LAYOUT)
+    vmcs: In(WORKING_LAYOUT)
     ept_enabled: In(1)
-    data: Out(PARALLEL_LAYOUT)
-    enables: Out(len(PARALLEL_FIELDS))
+    data: Out(EXIT_WRITTEN_LAYOUT)
+    enables: Out(len(EXIT_WRITTEN_FIELDS))
 
     def elaborate(self, platform):
         m = Module()
         ex = self.exit
-        names = [member_name(n) for n in PARALLEL_FIELDS]
+        names = [member_name(n) for n in EXIT_WRITTEN_FIELDS]
         information = {
             "vm_exit_reason": ex.reason,
             "exit_qualification": ex.qualification,

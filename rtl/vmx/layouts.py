@@ -5,8 +5,11 @@ it into Amaranth layouts:
 
 - `VMCS_LAYOUT`: every supported VMCS field as one member, named as in `rtl.arch.vmx.FIELDS` but
   in lower case (``vmcs.guest_rip``), as wide as the field (16, 32 or 64 bits; natural width is
-  64). The VMX unit holds the current VMCS in a register bank of this layout (the working copy)
-  and hands it to the blocks that decide from it: `VmEntryChecks`, `ExitDecisions`.
+  64).
+- `WORKING_LAYOUT`: the members of `VMCS_LAYOUT` that blocks read in parallel (`WORKING_FIELDS`).
+  The VMX unit holds the current VMCS's values of these in a register bank of this layout (the
+  working copy) and hands it to the blocks that decide from it: `VmEntryChecks`, `ExitDecisions`,
+  the state loads, the system unit.
 - `GUEST_STATE_LAYOUT` / `HOST_STATE_LAYOUT`: the guest-state and host-state areas alone (what a
   VM exit saves from the core and what it hands back).
 - `CPU_STATE_LAYOUT`: the processor state the instruction checks look at (`tb.model.vmx.CpuState`).
@@ -27,6 +30,19 @@ def member_name(field) -> str:
 
 
 VMCS_LAYOUT = data.StructLayout({member_name(f): unsigned(f.bits) for f in FIELDS})
+
+#: Fields no block reads in parallel, so the working copy leaves them to the cache memory:
+#: the VM-exit information fields (a VM exit writes them and only VMREAD reads them) and the
+#: addresses of the MSR areas (MSR lists are not supported: a VM entry with a nonzero count
+#: fails, so nothing reads the addresses).
+NOT_IN_WORKING_COPY = frozenset(
+    [f.name for f in FIELDS if f.type is FieldType.EXIT_INFO]
+    + ["VM_EXIT_MSR_STORE_ADDR", "VM_EXIT_MSR_LOAD_ADDR", "VM_ENTRY_MSR_LOAD_ADDR"])
+
+#: The fields the working copy holds, in `FIELDS` order.
+WORKING_FIELDS = tuple(f for f in FIELDS if f.name not in NOT_IN_WORKING_COPY)
+
+WORKING_LAYOUT = data.StructLayout({member_name(f): unsigned(f.bits) for f in WORKING_FIELDS})
 
 GUEST_STATE_LAYOUT = data.StructLayout(
     {member_name(f): unsigned(f.bits) for f in FIELDS if f.type is FieldType.GUEST})

@@ -12,7 +12,7 @@ Two blocks of combinational logic the VMX unit registers when the exit or entry 
 
 Ports
 -----
-`HostStateLoad`: ``vmcs`` (in, `VMCS_LAYOUT`), ``kept_cr0`` (in, 32), ``kept_efer`` (in, 64):
+`HostStateLoad`: ``vmcs`` (in, `WORKING_LAYOUT`), ``kept_cr0`` (in, 32), ``kept_efer`` (in, 64):
 what the exit keeps of the processor's CR0 and EFER (the caller clears the bits the exit loads:
 `CR0_HOST_LOADED`, EFER.LMA and LME), ``host`` (out, `HOST_LOAD_LAYOUT`).
 
@@ -59,7 +59,7 @@ from rtl.arch.vmx import (
     InterruptionType,
 )
 from rtl.arch.vmx import bit_position as bit
-from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.vmx.layouts import WORKING_LAYOUT, member_name
 from rtl.vmx.ports import ENTRY_LAYOUT, HOST_LOAD_LAYOUT, HOST_SEGMENTS
 
 __all__ = ["HostStateLoad", "GuestStateLoad"]
@@ -68,7 +68,7 @@ _U64 = (1 << 64) - 1
 
 
 class HostStateLoad(wiring.Component):
-    vmcs: In(VMCS_LAYOUT)
+    vmcs: In(WORKING_LAYOUT)
     kept_cr0: In(32)
     kept_efer: In(64)
     host: Out(HOST_LOAD_LAYOUT)
@@ -107,7 +107,7 @@ class HostStateLoad(wiring.Component):
 
 
 class GuestStateLoad(wiring.Component):
-    vmcs: In(VMCS_LAYOUT)
+    vmcs: In(WORKING_LAYOUT)
     efer: In(64)
     pdptes: In(data.ArrayLayout(64, 4))
     ept_enabled: In(1)

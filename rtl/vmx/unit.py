@@ -7,24 +7,26 @@ Mirrors `tb.model.vmx.VmxModel` (the scoreboard) on the ports of `rtl.vmx.ports`
   (every #UD/#GP/VM-exit/VMfail check, VMREAD, VMWRITE, VMPTRST, VMXOFF, VMCALL) are answered
   one cycle after the instruction is accepted, and the next instruction is accepted in that same
   cycle: VMREAD/VMWRITE of the current VMCS run back to back at one per cycle.
-* The current VMCS lives twice: in ``vmcs`` (the working copy, `rtl.vmx.working_copy`, a
-  register bank of `VMCS_LAYOUT`), which the exit-decision and entry-check blocks read
-  directly, and in its cache slot ``wc_slot``'s rows of the cache memory (``wc_live``: the
-  working copy is that slot's). Both are kept equal (write-through): VMWRITE writes the row
-  (each 32-bit half has its own write enable, so the high access of a 64-bit field needs no
-  read), a VMfail the error field, VMFUNC the EPTP; the cache's row port reads the row of the
-  wide copy back in the next cycle and the working copy takes the field's lane from it in the
-  cycle after (`ReadBack`; `WorkingCopy`'s row port, the only way into it besides the exit's
-  parallel port): VMLAUNCH/VMRESUME, which read the working copy as they are accepted, wait
-  those two cycles. A VM exit or VM-entry failure writes the working copy in one cycle (its
-  parallel port, `ExitFieldWrites`) and then copies the fields it can write (`PARALLEL_FIELDS`,
-  27) into the row in the background (`ExitWriteBack`), one per cycle whenever no other write
-  needs the port and no write is on its way into the working copy, in that order (the exit
-  reason and qualification first); until that is
-  done, VMPTRLD and VMCLEAR wait, and a VMREAD waits while its field is not copied yet (a
-  VMRESUME does not). So VMREAD reads the cache memory (the read port's address is the offered
-  field, its data the answer), a VMCS leaving the working copy needs no write-back, and region
-  write-back reads only the memory: nothing reads the working copy by field index.
+* The current VMCS lives in its cache slot ``wc_slot``'s rows of the cache memory, and the fields
+  that blocks read in parallel also in ``vmcs`` (the working copy, `rtl.vmx.working_copy`, a
+  register bank of `WORKING_LAYOUT`), which the exit-decision and entry-check blocks read
+  directly (``wc_live``: the working copy is that slot's). Both are kept equal (write-through):
+  VMWRITE writes the row (each 32-bit half has its own write enable, so the high access of a
+  64-bit field needs no read), a VMfail the error field, VMFUNC the EPTP; the cache's row port
+  reads the row of the wide copy back in the next cycle and the working copy takes the field's
+  lane from it in the cycle after (`ReadBack`; `WorkingCopy`'s row port, the only way into it
+  besides the exit's parallel port): VMLAUNCH/VMRESUME, which read the working copy as they are
+  accepted, wait those two cycles. A VM exit or VM-entry failure writes its fields in one cycle
+  (`ExitFieldWrites`: the working copy's through its parallel port, the exit-information fields
+  into the exit write-back's registers) and then copies those it wrote (of
+  `EXIT_WRITTEN_FIELDS`, 27) into the row in the background (`ExitWriteBack`), one per cycle
+  whenever no other write needs the port and no write is on its way into the working copy, in
+  that order (the exit reason and qualification first); until that is done, VMPTRLD and VMCLEAR
+  wait, a VMREAD waits while its field is not copied yet, and so does a VMWRITE of an
+  exit-information field (a VMRESUME does not). So VMREAD reads the cache memory (the read
+  port's address is the offered field, its data the answer), a VMCS leaving the working copy
+  needs no write-back, and region write-back reads only the memory: nothing reads the working
+  copy by field index.
 * ``mem_req`` / ``mem_resp``: qword reads and writes (revision dwords, VMCS region load and
   write-back, VMCLEAR launch state, VMCS-link pointer, PDPTEs, EPTP-list entries).
 * VMPTRLD always reads the revision dword (error 11), hit or miss, as the model does. The cache
@@ -96,9 +98,9 @@ from rtl.vmx.decision import InstructionDecision
 from rtl.vmx.decision import VmxAction as _Act
 from rtl.vmx.entry_checks import eptp_ok, revision_ok
 from rtl.vmx.entry_sequence import EntryOutcome, EntrySequence
-from rtl.vmx.exit_fields import ExitFieldWrites
+from rtl.vmx.exit_fields import EXIT_INFO_WRITTEN, ExitFieldWrites
 from rtl.vmx.exit_write_back import ExitWriteBack
-from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.vmx.layouts import WORKING_LAYOUT, member_name
 from rtl.vmx.ports import (
     ENTRY_LAYOUT,
     EXIT_LAYOUT,
@@ -151,7 +153,7 @@ class VmxUnit(wiring.Component):
             "mode": Out(VmxMode),
             "current_vmcs": Out(64),
             "vmxon_pointer": Out(64),
-            "vmcs": Out(VMCS_LAYOUT),
+            "vmcs": Out(WORKING_LAYOUT),
         })
 
     # ---------------------------------------------------------------------------------------------
@@ -441,24 +443,29 @@ class VmxUnit(wiring.Component):
         ex = self.exit.payload
         g_vpid_on = Signal()        # the running guest has VPIDs enabled
 
-        # What a VM exit or a VM-entry failure writes into the working copy in one cycle (its
-        # parallel port): `ExitFieldWrites`, enabled by the state that takes the exit or fails
-        # the entry.
+        # What a VM exit or a VM-entry failure writes in one cycle: `ExitFieldWrites`, enabled by
+        # the state that takes the exit or fails the entry; the fields of the working copy go
+        # to its parallel port, all of them to the exit write-back.
         m.submodules.exit_fields = exit_fields = ExitFieldWrites()
+        n_info = len(EXIT_INFO_WRITTEN)
         m.d.comb += [exit_fields.exit.eq(ex), exit_fields.vmcs.eq(wc),
                      exit_fields.ept_enabled.eq(ept_on),
                      exit_fields.failure_qualification.eq(fail_qual),
-                     working_copy.par_data.eq(exit_fields.data),
-                     working_copy.par_en.eq(exit_fields.enables)]
-        exit_written = [member_name(n) for n in PARALLEL_FIELDS]
+                     *(working_copy.par_data[member_name(n)].eq(exit_fields.data[member_name(n)])
+                       for n in PARALLEL_FIELDS),
+                     working_copy.par_en.eq(exit_fields.enables[n_info:])]
 
-        # Write-back of the fields a VM exit or a VM-entry failure wrote into the working copy
-        # into the current VMCS's row, in the background (`ExitWriteBack`), in every cycle no
-        # state writes the memory (those assignments come later and win) and no indexed write
-        # is on its way into the working copy. Meanwhile the guest may be resumed; what reads
-        # the rows waits (VMREAD, VMPTRLD, VMCLEAR: see `needs_rows`).
+        # Write-back of the fields a VM exit or a VM-entry failure wrote into the current VMCS's
+        # row, in the background (`ExitWriteBack`), in every cycle no state writes the memory
+        # (those assignments come later and win) and no indexed write is on its way into the
+        # working copy. Meanwhile the guest may be resumed; what reads the rows waits (VMREAD,
+        # VMPTRLD, VMCLEAR), and so does a VMWRITE of a field the write-back still holds (see
+        # `needs_rows`).
         m.submodules.exit_write_back = write_back = ExitWriteBack()
-        m.d.comb += [*(write_back.fields[n].eq(wc[n]) for n in exit_written),
+        m.d.comb += [write_back.written.eq(exit_fields.data),
+                     write_back.written_en.eq(exit_fields.enables),
+                     *(write_back.current[member_name(n)].eq(wc[member_name(n)])
+                       for n in PARALLEL_FIELDS),
                      write_back.hold.eq(wc_pending), write_back.taken.eq(port_taken),
                      write_back.query_field.eq(f_idx)]
         with m.If(write_back.wr_valid):
@@ -467,6 +474,7 @@ class VmxUnit(wiring.Component):
                          cache.wr_data.eq(write_back.wr_data)]
         side_wb = write_back.busy
         side_pending = write_back.query_pending
+        side_held = write_back.query_held
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -477,6 +485,7 @@ class VmxUnit(wiring.Component):
                 needs_rows = Signal()
                 op_in = self.instr.payload.op
                 m.d.comb += needs_rows.eq(((op_in == VmxOp.VMREAD) & side_pending)
+                                          | ((op_in == VmxOp.VMWRITE) & side_held)
                                           | (op_in == VmxOp.VMPTRLD)
                                           | (op_in == VmxOp.VMCLEAR))
                 # VMLAUNCH/VMRESUME read the working copy as they are accepted: not while an

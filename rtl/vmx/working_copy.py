@@ -2,23 +2,24 @@
 
 The VM-entry checks, the exit decisions, the state a VM entry loads and a VM exit hands back all
 read fields of the current VMCS together, every cycle; the VMX unit keeps them here, one
-register per field (`VMCS_LAYOUT`), and keeps the cache memory's rows of the same VMCS equal
-(write-through, `rtl.vmx.unit`).
+register per field (`WORKING_LAYOUT`: every field but those no block reads in parallel,
+`rtl.vmx.layouts.NOT_IN_WORKING_COPY`, which only the cache memory holds), and keeps the cache
+memory's rows of the same VMCS equal (write-through, `rtl.vmx.unit`).
 
-Every register has exactly two ways in, so that each bit costs at most one LUT on the FPGA:
+Every register has at most two ways in, so that each bit costs at most one LUT on the FPGA:
 
 * the row port (``row_en``, ``row_index``, ``row_data``): a row of the cache memory's wide copy
   (`rtl.vmx.vmcs_cache`, `FIELD_LANES` fields to a row) straight from its read port, each field's
   32-bit halves with their own enables (``row_en`` bit ``2 * lane``: bits 31:0 of the field in
   that lane, bit ``2 * lane + 1``: bits 63:32). Every other write reaches the working copy this
-  way: the unit writes the cache memory (VMWRITE, a region load, the VMfail error number,
-  VMFUNC's EPTP) and reads the row back; a VMPTRLD copies whole rows. The data input of a
-  register that only this port writes is the memory's output bit itself.
-* the parallel port (``par_en``, ``par_data``): the fields a VM exit writes all at once
-  (`PARALLEL_FIELDS`: the exit-information fields, the guest state the core changes, the
-  VM-entry interruption information and VM-entry controls), each with its own enable (a VM exit
-  saves some of them only under exit controls); a VM-entry failure writes the exit reason and
-  qualification this way too.
+  way: the unit writes the cache memory (VMWRITE, a region load, VMFUNC's EPTP) and reads the
+  row back; a VMPTRLD copies whole rows. The data input of a register that only this port
+  writes is the memory's output bit itself.
+* the parallel port (``par_en``, ``par_data``): the fields of the working copy a VM exit writes
+  all at once (`PARALLEL_FIELDS`: the guest state the core changes, the VM-entry interruption
+  information and VM-entry controls), each with its own enable (a VM exit saves some of them only
+  under exit controls). The exit-information fields a VM exit writes are not here: the exit
+  write-back holds them until they are in the cache memory (`rtl.vmx.exit_write_back`).
 
 A field written on both ports in one cycle takes the parallel port's value.
 
@@ -28,7 +29,7 @@ Ports
 64 x `FIELD_LANES`): the row write.
 ``par_en`` (in, one bit per member of `PARALLEL_LAYOUT`), ``par_data`` (in, `PARALLEL_LAYOUT`):
 the parallel write.
-``vmcs`` (out, `VMCS_LAYOUT`): the registers.
+``vmcs`` (out, `WORKING_LAYOUT`): the registers.
 
 Timing
 ------
@@ -41,21 +42,18 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.arch.vmx import EXIT_SAVED_GUEST_FIELDS, FIELD_BY_NAME, FIELDS
-from rtl.vmx.layouts import VMCS_LAYOUT, member_name
+from rtl.arch.vmx import EXIT_SAVED_GUEST_FIELDS, FIELD_BY_NAME
+from rtl.vmx.layouts import WORKING_FIELDS, WORKING_LAYOUT, member_name
 from rtl.vmx.vmcs_cache import FIELD_LANES, FIELD_ROW_COUNT, ROWS_PER_SLOT, field_lane, field_row
 
 __all__ = ["WorkingCopy", "PARALLEL_FIELDS", "PARALLEL_LAYOUT"]
 
-#: The fields a VM exit writes in one cycle (`rtl.vmx.unit`: the exit-information fields first,
-#: in the order its background copy to the cache memory takes them, then the saved guest state).
+#: The fields of the working copy a VM exit writes in one cycle (`rtl.vmx.exit_fields`).
 PARALLEL_FIELDS = (
-    "VM_EXIT_REASON", "EXIT_QUALIFICATION", "GUEST_LINEAR_ADDRESS", "GUEST_PHYSICAL_ADDRESS",
-    "VM_EXIT_INSTRUCTION_LEN", "VMX_INSTRUCTION_INFO", "VM_EXIT_INTR_INFO",
-    "VM_EXIT_INTR_ERROR_CODE", "IDT_VECTORING_INFO_FIELD", "IDT_VECTORING_ERROR_CODE",
     "VM_ENTRY_INTR_INFO_FIELD", "VM_ENTRY_CONTROLS",
     *EXIT_SAVED_GUEST_FIELDS,
 )
+assert set(PARALLEL_FIELDS) <= {f.name for f in WORKING_FIELDS}
 
 PARALLEL_LAYOUT = data.StructLayout(
     {member_name(n): unsigned(FIELD_BY_NAME[n].bits) for n in PARALLEL_FIELDS})
@@ -67,18 +65,18 @@ class WorkingCopy(wiring.Component):
     row_data: In(64 * FIELD_LANES)
     par_en: In(len(PARALLEL_FIELDS))
     par_data: In(PARALLEL_LAYOUT)
-    vmcs: Out(VMCS_LAYOUT)
+    vmcs: Out(WORKING_LAYOUT)
 
     def elaborate(self, platform):
         m = Module()
         par = {member_name(n): i for i, n in enumerate(PARALLEL_FIELDS)}
-        wc = Signal(VMCS_LAYOUT, reset_less=True)
+        wc = Signal(WORKING_LAYOUT, reset_less=True)
         m.d.comb += self.vmcs.eq(wc)
         # One decoded select per row: the row port's address decoder.
         at_row = Signal(FIELD_ROW_COUNT)
         for r in range(FIELD_ROW_COUNT):
             m.d.comb += at_row[r].eq(self.row_index == r)
-        for f in FIELDS:
+        for f in WORKING_FIELDS:
             n = member_name(f)
             reg = wc[n]
             lane = field_lane(f.slot)

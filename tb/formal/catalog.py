@@ -217,6 +217,7 @@ def mutations():
 # --- VmxUnit ------------------------------------------------------------------------------
 
 from rtl.arch.vmx import FIELDS  # noqa: E402
+from rtl.vmx.layouts import NOT_IN_WORKING_COPY  # noqa: E402
 
 from .vmx import (VmxHarness, start_load_one_valid, start_root_copying,  # noqa: E402
                   start_root_fresh_vmcs, start_root_one_vmcs)
@@ -235,13 +236,17 @@ def vmrw_fields():
     cut): one of every class of `rtl.arch.vmx.FIELDS` that VMWRITE can write (control, guest
     state, host state x 16-bit, 32-bit, 64-bit with a high access, natural width; the VM-exit
     information fields are read-only here), the field of `_VMRW_CHOICE` where the class has one,
-    else the class's first."""
+    else the class's first; and the first writable field the working copy does not hold."""
     classes = {}
     for f in FIELDS:
         if not f.read_only:
             classes.setdefault((f.type, f.width), []).append(f.name)
-    return tuple(next((n for n in names if n in _VMRW_CHOICE), names[0])
-                 for names in classes.values())
+    chosen = tuple(next((n for n in names if n in _VMRW_CHOICE), names[0])
+                   for names in classes.values())
+    # And one that the working copy does not hold (`NOT_IN_WORKING_COPY`: only the cache
+    # memory has it).
+    return chosen + (next(f.name for f in FIELDS
+                          if not f.read_only and f.name in NOT_IN_WORKING_COPY),)
 
 
 VMRW_FIELDS = vmrw_fields()

@@ -70,10 +70,10 @@ from amaranth.lib.wiring import In, Out
 from rtl.arch.vmx import FIELDS, INVALID_VMCS_POINTER, VmxMode, VmxOp, VmxResult
 from rtl.vmx import entry_sequence as entry_sequence_module
 from rtl.vmx import unit as unit_module
-from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, member_name
+from rtl.vmx.exit_fields import EXIT_WRITTEN_FIELDS
+from rtl.vmx.layouts import ENTRY_CHECK_RESULT_LAYOUT, WORKING_FIELDS, member_name
 from rtl.vmx.unit import VmxUnit
 from rtl.vmx.vmcs_cache import FIELD_LANES, VmcsCache, field_lane, field_row
-from rtl.vmx.working_copy import PARALLEL_FIELDS
 
 from . import (AnyConst, AnySeq, Assert, Assume, Cover, FormalTop, internal_signal,
                 internal_signals, past)
@@ -141,9 +141,9 @@ class FreeEntryChecks(wiring.Component):
     """Stand-in for `VmEntryChecks` (same ports): every output free in every cycle."""
 
     def __init__(self, *, maxphyaddr=None, revision_id=None):
-        from rtl.vmx.layouts import CPU_STATE_LAYOUT, VMCS_LAYOUT
+        from rtl.vmx.layouts import CPU_STATE_LAYOUT, WORKING_LAYOUT
         super().__init__({
-            "vmcs": In(VMCS_LAYOUT), "cpu": In(CPU_STATE_LAYOUT), "link_revision": In(32),
+            "vmcs": In(WORKING_LAYOUT), "cpu": In(CPU_STATE_LAYOUT), "link_revision": In(32),
             "current_vmcs": In(64), "link_read_needed": Out(1), "link_addr": Out(64),
             "start": In(1), "done": Out(1),
             "result": Out(ENTRY_CHECK_RESULT_LAYOUT),
@@ -278,7 +278,7 @@ class VmxHarness(FormalTop):
             wm.d.sync += wc_raw.eq(AnySeq(len(wc_raw)))
         elif self.field is not None:
             # Only F's register is the design's; every other field of the working copy is free.
-            for f in FIELDS:
+            for f in WORKING_FIELDS:
                 if f.name != self.field:
                     wm.d.sync += wc_view[member_name(f)].eq(AnySeq(f.bits))
         unit.cache = cache
@@ -484,7 +484,8 @@ class VmxHarness(FormalTop):
         with m.Switch(fi_s):                    # write-back copies it into the row)
             for f in FIELDS:
                 with m.Case(f.slot):
-                    m.d.comb += wcf_reg.eq(wc[member_name(f)])
+                    # A field the working copy does not hold: what it would hold is the row's.
+                    m.d.comb += wcf_reg.eq(wc[member_name(f)] if f in WORKING_FIELDS else mfc)
         # F in the working copy once a write on its way (if any) has landed: read back from
         # the current VMCS's row (`rb_*`, the row then still holds it) or landing now (`land_*`,
         # the row port's data).
@@ -602,7 +603,7 @@ class VmxHarness(FormalTop):
             # VMPTRLD and VMCLEAR wait for the exit's background copy into the cache memory,
             # whose counter stays within the fields it copies.
             wb_busy = write_back.busy
-            check(internal_signal(wbm, "cnt", "sync") < len(PARALLEL_FIELDS),
+            check(internal_signal(wbm, "cnt", "sync") < len(EXIT_WRITTEN_FIELDS),
                   "aux: exit write-back: counter in range")
             check(~(ptr_st | in_state("CLEAR_START", "CLEAR_LS", "CLEAR_WB", "CLEAR_DONE"))
                   | ~wb_busy, "aux: VMPTRLD/VMCLEAR: no exit write-back running")

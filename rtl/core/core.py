@@ -1,6 +1,7 @@
-"""The execution engine of the x86-64 core: a multi-cycle FSM around `Decoder` and
-`ExecuteUnit` (operands, `Alu`, branch), with `FetchLines`, `Prefetcher` and `WindowSelect`
-on the fetch side.
+"""The execution engine of the x86-64 core: a multi-cycle FSM around `Decoder`, `AddressGen`
+(the effective address), `ExecuteUnit` (operands, `Alu`, branch) and `Destination` (where the
+result goes, the stack's use), with `FetchLines`, `Prefetcher` and `WindowSelect` on the fetch
+side.
 
 One instruction at a time; one memory request of the FSM's outstanding (the prefetcher may add
 one for code).
@@ -43,6 +44,8 @@ from ..arch.vmx import (
     RFLAGS_RF,
     RFLAGS_TF,
 )
+from .access import AccessLanes
+from .address import AddressGen
 from .core_layouts import (
     EXCEPTION_LAYOUT,
     MEM_REQ_LAYOUT,
@@ -59,15 +62,14 @@ from .core_layouts import (
     SysAction,
     SysKind,
 )
-from .access import AccessLanes
 from .decode import Decoder
+from .destination import STACK_LOAD, STACK_STORE, Destination
 from .execute import ExecuteUnit
 from .fetch_lines import QWORD_ADDR_WIDTH, FetchLines
+from .layouts import DECODED_LAYOUT, MAX_INSN_BYTES, InsnClass, OpSize, bytes_of, is_one_of
 from .prefetch import Prefetcher
-from .regfile import READ_PORTS, RSP, RegisterFile
+from .regfile import READ_PORTS, RSP, RegisterFile, high8
 from .window import WindowSelect
-from .layouts import (DECODED_LAYOUT, MAX_INSN_BYTES, SEG_DS, SEG_FS, SEG_GS, SEG_SS,
-                      InsnClass, OpSize, is_one_of)
 
 __all__ = ["Core", "RESET_CR0", "RESET_CR4", "RESET_EFER", "POPF_MASK"]
 
@@ -100,11 +102,7 @@ _RM_SOURCE = (InsnClass.ALU_RM_R, InsnClass.ALU_R_RM, InsnClass.ALU_RM_IMM, Insn
               InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_R_RM, InsnClass.MOVZX,
               InsnClass.MOVSX, InsnClass.CMOVCC, InsnClass.PUSH_RM, InsnClass.JMP_RM,
               InsnClass.CALL_RM)
-# Classes reading the top of the stack.
-_STACK_LOAD = (InsnClass.POP_OPREG, InsnClass.POP_RM, InsnClass.POPF, InsnClass.RET)
-_STACK_STORE = (InsnClass.PUSH_OPREG, InsnClass.PUSH_RM, InsnClass.PUSH_IMM, InsnClass.PUSHF,
-                InsnClass.CALL_REL, InsnClass.CALL_RM)
-_EXECUTED = (*_RM_SOURCE, *_STACK_LOAD, *_STACK_STORE, InsnClass.ALU_ACC_IMM,
+_EXECUTED = (*_RM_SOURCE, *STACK_LOAD, *STACK_STORE, InsnClass.ALU_ACC_IMM,
              InsnClass.MOV_RM_R, InsnClass.MOV_RM_IMM, InsnClass.MOV_OPREG_IMM, InsnClass.LEA,
              InsnClass.SETCC, InsnClass.JCC, InsnClass.JMP_REL, InsnClass.NOP)
 # Classes the system executes (the `sys_req` port): HLT too, because in VMX non-root operation
@@ -119,12 +117,6 @@ _OVERLAPPED = (InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR, InsnClass.IN_I
                InsnClass.VMWRITE)
 assert not set(_EXECUTED) & set(_SYSTEM)
 assert set(_EXECUTED) | set(_SYSTEM) | {InsnClass.INVALID} == set(InsnClass)
-
-
-def _bytes_of(size):
-    """Bytes (1, 2, 4, 8; 64 bits wide, so it adds to addresses without width changes)."""
-    return Mux(size == OpSize.S8, C(1, 64), Mux(size == OpSize.S16, C(2, 64),
-                                                Mux(size == OpSize.S32, C(4, 64), C(8, 64))))
 
 
 def _canonical(addr):
@@ -203,14 +195,11 @@ class Core(wiring.Component):
             m.d.comb += regs.rd_addr[port].eq(n)
             return regs.rd_data[port]
 
-        def high8(n, size):
-            """The operand is AH/CH/DH/BH: 8-bit register 4-7 without REX."""
-            return (size == OpSize.S8) & ~insn.rex & (n[2:4] == 1)
-
         def rd(port, n, size):
             """GPR `n` as an operand of `size` (AH..BH land in bits 7:0), on read port `port`."""
-            full = reg(port, Mux(high8(n, size), n & 3, n))
-            return Mux(high8(n, size), full[8:16], full)
+            hi8 = high8(n, size, insn.rex)
+            full = reg(port, Mux(hi8, n & 3, n))
+            return Mux(hi8, full[8:16], full)
 
         fsm = Signal(CoreState)
         in_decode = fsm == CoreState.DECODE
@@ -328,36 +317,15 @@ class Core(wiring.Component):
         # --- Decoded-instruction helpers -----------------------------------------------------
         cls = insn.cls
         size = insn.opsize
-        ea = Signal(64)                 # effective address (registered in DECODE)
-        ea_comb = Signal(64)
+        # The effective address (`rtl.core.address`), registered in DECODE (`ea`).
+        m.submodules.address = ag = AddressGen()
+        m.d.comb += [ag.insn.eq(insn), ag.base_val.eq(reg(_READ_BASE, insn.base)),
+                     ag.index_val.eq(reg(_READ_INDEX, insn.index)), ag.next_rip.eq(next_rip)]
+        ea = Signal(64)
+        ea_comb = ag.ea
+        ss_ref = ag.ss_ref
         ea_x = Signal(64)               # the EA for EXEC: computed now when EXEC is in DECODE
         m.d.comb += ea_x.eq(Mux(fsm == CoreState.DECODE, ea_comb, ea))
-        base_v = Mux(insn.base_valid, reg(_READ_BASE, insn.base), C(0, 64))
-        index_r = reg(_READ_INDEX, insn.index)
-        index_v = Signal(64)
-        with m.If(insn.index_valid):
-            with m.Switch(insn.scale):
-                for k in range(4):
-                    with m.Case(k):
-                        m.d.comb += index_v.eq(Cat(C(0, k), index_r[:64 - k]))
-        disp64 = Signal(64)
-        m.d.comb += disp64.eq(insn.disp)        # sign-extends (the field is signed)
-        ea_1 = Signal(64)
-        ea_2 = Signal(64)
-        m.d.comb += [ea_1.eq(base_v + index_v),
-                     ea_2.eq(disp64 + Mux(insn.rip_rel, next_rip, C(0, 64))),
-                     ea_comb.eq(ea_1 + ea_2)]
-        # POP r/m with RSP as base: the address uses RSP after the increment (SDM POP).
-        pop_adj = Mux((cls == InsnClass.POP_RM) & insn.base_valid & (insn.base == RSP),
-                      _bytes_of(size), C(0, 64))
-        ss_ref = insn.base_valid & ((insn.base == RSP) | (insn.base == 5))
-        is_stack_load = Signal()
-        is_stack_store = Signal()
-        m.d.comb += [is_stack_load.eq(is_one_of(cls, *_STACK_LOAD)),
-                     is_stack_store.eq(is_one_of(cls, *_STACK_STORE))]
-        stack_size = Signal(64)
-        m.d.comb += stack_size.eq(Mux(is_one_of(cls, InsnClass.RET, InsnClass.CALL_REL,
-                                                InsnClass.CALL_RM), C(8, 64), _bytes_of(size)))
         rsp = gpr[RSP]
 
         # --- Execute datapath (`rtl.core.execute`: operands by class, ALU, branch) ------------
@@ -371,7 +339,11 @@ class Core(wiring.Component):
                      ex.cl.eq(gpr[1][:6]), ex.ld_val.eq(ld_val), ex.ea.eq(ea_x),
                      ex.next_rip.eq(next_rip), ex.rflags.eq(rflags)]
         taken, target = ex.taken, ex.target
-        setcc_size = cls == InsnClass.SETCC
+        # Where the result goes, and the stack's use (`rtl.core.destination`).
+        m.submodules.destination = dst = Destination()
+        m.d.comb += [dst.insn.eq(insn), dst.writes.eq(ex.writes)]
+        is_stack_load, is_stack_store = dst.stack_load, dst.stack_store
+        stack_size = dst.stack_bytes
 
         # Registered EXEC results.
         wb_en = Signal()
@@ -411,28 +383,10 @@ class Core(wiring.Component):
                      sp.scale.eq(insn.scale), sp.index.eq(insn.index),
                      sp.index_valid.eq(insn.index_valid), sp.base.eq(insn.base),
                      sp.base_valid.eq(insn.base_valid), sp.rip_rel.eq(insn.rip_rel),
-                     # 64-bit mode: only FS/GS overrides count (SDM Vol. 2A 2.2.1).
-                     sp.seg.eq(Mux((insn.seg == SEG_FS) | (insn.seg == SEG_GS), insn.seg,
-                                   Mux(ss_ref, SEG_SS, SEG_DS)))]
+                     sp.seg.eq(ag.seg)]
 
         # --- EXEC: the ALU's results registered, the next state chosen ---------------------------
         # Run in EXEC after a load, or right in DECODE when the instruction loads nothing.
-        dest_rm = is_one_of(cls, InsnClass.ALU_RM_R, InsnClass.ALU_RM_IMM, InsnClass.UNARY_RM,
-                            InsnClass.SHIFT_RM_IMM, InsnClass.SHIFT_RM_CL, InsnClass.MOV_RM_R,
-                            InsnClass.MOV_RM_IMM, InsnClass.SETCC, InsnClass.POP_RM)
-        dest_rm_mem = Signal()
-        dest_rm_reg = Signal()
-        m.d.comb += [dest_rm_mem.eq(insn.mem & dest_rm), dest_rm_reg.eq(~insn.mem & dest_rm)]
-        dest_reg = is_one_of(cls, InsnClass.ALU_R_RM, InsnClass.MOV_R_RM, InsnClass.MOVZX,
-                             InsnClass.MOVSX, InsnClass.LEA, InsnClass.CMOVCC)
-        dest_acc = cls == InsnClass.ALU_ACC_IMM
-        dest_opreg = is_one_of(cls, InsnClass.MOV_OPREG_IMM, InsnClass.POP_OPREG)
-        writes = ex.writes
-        dsize = Signal(OpSize)
-        wreg = Signal(4)
-        m.d.comb += [dsize.eq(Mux(setcc_size, OpSize.S8, size)),
-                     wreg.eq(Mux(dest_rm_reg, insn.rm, Mux(dest_reg, insn.reg,
-                                                           Mux(dest_opreg, insn.opreg, 0))))]
         # The next instruction's window when this one falls through: offset and qwords passed
         # (the decoder's look-ahead computes the same sum).
         adv_sum = next_sum
@@ -476,8 +430,8 @@ class Core(wiring.Component):
         def commit():
             """No store, no taken branch: retires in DECODE (no access) or EXEC (after its load)
             with the ALU's results."""
-            m.d.comb += [gw_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
-                         gw_reg.eq(wreg), gw_size.eq(dsize), gw_hi8.eq(high8(wreg, dsize)),
+            m.d.comb += [gw_en.eq(dst.reg_we), gw_reg.eq(dst.reg), gw_size.eq(dst.size),
+                         gw_hi8.eq(dst.hi8),
                          gw_val.eq(ex.result)]
             retire_early(ex.rflags_out, next_rip)
 
@@ -490,8 +444,8 @@ class Core(wiring.Component):
 
         def execute(may_commit=False):
             m.d.sync += [
-                wb_en.eq((dest_rm_reg | dest_reg | dest_acc | dest_opreg) & writes),
-                wb_reg.eq(wreg), wb_size.eq(dsize), wb_hi8.eq(high8(wreg, dsize)),
+                wb_en.eq(dst.reg_we), wb_reg.eq(dst.reg), wb_size.eq(dst.size),
+                wb_hi8.eq(dst.hi8),
                 wb_val.eq(ex.result),
                 new_rflags.eq(ex.rflags_out),
                 new_rip.eq(Mux(taken, target, next_rip)),
@@ -510,12 +464,12 @@ class Core(wiring.Component):
             m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, ex.result))
             with m.If(taken & ~_canonical(target)):
                 fault(VECTOR_GP, 0)
-            with m.Elif(((dest_rm_mem & writes) | is_stack_store)):
+            with m.Elif(dst.mem_we | is_stack_store):
                 with m.If(is_stack_store):
                     m.d.sync += [acc_addr.eq(rsp - stack_size), acc_size.eq(stack_size),
                                  acc_ss.eq(1)]
                 with m.Else():
-                    m.d.sync += [acc_addr.eq(ea_x), acc_size.eq(_bytes_of(dsize)),
+                    m.d.sync += [acc_addr.eq(ea_x), acc_size.eq(bytes_of(dst.size)),
                                  acc_ss.eq(ss_ref)]
                 m.d.sync += fsm.eq(CoreState.STORE)
             with m.Elif(is_stack_load):
@@ -613,7 +567,8 @@ class Core(wiring.Component):
                             is_halt = a.action == SysAction.HALT
                             m.d.sync += [
                                 wb_en.eq(a.dest_we & ~is_halt), wb_reg.eq(a.dest),
-                                wb_size.eq(a.dest_size), wb_hi8.eq(high8(a.dest, a.dest_size)),
+                                wb_size.eq(a.dest_size),
+                                wb_hi8.eq(high8(a.dest, a.dest_size, insn.rex)),
                                 wb_val.eq(a.dest_val),
                                 new_rflags.eq(Mux(a.rflags_we, a.rflags, rflags)),
                                 new_rip.eq(Mux(a.rip_we, a.rip,
@@ -711,7 +666,7 @@ class Core(wiring.Component):
                     m.d.sync += [ea.eq(ea_comb), acc_ss.eq(ss_ref), sys_kind.eq(SysKind.INSN),
                                  sys_loaded.eq(0), sys_mem.eq(0), fsm.eq(CoreState.SYS_REQ)]
                 with m.Else():
-                    m.d.sync += ea.eq(ea_comb + pop_adj)
+                    m.d.sync += ea.eq(ag.pop_ea)
                     m.d.sync += [acc_part.eq(0), ld_buf.eq(0)]
                     with m.If(is_stack_load):
                         m.d.sync += [acc_addr.eq(rsp), acc_size.eq(stack_size), acc_ss.eq(1),
@@ -720,8 +675,8 @@ class Core(wiring.Component):
                         m.d.sync += [acc_addr.eq(ea_comb), acc_ss.eq(ss_ref),
                                      acc_size.eq(Mux(is_one_of(cls, InsnClass.MOVZX,
                                                                InsnClass.MOVSX),
-                                                     _bytes_of(insn.src_size),
-                                                     _bytes_of(size))),
+                                                     bytes_of(insn.src_size),
+                                                     bytes_of(size))),
                                      fsm.eq(CoreState.LOAD)]
                     with m.Else():
                         execute(may_commit=True)

@@ -11,10 +11,11 @@ the testbenches share (docs/core.md describes them).
 * `DECODED_LAYOUT`: the decoder's output (`Decoder.insn`);
 * `VMX_OP_OF_CLASS`: the `rtl.arch.vmx.VmxOp` of each VMX instruction class;
 * `is_one_of`: an enum-typed value is one of some members (the core's and the system unit's
-  dispatch).
+  dispatch);
+* `bytes_of`: an `OpSize` as its bytes, 64 bits wide (added to addresses).
 """
 
-from amaranth.hdl import Value, signed
+from amaranth.hdl import C, Mux, Value, signed
 from amaranth.lib import data, enum
 
 from ..arch.vmx import VmxOp
@@ -76,6 +77,12 @@ class OpMap(enum.Enum, shape=2):
 def is_one_of(value, *members):
     """`value` (an enum-typed view or its raw value) is one of the enum `members`."""
     return Value.cast(value).matches(*(mb.value for mb in members))
+
+
+def bytes_of(size):
+    """Bytes (1, 2, 4, 8; 64 bits wide, so it adds to addresses without width changes)."""
+    return Mux(size == OpSize.S8, C(1, 64), Mux(size == OpSize.S16, C(2, 64),
+                                                Mux(size == OpSize.S32, C(4, 64), C(8, 64))))
 
 
 class InsnClass(enum.Enum, shape=6):

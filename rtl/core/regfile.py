@@ -31,10 +31,15 @@ from amaranth.lib.wiring import In, Out
 from ..mux import binary_mux
 from .layouts import OpSize
 
-__all__ = ["READ_PORTS", "RSP", "RegisterFile", "merge_write"]
+__all__ = ["READ_PORTS", "RSP", "RegisterFile", "high8", "merge_write"]
 
 READ_PORTS = 5
 RSP = 4
+
+
+def high8(n, size, rex):
+    """Register `n` at `size` is AH/CH/DH/BH: 8-bit register 4-7 without a REX prefix."""
+    return (size == OpSize.S8) & ~rex & (n[2:4] == 1)
 
 
 def merge_write(old, value, size, hi8):

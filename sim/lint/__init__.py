@@ -40,6 +40,8 @@ TOPS: list[Top] = [
     Top("core_alu", "rtl.core.alu:Alu", {}),
     Top("core_execute", "rtl.core.execute:ExecuteUnit", {}),
     Top("core_access", "rtl.core.access:AccessLanes", {}),
+    Top("core_address", "rtl.core.address:AddressGen", {}),
+    Top("core_destination", "rtl.core.destination:Destination", {}),
     Top("core_regfile", "rtl.core.regfile:RegisterFile", {}),
     Top("core_decoder", "rtl.core.decode:Decoder", {}),
     Top("core", "rtl.core.core:Core", {}),

@@ -1,7 +1,7 @@
 """The execution engine of the x86-64 core: a multi-cycle FSM around `Decoder`, `AddressGen`
 (the effective address), `ExecuteUnit` (operands, `Alu`, branch) and `Destination` (where the
-result goes, the stack's use), with `FetchLines`, `Prefetcher` and `WindowSelect` on the fetch
-side.
+result goes, the stack's use), with `FetchLines`, `Prefetcher`, `PrefetchPolicy` and
+`WindowSelect` on the fetch side.
 
 One instruction at a time; one memory request of the FSM's outstanding (the prefetcher may add
 one for code).
@@ -68,6 +68,7 @@ from .execute import ExecuteUnit
 from .fetch_lines import QWORD_ADDR_WIDTH, FetchLines
 from .layouts import DECODED_LAYOUT, MAX_INSN_BYTES, InsnClass, OpSize, bytes_of, is_one_of
 from .prefetch import Prefetcher
+from .prefetch_policy import PrefetchPolicy
 from .regfile import READ_PORTS, RSP, RegisterFile, high8
 from .window import WindowSelect
 
@@ -799,32 +800,15 @@ class Core(wiring.Component):
             m.d.comb += [req.payload.addr.eq(acc_addr), req.payload.mask.eq(0xFF),
                          req.payload.data.eq(0)]
 
-        # --- The prefetcher (`rtl.core.prefetch`): the qword after the window buffer, into the
-        # fetched lines. Asked for from DEC_WAIT, the RETIRE of an instruction that fell through,
-        # or DECODE of an instruction that makes no access (so its own load or store does not
-        # wait for it); only within the page of the code being fetched (no translation of a page
-        # the program may never run: no accessed flag set, no fault to hold), and not when the
-        # lines have the qword.
-        quiet = Signal()                # the state issues no access of the FSM's this cycle
-        m.d.comb += quiet.eq((fsm == CoreState.DEC_WAIT)
-                             | ((fsm == CoreState.RETIRE) & advanced)
-                             | (in_decode & ~insn.mem & ~is_stack_load & ~is_stack_store
-                                & ~is_one_of(cls, *_SYSTEM)))
-        # ... or while the FSM waits for its load's or store's answer (the prefetch's answer
-        # comes after it) or for the system port's answer to an instruction of `_OVERLAPPED`:
-        # the qword after the buffer, `fetch_next`; or for its FETCH's: the qword after that one
-        # (a FETCH follows a jump to code not in the lines, whose next instructions are likely
-        # to need the next qword soon).
-        with m.If(accessing | (sys_steady & overlapped)):
-            m.d.comb += [pf.start.eq((fetch_next[:9] != 0) & ~lines.lookup_hit[1]),
-                         pf.addr.eq(Cat(C(0, 3), fetch_next))]
-        with m.Elif(fsm == CoreState.FETCH_WAIT):
-            m.d.comb += [pf.start.eq(acc_addr[3:12] != 0x1FF),
-                         pf.addr.eq(Cat(C(0, 3), acc_addr[3:] + 1))]
-        with m.Else():
-            m.d.comb += [pf.start.eq(quiet & (acc_addr[3:12] != 0) & ~lines.lookup_hit[0]
-                                     & ~flush_lines),
-                         pf.addr.eq(acc_addr)]
+        # --- The prefetcher (`rtl.core.prefetch`): what and when is `rtl.core.prefetch_policy`'s.
+        m.submodules.prefetch_policy = pp = PrefetchPolicy()
+        m.d.comb += [pp.state.eq(fsm), pp.advanced.eq(advanced),
+                     pp.no_access.eq(~insn.mem & ~is_stack_load & ~is_stack_store
+                                     & ~is_one_of(cls, *_SYSTEM)),
+                     pp.waiting.eq(accessing | (sys_steady & overlapped)),
+                     pp.fetch_next.eq(fetch_next), pp.fetch_next_hit.eq(lines.lookup_hit[1]),
+                     pp.qword.eq(acc_addr), pp.qword_hit.eq(lines.lookup_hit[0]),
+                     pp.flush.eq(flush_lines), pf.start.eq(pp.start), pf.addr.eq(pp.addr)]
         m.d.comb += [pf.flush.eq(flush_lines), pf.fetch_waits.eq(fsm == CoreState.FETCH)]
         with m.If(pf.fill_en):
             m.d.comb += [lines.fill_en.eq(1), lines.fill_addr.eq(pf.fill_addr),

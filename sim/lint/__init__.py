@@ -42,6 +42,7 @@ TOPS: list[Top] = [
     Top("core_access", "rtl.core.access:AccessLanes", {}),
     Top("core_address", "rtl.core.address:AddressGen", {}),
     Top("core_destination", "rtl.core.destination:Destination", {}),
+    Top("core_prefetch_policy", "rtl.core.prefetch_policy:PrefetchPolicy", {}),
     Top("core_regfile", "rtl.core.regfile:RegisterFile", {}),
     Top("core_decoder", "rtl.core.decode:Decoder", {}),
     Top("core", "rtl.core.core:Core", {}),

@@ -61,6 +61,7 @@ from rtl.arch.vmx import (
 )
 from rtl.arch.vmx import bit_position as bit
 from rtl.vmx.entry_checks import canonical, eptp_ok
+from rtl.vmx.field_decode import FieldDecode
 from rtl.vmx.layouts import cut_to_width
 from rtl.vmx.ports import INSTR_LAYOUT
 
@@ -149,18 +150,10 @@ class InstructionDecision(wiring.Component):
         # Field decode of the VMREAD/VMWRITE encoding (rtl.arch.vmx.field_by_encoding).
         enc = Signal(64)
         m.d.comb += enc.eq(d.reg & opmask)
-        f_ok = Signal()
-        f_ro = Signal()
-        with m.If((enc[32:64] == 0) & ~enc[12] & (enc[15:32] == 0)):
-            with m.Switch(enc[0:15]):
-                for f in FIELDS:
-                    with m.Case(f.encoding):
-                        m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot),
-                                     f_ro.eq(f.read_only)]
-                    if f.has_high:
-                        with m.Case(f.encoding | 1):
-                            m.d.comb += [f_ok.eq(1), f_idx.eq(f.slot), f_high.eq(1),
-                                         f_ro.eq(f.read_only)]
+        m.submodules.field_decode = field_decode = FieldDecode()
+        f_ok, f_ro = field_decode.supported, field_decode.read_only
+        m.d.comb += [field_decode.encoding.eq(enc), f_idx.eq(field_decode.field),
+                     f_high.eq(field_decode.high)]
         # VMWRITE: the value for both halves; the high access writes only bits 63:32 (the
         # write enables), the field's width (`FieldWidth`, encoding bits 14:13) cuts the rest,
         # so that the cache memory holds the field zero-extended, as the working copy does.

@@ -52,6 +52,7 @@ TOPS: list[Top] = [
     Top("vmx_working_copy", "rtl.vmx.working_copy:WorkingCopy", {}),
     Top("vmx_exit_write_back", "rtl.vmx.exit_write_back:ExitWriteBack", {}),
     Top("vmx_decision", "rtl.vmx.decision:InstructionDecision", {}),
+    Top("vmx_field_decode", "rtl.vmx.field_decode:FieldDecode", {}),
     Top("vmx_host_state_load", "rtl.vmx.state_loads:HostStateLoad", {}),
     Top("vmx_guest_state_load", "rtl.vmx.state_loads:GuestStateLoad", {}),
     Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),

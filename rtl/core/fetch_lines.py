@@ -21,6 +21,9 @@ Timing: the lookup is combinational from registers (compare `lines` tags, select
 flush takes effect at the next clock edge.
 """
 
+import functools
+import operator
+
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -56,10 +59,17 @@ class FetchLines(wiring.Component):
         words = [Signal(64, name=f"word{i}") for i in range(n)]
         nxt = Signal(range(n))          # round-robin victim
 
+        # A qword is in at most one line (a fill of a qword already held rewrites that line),
+        # so the hits of a lookup are one-hot: an AND-OR of the lines' words, not a priority
+        # chain.
         for p in range(self.ports):
-            for i in range(n):
-                with m.If(valid[i] & (tags[i] == self.lookup_addr[p])):
-                    m.d.comb += [self.lookup_hit[p].eq(1), self.lookup_data[p].eq(words[i])]
+            hits = Signal(n, name=f"hits{p}")
+            m.d.comb += [hits[i].eq(valid[i] & (tags[i] == self.lookup_addr[p]))
+                         for i in range(n)]
+            m.d.comb += [self.lookup_hit[p].eq(hits.any()),
+                         self.lookup_data[p].eq(
+                             functools.reduce(operator.or_, (Mux(hits[i], words[i], 0)
+                                                             for i in range(n))))]
 
         present = Signal(n)
         for i in range(n):

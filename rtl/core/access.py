@@ -14,18 +14,21 @@ Ports:
                      119:64 (its last byte is never the access's: an access is at most 8 bytes)
     req_addr    out  the qword address of request `part`
     req_mask    out  its byte mask
-    req_data    out  its data, each byte in its lane
+    req_data    out  its data, each byte in its lane (bytes outside `req_mask` are free: both
+                     requests carry the store's bytes rotated by the address's byte offset)
     two_parts   out  the access crosses a qword boundary (two requests)
     value       out  the 8 bytes of `loaded` from `addr` on (the access's bytes in the low
                      ones; the reader keeps what its operand size needs)
 
-Timing: combinational (constant shifts selected by the address's byte offset: no barrel
-shifter).
+Timing: combinational (constant shifts selected by the address's byte offset, as trees of 2:1
+multiplexers on its bits: no barrel shifter).
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from ..mux import binary_mux
 
 __all__ = ["AccessLanes"]
 
@@ -52,18 +55,23 @@ class AccessLanes(wiring.Component):
         m.d.comb += mask8.eq(Mux(size == 1, 0x01, Mux(size == 2, 0x03,
                                                       Mux(size == 4, 0x0F, 0xFF))))
         mask16 = Signal(16)
-        data128 = Signal(128)
         with m.Switch(self.addr[:3]):
             for o in range(8):
                 with m.Case(o):
-                    m.d.comb += [mask16.eq(Cat(C(0, o), mask8, C(0, 8 - o))),
-                                 data128.eq(Cat(C(0, 8 * o), self.data, C(0, 64 - 8 * o))),
-                                 self.value.eq(self.loaded[8 * o:8 * o + 64])]
+                    m.d.comb += mask16.eq(Cat(C(0, o), mask8, C(0, 8 - o)))
+        # The bytes move by the address's byte offset: trees of 2:1 multiplexers on its bits
+        # (`binary_mux`). Both requests' data is the store's bytes rotated into their lanes:
+        # each request's mask takes its own bytes from it (the others are free).
+        offset = self.addr[:3]
+        rotated = binary_mux(offset, [Cat(self.data[64 - 8 * o:], self.data[:64 - 8 * o])
+                                      for o in range(8)])
         m.d.comb += [
             self.two_parts.eq(mask16[8:].any()),
             self.req_addr.eq(Cat(C(0, 3), self.addr[3:])
                              + Mux(self.part, C(8, 64), C(0, 64))),
             self.req_mask.eq(Mux(self.part, mask16[8:], mask16[:8])),
-            self.req_data.eq(Mux(self.part, data128[64:], data128[:64])),
+            self.req_data.eq(rotated),
+            self.value.eq(binary_mux(offset, [self.loaded[8 * o:8 * o + 64]
+                                              for o in range(8)])),
         ]
         return m

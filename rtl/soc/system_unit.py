@@ -35,9 +35,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.paging import Invalidation
 from ..arch.system import CONSOLE_PORT, EXIT_PORT, IO_OPEN_BUS, MSR_EFER
-from ..arch.vmx import (PROC_MONITOR_TRAP_FLAG, PROC_USE_TSC_OFFSETTING,
-                        RFLAGS_ARITH, ExitReason, VmxInstrInfoLayout, VmxMode,
-                        VmxResult)
+from ..arch.vmx import (PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, ExitReason, VmxInstrInfoLayout,
+                        VmxMode, VmxResult)
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_UD, SysAction, SysKind)
 from ..core.layouts import VMX_OP_OF_CLASS, InsnClass, OpSize, is_one_of
@@ -46,6 +45,7 @@ from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT
 from ..vmx.layouts import WORKING_LAYOUT
 from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
                          INSTR_LAYOUT, RESULT_LAYOUT)
+from .boundary_events import BoundaryEvents, monitor_trap_flag
 from .exit_info import vmx_instruction_information
 from .exit_query import ExitQuery
 from .system_rules import (mov_to_cr0_faults, mov_to_cr3_faults, mov_to_cr4_faults,
@@ -174,14 +174,12 @@ class SystemUnit(wiring.Component):
         reg_val, rm_val = self.core_reg_val, self.core_rm_val
 
         # --- boundary events: the preemption timer and the monitor trap flag ------------------
-        entry_retire = Signal()     # the core retires the VM-entering instruction: no MTF yet
-        halted = Signal()           # the run ended at the exit port: no more events
-        mtf = (self.vmx_vmcs.cpu_based_vm_exec_control & PROC_MONITOR_TRAP_FLAG) != 0
-        m.d.comb += self.event_pending.eq(
-            non_root & ~halted & (self.timer_expired
-                                  | (mtf & self.core_retiring & ~entry_retire)))
-        with m.If(self.core_retiring):
-            m.d.sync += entry_retire.eq(0)
+        m.submodules.events = events = BoundaryEvents()
+        m.d.comb += [events.non_root.eq(non_root),
+                     events.mtf.eq(monitor_trap_flag(self.vmx_vmcs.cpu_based_vm_exec_control)),
+                     events.timer_expired.eq(self.timer_expired),
+                     events.retiring.eq(self.core_retiring),
+                     self.event_pending.eq(events.pending)]
         m.d.comb += self.timer_stop.eq(0)
 
         # --- pulses -------------------------------------------------------------------------
@@ -300,10 +298,8 @@ class SystemUnit(wiring.Component):
             with m.Case(SysState.DISPATCH):
                 with m.Switch(r.kind):
                     with m.Case(SysKind.EVENT):
-                        with m.If(non_root & self.timer_expired):
-                            take_exit(ExitReason.PREEMPTION_TIMER)
-                        with m.Elif(non_root & ~halted):
-                            take_exit(ExitReason.MONITOR_TRAP_FLAG)
+                        with m.If(events.exit):
+                            take_exit(events.reason)
                         with m.Else():
                             respond(SysAction.RETIRE, count=0)
                     with m.Case(SysKind.FAULT):
@@ -394,8 +390,8 @@ class SystemUnit(wiring.Component):
                     with m.Case(InsnClass.OUT_IMM, InsnClass.OUT_DX):
                         with m.If(port == EXIT_PORT):
                             # The run ends: retire the OUT and park the core in HALTED.
-                            m.d.sync += [self.exit_port.eq(1), self.exit_code.eq(out_val),
-                                         halted.eq(1)]
+                            m.d.sync += [self.exit_port.eq(1), self.exit_code.eq(out_val)]
+                            m.d.comb += events.halt.eq(1)
                             respond(SysAction.HALT)
                         with m.Else():
                             with m.If(port == CONSOLE_PORT):
@@ -461,8 +457,8 @@ class SystemUnit(wiring.Component):
                                 load_state(1, guest.guest_rip, guest.guest_rsp,
                                            guest.guest_rflags, guest.guest_cr0, guest.guest_cr3,
                                            guest.guest_cr4, guest.guest_ia32_efer)
-                                m.d.sync += [self.vm_entry.eq(1), entry_retire.eq(1),
-                                             self.timer_load.eq(1)]
+                                m.d.sync += [self.vm_entry.eq(1), self.timer_load.eq(1)]
+                                m.d.comb += events.entered.eq(1)
                             with m.Default():       # COMPLETE: VMFUNC switched the EPTP
                                 respond(SysAction.RETIRE, count=1)
 

@@ -58,6 +58,7 @@ TOPS: list[Top] = [
     Top("system_unit", "rtl.soc.system_unit:SystemUnit", {"maxphyaddr": 40}),
     Top("system_values", "rtl.soc.system_values:SystemValues", {}),
     Top("vmx_operands", "rtl.soc.vmx_operands:VmxOperands", {}),
+    Top("boundary_events", "rtl.soc.boundary_events:BoundaryEvents", {}),
     Top("system_memory", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1}),
     # The SoC as `vtx run` simulates it (sim.run.top: no reset input); with its reset, the

@@ -35,19 +35,18 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.paging import Invalidation
 from ..arch.system import CONSOLE_PORT, EXIT_PORT, IO_OPEN_BUS, MSR_EFER
-from ..arch.vmx import (PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, ExitReason, VmxInstrInfoLayout,
-                        VmxMode, VmxResult)
+from ..arch.vmx import PROC_USE_TSC_OFFSETTING, RFLAGS_ARITH, ExitReason, VmxMode, VmxResult
 from ..core.core_layouts import (EXCEPTION_LAYOUT, SYS_REQ_LAYOUT, SYS_RESP_LAYOUT, VECTOR_GP,
                                  VECTOR_UD, SysAction, SysKind)
 from ..core.layouts import VMX_OP_OF_CLASS, InsnClass, OpSize, is_one_of
 from ..translation.layouts import invalidation_layout
 from ..vmx.exit_decisions import DECISION_LAYOUT, QUERY_LAYOUT
 from ..vmx.layouts import WORKING_LAYOUT
-from ..vmx.ports import (ENTRY_LAYOUT, EXIT_GUEST_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT,
-                         INSTR_LAYOUT, RESULT_LAYOUT)
+from ..vmx.ports import ENTRY_LAYOUT, EXIT_LAYOUT, HOST_LOAD_LAYOUT, INSTR_LAYOUT, RESULT_LAYOUT
 from .boundary_events import BoundaryEvents, monitor_trap_flag
 from .exit_info import vmx_instruction_information
 from .exit_query import ExitQuery
+from .exit_record import ExitRecord
 from .system_rules import (mov_to_cr0_faults, mov_to_cr3_faults, mov_to_cr4_faults,
                            wrmsr_efer_faults, wrmsr_efer_value)
 from .system_values import SystemValues
@@ -156,14 +155,6 @@ class SystemUnit(wiring.Component):
         precheck_final = Signal()
         resp = Signal(SYS_RESP_LAYOUT)      # the answer being built
         dec = Signal(DECISION_LAYOUT)       # its decision
-        exit_reason = Signal(16)
-        exit_qual = Signal(64)
-        exit_gla = Signal(64)
-        exit_gpa = Signal(64)
-        exit_intr_info = Signal(32)
-        exit_intr_error = Signal(32)
-        exit_len = Signal(32)
-        exit_info = Signal(VmxInstrInfoLayout)
         inv = Signal(invalidation_layout())
         non_root = self.vmx_mode == VmxMode.NON_ROOT
         cls = r.cls
@@ -202,13 +193,20 @@ class SystemUnit(wiring.Component):
             respond(SysAction.FAULT, vector=vector, has_error_code=error_code is not None,
                     error_code=0 if error_code is None else error_code)
 
+        # --- the VM exit's information and guest state (`rtl.soc.exit_record`) ----------------
+        m.submodules.exit_record = record = ExitRecord()
+        m.d.comb += [record.rip.eq(self.core_rip), record.rsp.eq(gpr[4]),
+                     record.rflags.eq(self.core_rflags), record.cr0.eq(self.core_cr0),
+                     record.cr3.eq(self.core_cr3), record.cr4.eq(self.core_cr4),
+                     record.efer.eq(self.core_efer), record.timer_value.eq(self.timer_value),
+                     record.entered.eq(self.vmx_entry.guest)]
+
         def take_exit(reason, qual=0, gla=0, gpa=0, intr_info=0, intr_error=0):
-            m.d.sync += [exit_reason.eq(reason), exit_qual.eq(qual), exit_gla.eq(gla),
-                         exit_info.eq(0),
-                         exit_gpa.eq(gpa), exit_intr_info.eq(intr_info),
-                         exit_intr_error.eq(intr_error),
-                         exit_len.eq(Mux(r.kind == SysKind.INSN, r.length, 0)),
-                         state.eq(SysState.EXIT)]
+            m.d.comb += [record.take.eq(1), record.reason.eq(reason),
+                         record.qualification.eq(qual), record.gla.eq(gla), record.gpa.eq(gpa),
+                         record.intr_info.eq(intr_info), record.intr_error.eq(intr_error),
+                         record.instr_len.eq(Mux(r.kind == SysKind.INSN, r.length, 0))]
+            m.d.sync += state.eq(SysState.EXIT)
 
         def retire_with_inval(kind, gla=0, **fields):
             m.d.sync += [inv.kind.eq(kind), inv.vpid.eq(self.vpid), inv.eptp.eq(0),
@@ -261,9 +259,9 @@ class SystemUnit(wiring.Component):
         m.d.comb += self.vmx_instr.payload.eq(vmx_ins)
 
         def exit_instr_info():
-            """After `take_exit` (which clears `exit_info`): the VMX instruction's VM-exit
+            """With `take_exit` (which records 0 otherwise): the VMX instruction's VM-exit
             instruction information (`rtl.soc.exit_info`)."""
-            m.d.sync += exit_info.eq(vmx_instruction_information(
+            m.d.comb += record.instr_info.eq(vmx_instruction_information(
                 cls, r.mem, r.scale, r.index, r.index_valid, r.base, r.base_valid, r.seg, r.rm,
                 r.reg))
 
@@ -463,26 +461,11 @@ class SystemUnit(wiring.Component):
                                 respond(SysAction.RETIRE, count=1)
 
             with m.Case(SysState.EXIT):
-                x = self.vmx_exit.payload
-                g = x.guest
-                m.d.comb += [
-                    x.reason.eq(exit_reason), x.qualification.eq(exit_qual), x.gla.eq(exit_gla),
-                    x.gpa.eq(exit_gpa), x.instr_len.eq(exit_len), x.instr_info.eq(exit_info),
-                    x.intr_info.eq(exit_intr_info), x.intr_error.eq(exit_intr_error),
-                    x.idt_vectoring_info.eq(0), x.idt_vectoring_error.eq(0),
-                    # What the core does not hold (DR7, DEBUGCTL, PAT, PDPTEs): as entered.
-                    *(g[n].eq(self.vmx_entry.guest[n]) for n in EXIT_GUEST_LAYOUT.members),
-                    g.guest_rip.eq(self.core_rip), g.guest_rsp.eq(gpr[4]),
-                    g.guest_rflags.eq(self.core_rflags), g.guest_cr0.eq(self.core_cr0),
-                    g.guest_cr3.eq(self.core_cr3), g.guest_cr4.eq(self.core_cr4),
-                    g.guest_ia32_efer.eq(self.core_efer),
-                    g.vmx_preemption_timer_value.eq(self.timer_value),
-                    self.vmx_exit.valid.eq(1),
-                ]
+                m.d.comb += [self.vmx_exit.payload.eq(record.exit), self.vmx_exit.valid.eq(1)]
                 with m.If(self.vmx_exit.ready):
                     m.d.comb += self.timer_stop.eq(1)
-                    m.d.sync += [self.vm_exit.eq(1), self.vm_exit_reason.eq(exit_reason),
-                                 self.vm_exit_qualification.eq(exit_qual),
+                    m.d.sync += [self.vm_exit.eq(1), self.vm_exit_reason.eq(record.exit.reason),
+                                 self.vm_exit_qualification.eq(record.exit.qualification),
                                  state.eq(SysState.EXIT_WAIT)]
 
             with m.Case(SysState.EXIT_WAIT):

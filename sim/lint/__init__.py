@@ -59,6 +59,7 @@ TOPS: list[Top] = [
     Top("system_values", "rtl.soc.system_values:SystemValues", {}),
     Top("vmx_operands", "rtl.soc.vmx_operands:VmxOperands", {}),
     Top("boundary_events", "rtl.soc.boundary_events:BoundaryEvents", {}),
+    Top("exit_record", "rtl.soc.exit_record:ExitRecord", {}),
     Top("system_memory", "rtl.soc.memory:SystemMemory",
         {"ram_bytes": 1 << 16, "maxphyaddr": 40, "walk_tag_width": 1}),
     # The SoC as `vtx run` simulates it (sim.run.top: no reset input); with its reset, the

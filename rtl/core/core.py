@@ -44,6 +44,7 @@ from ..arch.vmx import (
     RFLAGS_RF,
     RFLAGS_TF,
 )
+from ..translation.checks import canonical
 from .access import AccessLanes
 from .address import AddressGen
 from .core_layouts import (
@@ -118,10 +119,6 @@ _OVERLAPPED = (InsnClass.CPUID, InsnClass.RDTSC, InsnClass.RDMSR, InsnClass.IN_I
                InsnClass.VMWRITE)
 assert not set(_EXECUTED) & set(_SYSTEM)
 assert set(_EXECUTED) | set(_SYSTEM) | {InsnClass.INVALID} == set(InsnClass)
-
-
-def _canonical(addr):
-    return (addr[47:64] == 0) | (addr[47:64] == 0x1FFFF)
 
 
 class Core(wiring.Component):
@@ -463,7 +460,7 @@ class Core(wiring.Component):
             m.d.sync += sp_new.eq(Mux(is_stack_load, rsp + stack_size, rsp - stack_size))
             # Stores: memory destinations and pushes.
             m.d.sync += acc_data.eq(Mux(cls == InsnClass.POP_RM, ld_val, ex.result))
-            with m.If(taken & ~_canonical(target)):
+            with m.If(taken & ~canonical(target)):
                 fault(VECTOR_GP, 0)
             with m.Elif(dst.mem_we | is_stack_store):
                 with m.If(is_stack_store):
@@ -683,7 +680,7 @@ class Core(wiring.Component):
                         execute(may_commit=True)
 
             with m.Case(CoreState.LOAD):
-                with m.If(~_canonical(acc_addr)):
+                with m.If(~canonical(acc_addr)):
                     fault(Mux(acc_ss, VECTOR_SS, VECTOR_GP), 0)
                 with m.Else():
                     m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.READ)]
@@ -710,7 +707,7 @@ class Core(wiring.Component):
             with m.Case(CoreState.EXEC):
                 execute(may_commit=True)
             with m.Case(CoreState.STORE):
-                with m.If(~_canonical(acc_addr)):
+                with m.If(~canonical(acc_addr)):
                     fault(Mux(acc_ss, VECTOR_SS, VECTOR_GP), 0)
                 with m.Else():
                     m.d.comb += [req.valid.eq(1), req.payload.kind.eq(Access.WRITE)]

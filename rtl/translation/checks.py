@@ -3,7 +3,7 @@
 Each function builds an Amaranth expression from the architectural rules in `rtl.arch`.
 """
 
-from amaranth import Cat, Const, Mux
+from amaranth import Cat, Const, Mux, Value
 
 from .. import arch
 from ..arch import Access
@@ -86,3 +86,16 @@ def ept_access_allowed(access, perm):
 def violation_qualification(acc_bits, perm, final):
     """Bits 8:0 of the EPT-violation exit qualification (bit 7: the GLA is valid)."""
     return Cat(acc_bits, perm, Const(0, 1), Const(1, 1), _bit(final))
+
+
+def canonical(addr) -> Value:
+    """Bits 63:47 of the (zero-extended to 64 bits) address are all equal: a canonical 48-bit
+    linear address (`rtl.arch.canonical`). The one HDL form of the rule: the core's accesses and
+    branch targets, the translation unit's requests and the VM-entry checks use it."""
+    addr = Value.cast(addr)
+    if len(addr) <= 47:
+        return Const(1, 1)
+    top = addr[47:]
+    if len(addr) < 64:
+        return top == 0     # zero-extended: bits 63:width are 0, so all must be 0
+    return (top == 0) | top.all()

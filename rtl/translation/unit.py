@@ -17,7 +17,7 @@ cache at once: ALL clears in that cycle, the other kinds scan each cache's sets 
 while new requests are held.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.utils import ceil_log2
 
@@ -153,12 +153,11 @@ class TranslationUnit(wiring.Component):
                 ]
         user = l1_req.cpl == 3
         write = l1_req.access == Access.WRITE
-        canonical = (gla[47:] == 0) | (gla[47:] == (1 << 17) - 1)
         imm_gp = Signal()
         imm_flat = Signal()
         hit_ok = Signal()
         m.d.comb += [
-            imm_gp.eq(Mux(pg, ~canonical, gla[32:].any())),
+            imm_gp.eq(Mux(pg, ~checks.canonical(gla), gla[32:].any())),
             imm_flat.eq(~pg & ~ctx.ept_enable & ~imm_gp),
             hit_ok.eq(hit & ~imm_gp & ~imm_flat
                       & ~checks.guest_permission_fault(

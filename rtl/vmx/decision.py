@@ -60,7 +60,8 @@ from rtl.arch.vmx import (
     VmxResult,
 )
 from rtl.arch.vmx import bit_position as bit
-from rtl.vmx.entry_checks import canonical, eptp_ok
+from rtl.translation.checks import canonical
+from rtl.vmx.entry_checks import eptp_ok
 from rtl.vmx.field_decode import FieldDecode
 from rtl.vmx.layouts import cut_to_width
 from rtl.vmx.ports import INSTR_LAYOUT

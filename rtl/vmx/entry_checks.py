@@ -43,8 +43,9 @@ default `VMCS_REVISION_ID`, as the model's) with bit 31 (shadow-VMCS indicator) 
 SMM (always, here) the pointer must not be the current-VMCS pointer (``current_vmcs``, sampled
 with ``start``).
 
-The helpers below (`canonical`, `vmx_address_ok`, `eptp_ok`, `pdpte_ok`, `pat_ok`,
-`controls_ok`, `limit_granularity_ok`, `greater_than`, `any_bit`, `bits_above`) are pure functions
+The helpers below (`vmx_address_ok`, `eptp_ok`, `pdpte_ok`, `pat_ok`, `controls_ok`,
+`limit_granularity_ok`, `greater_than`, `any_bit`, `bits_above`; `canonical` comes from
+`rtl.translation.checks`) are pure functions
 of Amaranth values, mirroring the model's and `rtl.arch`'s Python helpers, for other RTL to reuse
 (tests/test_vmx_entry_checks.py checks them against the Python ones).
 """
@@ -135,6 +136,7 @@ from rtl.arch import (
     allowed_settings,
     mask,
 )
+from rtl.translation.checks import canonical
 
 from .layouts import (
     CPU_STATE_LAYOUT,
@@ -174,18 +176,6 @@ def bits_above(value, n: int) -> Value:
     if len(value) <= n:
         return Const(0, 1)
     return value[n:].any()
-
-
-def canonical(addr) -> Value:
-    """Bits 63:47 of the (zero-extended to 64 bits) address are all equal: a canonical 48-bit
-    linear address (`rtl.arch.canonical`)."""
-    addr = Value.cast(addr)
-    if len(addr) <= 47:
-        return Const(1, 1)
-    top = addr[47:]
-    if len(addr) < 64:
-        return top == 0     # zero-extended: bits 63:width are 0, so all must be 0
-    return (top == 0) | top.all()
 
 
 def vmx_address_ok(addr, maxphyaddr: int = MAXPHYADDR) -> Value:
